@@ -1,0 +1,82 @@
+"""Training checkpoints: written atomically, read back with a clear error.
+
+A checkpoint is a dict saved with torch.save:
+    format            "mlff-checkpoint"
+    format_version    CHECKPOINT_VERSION
+    mlff_version      str
+    config            the full training config as a plain dict ("model" -> ModelConfig fields)
+    species           [int] atomic numbers
+    element_energies_ev [float], energy_scale_ev float
+    model_state, ema_state   state dicts of the EnergyModel (raw and EMA weights)
+    optimizer_state, scheduler_state, epoch (last finished, 1-based), best_val_force_mae
+    history           list of per-epoch metric dicts
+    data_summary      dict (dataset path, frame counts, split)
+    test_metrics      dict or None (filled when training finishes)
+    reference         dict or None (structures and statistics shipped with a potential)
+"""
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mlff.models import EnergyModel, ModelConfig, build_model
+
+CHECKPOINT_FORMAT = "mlff-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """torch.save to a temporary file in the same folder, then rename over `path`.
+
+    A reader never sees a half-written file, and a crash mid-write keeps the old one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(obj, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint, checking that it is one mlff can use."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:
+        raise ValueError(f"{path} is not a readable checkpoint (truncated or corrupt?): {error}") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not an mlff checkpoint")
+    version = checkpoint.get("format_version")
+    if version != CHECKPOINT_VERSION:
+        raise ValueError(
+            f"{path} has checkpoint format version {version}; this mlff reads version {CHECKPOINT_VERSION}"
+        )
+    return checkpoint
+
+
+def model_from_checkpoint(checkpoint: dict[str, Any], weights: str = "ema") -> EnergyModel:
+    """Rebuild the EnergyModel of a checkpoint with its raw or EMA weights."""
+    if weights not in ("ema", "raw"):
+        raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
+    model = build_model(
+        ModelConfig(**checkpoint["config"]["model"]),
+        checkpoint["species"],
+        checkpoint["element_energies_ev"],
+        checkpoint["energy_scale_ev"],
+    )
+    state = checkpoint["ema_state"] if weights == "ema" and checkpoint.get("ema_state") else checkpoint["model_state"]
+    model.load_state_dict(state)
+    return model

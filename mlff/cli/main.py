@@ -1,0 +1,52 @@
+"""The `mlff` command: a thin layer over library functions.
+
+Each subcommand lives in its own module of this package with two functions,
+`add_parser(subparsers)` and `run(args) -> int`; adding one is one line in
+`COMMANDS`.
+"""
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from mlff._version import __version__
+
+COMMANDS: dict[str, str] = {
+    "train": "mlff.cli.train",
+    "eval": "mlff.cli.evaluate",
+    "export": "mlff.cli.export",
+    "info": "mlff.cli.info",
+    "md": "mlff.cli.md",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlff", description="Machine-learned molecular force fields.")
+    parser.add_argument("--version", action="version", version=f"mlff {__version__}")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads for this command")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for module_name in COMMANDS.values():
+        importlib.import_module(module_name).add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error("--threads must be >= 1")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        return int(args.run(args) or 0)
+    except (ValueError, FileNotFoundError, KeyError) as error:
+        print(f"mlff {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""`mlff md POTENTIAL [--structure FILE|DATASET:INDEX] ...`: MD with stability and speed."""
+
+import argparse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("md", help="run MD with a potential; print stability and speed")
+    parser.add_argument("potential", help="potential file (.pt)")
+    parser.add_argument("--structure", default=None, help="FILE or DATASET:INDEX (default: the potential's start frame)")
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--timestep-fs", type=float, default=0.5)
+    parser.add_argument("--temperature-k", type=float, default=300.0)
+    parser.add_argument("--thermostat", choices=["nve", "langevin"], default="langevin")
+    parser.add_argument("--friction-per-fs", type=float, default=0.01)
+    parser.add_argument("--save-every", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float64")
+    parser.add_argument("-o", "--output-dir", default=None, help="write trajectory.traj, thermo.csv, summary.json")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mlff.dynamics import MDSettings, run_md
+
+    settings = MDSettings(
+        steps=args.steps,
+        timestep_fs=args.timestep_fs,
+        temperature_k=args.temperature_k,
+        thermostat=args.thermostat,
+        friction_per_fs=args.friction_per_fs,
+        seed=args.seed,
+        save_every=args.save_every,
+    )
+    summary = run_md(args.potential, args.structure, settings, args.output_dir, args.device, args.dtype)
+    stability, speed = summary["stability"], summary["throughput"]
+    print(f"MD: {summary['atoms']} atoms, {speed['steps']} steps of {args.timestep_fs} fs, {args.thermostat} at {args.temperature_k} K")
+    state = "COLLAPSED" if stability["collapsed"] else "stable"
+    print(
+        f"stability: {state}; stable for {stability['stable_time_ps']:.3f} ps; "
+        f"largest bond deviation {stability['largest_bond_deviation_a']:.3f} A over {stability['bonds']} bonds"
+    )
+    print(f"final temperature: {speed['final_temperature_k']:.1f} K; energy drift: {speed['energy_drift_mev_per_ps_atom']:.3f} meV/ps/atom")
+    print(
+        f"speed: {speed['steps_per_second']:.1f} steps/s, {speed['ns_per_day']:.3f} ns/day, "
+        f"{speed['atom_steps_per_second']:.0f} atom-steps/s, {100 * speed['potential_time_fraction']:.0f}% in the potential"
+    )
+    return 1 if stability["collapsed"] else 0

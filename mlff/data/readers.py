@@ -1,0 +1,121 @@
+"""Dataset readers -> Frames (eV, Angstrom).
+
+- MD17-layout npz (keys z, R, E, F; optional split_train, split_test, md17_index),
+  as in the sGDML MD17 files and ../shared/data/md17: energies kcal/mol.
+- Official rMD17 npz (nuclear_charges, coords, energies, forces): kcal/mol.
+- Anything ASE reads with energies and forces (extxyz, ...): eV as ASE stores them.
+"""
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from mlff.data.frames import DatasetError, Frames
+from mlff.units import KCAL_PER_MOL_TO_EV
+
+ENERGY_UNITS: dict[str, float] = {"eV": 1.0, "kcal/mol": KCAL_PER_MOL_TO_EV}
+
+_LAYOUTS: dict[str, tuple[str, str, str, str]] = {
+    "md17": ("z", "R", "E", "F"),
+    "rmd17": ("nuclear_charges", "coords", "energies", "forces"),
+}
+_SPLIT_KEYS = ("split_train", "split_test")
+_PER_FRAME_KEYS = ("md17_index", "old_indices")
+
+
+def read_frames(path: str | Path, energy_unit: str = "auto") -> Frames:
+    """Read a dataset file into Frames.
+
+    Args:
+        path: an .npz file (MD17 or rMD17 layout) or any file ASE can read with energies and forces.
+        energy_unit: "auto" (npz: kcal/mol, ASE: eV), "kcal/mol" or "eV"; forces use the same unit per Angstrom.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"dataset not found: {path}")
+    if energy_unit != "auto" and energy_unit not in ENERGY_UNITS:
+        raise ValueError(f"unknown energy unit {energy_unit!r}; known: {sorted(ENERGY_UNITS)}")
+    if path.suffix == ".npz":
+        return _read_npz(path, "kcal/mol" if energy_unit == "auto" else energy_unit)
+    return _read_ase(path, "eV" if energy_unit == "auto" else energy_unit)
+
+
+def _read_npz(path: Path, energy_unit: str) -> Frames:
+    try:
+        archive = np.load(path, allow_pickle=False)
+        keys = set(archive.files)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
+        raise DatasetError(f"{path} is not a readable npz archive (truncated or corrupt?): {error}") from None
+    with archive:
+        layout = next((name for name, names in _LAYOUTS.items() if names[0] in keys), None)
+        if layout is None:
+            raise DatasetError(
+                f"{path}: unknown npz layout (keys {sorted(keys)}); expected MD17 keys z, R, E, F "
+                "or rMD17 keys nuclear_charges, coords, energies, forces"
+            )
+        z_key, r_key, e_key, f_key = _LAYOUTS[layout]
+        missing = [key for key in (z_key, r_key, e_key, f_key) if key not in keys]
+        if missing:
+            raise DatasetError(f"{path}: missing key(s) {missing} for the {layout} layout")
+        try:
+            numbers = np.asarray(archive[z_key], dtype=np.int64)
+            coordinates = np.asarray(archive[r_key], dtype=np.float64)
+            energies = np.asarray(archive[e_key], dtype=np.float64).reshape(-1)
+            forces = np.asarray(archive[f_key], dtype=np.float64)
+            splits = {key: np.asarray(archive[key], dtype=np.int64) for key in _SPLIT_KEYS if key in keys}
+            extra = {key: np.asarray(archive[key]) for key in _PER_FRAME_KEYS if key in keys}
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
+            raise DatasetError(f"{path}: an array could not be read (truncated or corrupt?): {error}") from None
+    if coordinates.ndim != 3 or coordinates.shape[2] != 3:
+        raise DatasetError(f"{path}: {r_key} has shape {coordinates.shape}, expected [frames, atoms, 3]")
+    num_frames, num_atoms, _ = coordinates.shape
+    if numbers.shape != (num_atoms,):
+        raise DatasetError(f"{path}: {z_key} has shape {numbers.shape}, expected ({num_atoms},) to match {r_key}")
+    if forces.shape != coordinates.shape:
+        raise DatasetError(f"{path}: {f_key} has shape {forces.shape}, expected {coordinates.shape} like {r_key}")
+    if energies.shape != (num_frames,):
+        raise DatasetError(f"{path}: {e_key} holds {energies.size} values for {num_frames} frames")
+    for key, value in extra.items():
+        if value.shape[0] != num_frames:
+            raise DatasetError(f"{path}: {key} holds {value.shape[0]} values for {num_frames} frames")
+    scale = ENERGY_UNITS[energy_unit]
+    return Frames(
+        positions=coordinates.reshape(-1, 3),
+        atomic_numbers=np.tile(numbers, num_frames),
+        n_atoms=np.full(num_frames, num_atoms),
+        energies=energies * scale,
+        forces=forces.reshape(-1, 3) * scale,
+        splits=splits,
+        source=str(path),
+        extra=extra,
+    )
+
+
+def _read_ase(path: Path, energy_unit: str) -> Frames:
+    import ase.io
+
+    try:
+        images = ase.io.read(path, index=":")
+    except Exception as error:
+        raise DatasetError(f"{path}: ASE could not read it: {error}") from None
+    if not images:
+        raise DatasetError(f"{path}: no structures")
+    scale = ENERGY_UNITS[energy_unit]
+    energies, forces = [], []
+    for index, atoms in enumerate(images):
+        if atoms.calc is None:
+            raise DatasetError(f"{path}: structure {index} has no energy or forces")
+        try:
+            energies.append(atoms.get_potential_energy() * scale)
+            forces.append(atoms.get_forces() * scale)
+        except Exception as error:
+            raise DatasetError(f"{path}: structure {index} lacks energy or forces: {error}") from None
+    return Frames(
+        positions=np.concatenate([atoms.get_positions() for atoms in images]),
+        atomic_numbers=np.concatenate([atoms.get_atomic_numbers() for atoms in images]).astype(np.int64),
+        n_atoms=np.array([len(atoms) for atoms in images]),
+        energies=np.array(energies, dtype=np.float64),
+        forces=np.concatenate(forces),
+        source=str(path),
+    )

@@ -1,0 +1,125 @@
+"""MD through ASE's own integrators (VelocityVerlet, Langevin) with the mlff calculator."""
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from ase import Atoms, units
+from ase.io import Trajectory
+from ase.md.langevin import Langevin
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+from ase.md.verlet import VelocityVerlet
+
+from mlff.dynamics.observers import Observer
+from mlff.dynamics.thermo import energy_drift_mev_per_ps_atom, temperature_k
+
+
+@dataclass
+class MDSettings:
+    """One MD run.
+
+    Attributes:
+        steps: integration steps.
+        timestep_fs: time step, fs.
+        temperature_k: initial (Maxwell-Boltzmann) and thermostat temperature, K.
+        thermostat: "nve" or "langevin".
+        friction_per_fs: Langevin friction, 1/fs.
+        seed: seeds the initial velocities and the Langevin noise.
+        save_every: steps between saved frames (observed, logged, written).
+    """
+
+    steps: int = 1000
+    timestep_fs: float = 0.5
+    temperature_k: float = 300.0
+    thermostat: str = "langevin"
+    friction_per_fs: float = 0.01
+    seed: int = 0
+    save_every: int = 10
+
+    def __post_init__(self) -> None:
+        if self.thermostat not in ("nve", "langevin"):
+            raise ValueError(f"thermostat must be 'nve' or 'langevin' for the ASE engine, got {self.thermostat!r}")
+        if self.steps < 1 or self.save_every < 1 or self.timestep_fs <= 0:
+            raise ValueError("steps and save_every must be >= 1 and timestep_fs > 0")
+
+
+def run_ase_md(
+    atoms: Atoms,
+    settings: MDSettings,
+    observers: Sequence[Observer] = (),
+    output_dir: str | Path | None = None,
+    stop_when_collapsed: bool = True,
+) -> dict[str, Any]:
+    """Run MD on `atoms` (its calculator attached) and return throughput and energy measures.
+
+    Frames every `save_every` steps go to the observers and, with `output_dir`,
+    to `trajectory.traj` (ASE format, written frame by frame) and `thermo.csv`
+    (flushed each line).
+    """
+    rng = np.random.default_rng(settings.seed)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=settings.temperature_k, rng=rng)
+    Stationary(atoms)
+    ZeroRotation(atoms)
+    dt = settings.timestep_fs * units.fs
+    if settings.thermostat == "nve":
+        dynamics = VelocityVerlet(atoms, timestep=dt)
+    else:
+        dynamics = Langevin(
+            atoms, timestep=dt, temperature_K=settings.temperature_k, friction=settings.friction_per_fs / units.fs, rng=rng
+        )
+    trajectory, thermo = _open_outputs(output_dir, atoms)
+    masses = atoms.get_masses()
+    times, totals = [], []
+    steps_done = 0
+    started = time.perf_counter()
+    try:
+        while steps_done < settings.steps:
+            chunk = min(settings.save_every, settings.steps - steps_done)
+            dynamics.run(chunk)
+            steps_done += chunk
+            time_fs = steps_done * settings.timestep_fs
+            positions = atoms.get_positions()
+            potential = atoms.get_potential_energy()
+            kinetic = atoms.get_kinetic_energy()
+            times.append(time_fs)
+            totals.append(potential + kinetic)
+            for observer in observers:
+                observer.observe(steps_done, time_fs, positions)
+            if trajectory is not None:
+                trajectory.write(atoms)
+                thermo.write(f"{steps_done},{time_fs},{potential},{kinetic},{temperature_k(masses, atoms.get_velocities())}\n")
+                thermo.flush()
+            if stop_when_collapsed and any(getattr(o, "collapsed", False) for o in observers):
+                break
+    finally:
+        if trajectory is not None:
+            trajectory.close()
+            thermo.close()
+    seconds = time.perf_counter() - started
+    return _throughput(steps_done, seconds, settings.timestep_fs, len(atoms)) | {
+        "energy_drift_mev_per_ps_atom": energy_drift_mev_per_ps_atom(np.array(times), np.array(totals), len(atoms)),
+        "final_temperature_k": temperature_k(masses, atoms.get_velocities()),
+    }
+
+
+def _open_outputs(output_dir: str | Path | None, atoms: Atoms):
+    if output_dir is None:
+        return None, None
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    thermo = open(output_dir / "thermo.csv", "w")
+    thermo.write("step,time_fs,potential_energy_ev,kinetic_energy_ev,temperature_k\n")
+    return Trajectory(str(output_dir / "trajectory.traj"), "w", atoms), thermo
+
+
+def _throughput(steps: int, seconds: float, timestep_fs: float, num_atoms: int) -> dict[str, float]:
+    steps_per_second = steps / seconds if seconds > 0 else float("inf")
+    return {
+        "steps": steps,
+        "wall_seconds": seconds,
+        "steps_per_second": steps_per_second,
+        "ns_per_day": steps_per_second * timestep_fs * 1e-6 * 86400.0,
+        "atom_steps_per_second": steps_per_second * num_atoms,
+    }

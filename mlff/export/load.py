@@ -1,0 +1,287 @@
+"""Read a potential file: metadata, validation and a thin runtime wrapper.
+
+A potential file (format v1) is a TorchScript archive whose forward is
+
+    forward(positions [N, 3] Angstrom, atomic_numbers [N] long, batch [N] long,
+            cell [B, 3, 3] Angstrom, pbc [B, 3] bool)
+        -> (energy [B] float64 eV, forces [N, 3] eV/Angstrom)
+
+with a JSON extra file `mlff_metadata.json` (format, format_version, species,
+cutoff, dtype, units, model, and whatever the exporter added). This module
+needs only torch, numpy, ASE's element table and the file: it imports no
+model class and nothing from training, so any runtime can use it.
+"""
+
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ase.data import chemical_symbols
+
+from mlff._version import __version__
+
+POTENTIAL_FORMAT = "mlff-potential"
+POTENTIAL_FORMAT_VERSION = 1
+METADATA_FILE = "mlff_metadata.json"
+UNITS: dict[str, str] = {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom"}
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
+
+_TORCHSCRIPT_MARKER = "constants.pkl"
+_SCRIPT_ERROR_PREFIX = "builtins.ValueError: "
+
+
+class PotentialError(ValueError):
+    """A potential file is missing, corrupt, not an mlff potential, or of an unknown version."""
+
+
+def dtype_from_name(dtype: str | torch.dtype) -> torch.dtype:
+    """torch.float32 or torch.float64 from a name ("float32", "float64") or a torch dtype."""
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype in DTYPES:
+        return DTYPES[dtype]
+    raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """The name ("float32" or "float64") of torch.float32 or torch.float64."""
+    return next(name for name, value in DTYPES.items() if value == dtype)
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The metadata of a potential file, checked for format and version.
+
+    Reads only the archive's `mlff_metadata.json`: the model is not loaded.
+
+    Raises:
+        PotentialError: the file is missing, unreadable, not an mlff potential,
+            or written in a format version this mlff does not read.
+    """
+    path = Path(path)
+    metadata = _read_archive_metadata(path)
+    _check_format(path, metadata)
+    return metadata
+
+
+def _read_archive_metadata(path: Path) -> dict[str, Any]:
+    """The decoded metadata extra file of a TorchScript archive (unchecked)."""
+    if not path.is_file():
+        raise PotentialError(f"potential file not found: {path}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            metadata_names = [name for name in names if name.endswith(f"/extra/{METADATA_FILE}")]
+            if not any(name.endswith(f"/{_TORCHSCRIPT_MARKER}") for name in names):
+                raise PotentialError(
+                    f"{path} is not a TorchScript file (a torch.save file such as a training "
+                    "checkpoint? turn a checkpoint into a potential with `mlff export`)"
+                )
+            if not metadata_names:
+                raise PotentialError(f"{path} is not an mlff potential: a TorchScript file without {METADATA_FILE}")
+            text = archive.read(metadata_names[0])
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        raise PotentialError(f"{path} is not a readable potential file (truncated or corrupt?): {error}") from None
+    try:
+        metadata = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise PotentialError(f"{path}: {METADATA_FILE} is not valid JSON: {error}") from None
+    if not isinstance(metadata, dict):
+        raise PotentialError(f"{path}: {METADATA_FILE} holds a {type(metadata).__name__}, expected a JSON object")
+    return metadata
+
+
+def _check_format(path: Path, metadata: dict[str, Any]) -> None:
+    """Raise PotentialError unless the metadata names format v1 with species, cutoff and dtype."""
+    found_format = metadata.get("format")
+    if found_format != POTENTIAL_FORMAT:
+        raise PotentialError(
+            f"{path} is not an mlff potential (metadata format {found_format!r}, expected {POTENTIAL_FORMAT!r})"
+        )
+    version = metadata.get("format_version")
+    if version != POTENTIAL_FORMAT_VERSION:
+        raise PotentialError(
+            f"{path} has potential format version {version!r} (written by mlff "
+            f"{metadata.get('mlff_version', '?')}); this mlff {__version__} reads format version "
+            f"{POTENTIAL_FORMAT_VERSION}"
+        )
+    missing = [key for key in ("species", "cutoff", "dtype") if key not in metadata]
+    if missing:
+        raise PotentialError(f"{path}: metadata lacks {missing}")
+    if metadata["dtype"] not in DTYPES:
+        raise PotentialError(f"{path}: metadata dtype {metadata['dtype']!r} is not one of {sorted(DTYPES)}")
+
+
+class Potential:
+    """A loaded potential file: the TorchScript module and its metadata.
+
+    Attributes:
+        module: the TorchScript module (v1 forward, see this module's docstring).
+        metadata: the file's metadata dict.
+        species: atomic numbers the potential knows.
+        cutoff: interaction cutoff, Angstrom.
+        device: where the module's weights live.
+        dtype: the network's floating dtype (energies are always float64).
+    """
+
+    def __init__(self, module: torch.jit.ScriptModule, metadata: dict[str, Any], device: torch.device) -> None:
+        self.module = module
+        self.metadata = metadata
+        self.species: list[int] = [int(z) for z in metadata["species"]]
+        self.cutoff = float(metadata["cutoff"])
+        self.device = device
+        self.dtype = DTYPES[metadata["dtype"]]
+
+    def __repr__(self) -> str:
+        symbols = " ".join(chemical_symbols[z] for z in self.species)
+        return (
+            f"Potential(species={symbols}, cutoff={self.cutoff} A, "
+            f"dtype={dtype_name(self.dtype)}, device={self.device})"
+        )
+
+    def __call__(
+        self,
+        positions: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        batch: torch.Tensor,
+        cell: torch.Tensor,
+        pbc: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Energies and forces of a batch of structures (format v1).
+
+        Args:
+            positions: [N, 3] Angstrom. atomic_numbers: [N] long. batch: [N] long,
+                structure index of each atom (non-decreasing). cell: [B, 3, 3] Angstrom.
+            pbc: [B, 3] bool, all False (format v1 handles isolated molecules).
+
+        Returns:
+            energy [B] float64 eV and forces [N, 3] eV/Angstrom in the potential's
+            dtype, both detached.
+
+        Raises:
+            ValueError: the module rejected the input (the message says why).
+        """
+        try:
+            energy, forces = self.module(positions, atomic_numbers, batch, cell, pbc)
+        except torch.jit.Error as error:
+            raise _input_error(error) from None
+        return energy.detach(), forces.detach()
+
+    def to(self, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None) -> "Potential":
+        """Move and/or convert the module in place (like nn.Module.to); returns self.
+
+        Converting the dtype changes the network's floating weights only; the
+        per-element reference energies are an integer buffer and keep full precision.
+        """
+        if device is not None:
+            self.device = torch.device(device)
+            self.module.to(self.device)
+        if dtype is not None:
+            self.dtype = dtype_from_name(dtype)
+            self.module.to(self.dtype)
+        return self
+
+    def energy_and_forces(self, atomic_numbers: np.ndarray, positions: np.ndarray) -> tuple[float, np.ndarray]:
+        """Energy and forces of one isolated structure.
+
+        Args:
+            atomic_numbers: [n] integers.
+            positions: [n, 3] Angstrom.
+
+        Returns:
+            (energy in eV, forces [n, 3] float64 in eV/Angstrom).
+        """
+        numbers = np.asarray(atomic_numbers)
+        coordinates = np.asarray(positions, dtype=np.float64)
+        if numbers.ndim != 1 or coordinates.shape != (numbers.size, 3):
+            raise ValueError(
+                f"expected atomic_numbers [n] and positions [n, 3], got shapes {numbers.shape} and {coordinates.shape}"
+            )
+        energy, forces = self(
+            torch.as_tensor(coordinates, dtype=self.dtype, device=self.device),
+            torch.as_tensor(numbers, dtype=torch.long, device=self.device),
+            torch.zeros(numbers.size, dtype=torch.long, device=self.device),
+            torch.zeros(1, 3, 3, dtype=self.dtype, device=self.device),
+            torch.zeros(1, 3, dtype=torch.bool, device=self.device),
+        )
+        return float(energy[0]), forces.cpu().numpy().astype(np.float64)
+
+
+def _input_error(error: torch.jit.Error) -> Exception:
+    """The ValueError a TorchScript module raised, without the interpreter traceback."""
+    lines = str(error).strip().splitlines()
+    if lines and lines[-1].startswith(_SCRIPT_ERROR_PREFIX):
+        return ValueError(lines[-1][len(_SCRIPT_ERROR_PREFIX) :])
+    return error
+
+
+def load_potential(
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype | None = None,
+) -> Potential:
+    """Load a potential file for inference.
+
+    Args:
+        path: a .pt file written by `mlff export` / `export_model`.
+        device: where to put the module ("cpu", "cuda", ...).
+        dtype: "float32" or "float64" to convert the network; None keeps the file's.
+
+    Raises:
+        PotentialError: the file is missing, truncated or corrupt, not an mlff
+            potential, or of a format version this mlff does not read.
+    """
+    path = Path(path)
+    metadata = read_metadata(path)
+    target = torch.device(device)
+    try:
+        module = torch.jit.load(str(path), map_location=target)
+    except RuntimeError as error:
+        raise PotentialError(f"{path} is not a readable potential file (truncated or corrupt?): {error}") from None
+    module.eval()
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+    potential = Potential(module, metadata, target)
+    if dtype is not None:
+        potential.to(dtype=dtype)
+    return potential
+
+
+def describe_metadata(metadata: dict[str, Any]) -> str:
+    """The metadata as aligned, readable lines (nested keys dotted, long lists shortened)."""
+    species = [int(z) for z in metadata.get("species", [])]
+    symbols = " ".join(chemical_symbols[z] for z in species)
+    units = metadata.get("units", {})
+    model = metadata.get("model", {})
+    architecture = f"{model.get('backbone')} backbone, {model.get('encoding')} encoding"
+    rows = [
+        ("format", f"{metadata.get('format')} v{metadata.get('format_version')} (mlff {metadata.get('mlff_version')})"),
+        ("species", f"{symbols} (Z = {', '.join(str(z) for z in species)})"),
+        ("cutoff", f"{metadata.get('cutoff')} Angstrom"),
+        ("dtype", str(metadata.get("dtype"))),
+        ("units", ", ".join(f"{key} {value}" for key, value in units.items())),
+        ("model", f"{architecture}, {model.get('parameters')} parameters"),
+    ]
+    shown = {"format", "format_version", "mlff_version", "species", "cutoff", "dtype", "units"}
+    rest = {key: value for key, value in metadata.items() if key not in shown}
+    rest["model"] = {key: value for key, value in model.items() if key not in ("backbone", "encoding", "parameters")}
+    rows.extend(_flatten(rest))
+    width = max(len(key) for key, _ in rows)
+    return "\n".join(f"{key.ljust(width)}  {value}" for key, value in rows)
+
+
+def _flatten(value: Any, prefix: str = "", max_items: int = 8) -> list[tuple[str, str]]:
+    """(dotted key, text) rows of a nested JSON value; lists longer than max_items are summarised."""
+    if isinstance(value, dict):
+        rows: list[tuple[str, str]] = []
+        for key, item in value.items():
+            rows.extend(_flatten(item, f"{prefix}.{key}" if prefix else str(key), max_items))
+        return rows
+    if isinstance(value, list) and (len(value) > max_items or any(isinstance(item, (list, dict)) for item in value)):
+        return [(prefix, f"[{len(value)} items]")]
+    if isinstance(value, float):
+        return [(prefix, repr(float(f"{value:.6g}")))]
+    return [(prefix, json.dumps(value) if isinstance(value, list) else str(value))]

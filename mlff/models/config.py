@@ -1,0 +1,35 @@
+"""The model's configuration: everything needed to rebuild it from a checkpoint."""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of an energy model.
+
+    Attributes:
+        backbone: a key of `mlff.models.BACKBONES`.
+        backbone_options: the backbone's own keyword arguments (EGNN: hidden, layers, neighbor_norm).
+        encoding: a key of `mlff.encodings.ENCODINGS`.
+        encoding_size: s, the feature size of the distance encoding.
+        encoding_options: the encoding's own keyword arguments (spline: n_bins, r_min, r_max, init).
+        cutoff: Angstrom; pairs beyond it do not interact.
+        dtype: the network's dtype, "float32" or "float64" (reference energies are always float64).
+    """
+
+    backbone: str = "egnn"
+    backbone_options: dict[str, Any] = field(default_factory=lambda: {"hidden": 128, "layers": 4})
+    encoding: str = "spline"
+    encoding_size: int = 32
+    encoding_options: dict[str, Any] = field(default_factory=lambda: {"n_bins": 64, "r_min": 0.0})
+    cutoff: float = 5.0
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"model.dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        if self.cutoff <= 0:
+            raise ValueError(f"model.cutoff must be > 0 Angstrom, got {self.cutoff}")
+        if self.encoding_size < 1:
+            raise ValueError(f"model.encoding_size must be >= 1, got {self.encoding_size}")

@@ -1,0 +1,207 @@
+"""Training configuration: YAML validated into dataclasses.
+
+`load_config(path, overrides)` reads YAML, applies dotted overrides such as
+`train.epochs=50` or `data.path=my.npz` (values parsed as YAML scalars), and
+builds the dataclasses; an unknown key or a value of the wrong type is a
+ConfigError naming the dotted key.
+"""
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mlff.models.config import ModelConfig
+
+
+class ConfigError(ValueError):
+    """A config key is unknown or its value is invalid (the message names the key)."""
+
+
+@dataclass
+class DataConfig:
+    """Which frames to train, validate and test on.
+
+    Attributes:
+        path: dataset file (MD17/rMD17 npz or any ASE-readable file with energies and forces).
+        energy_unit: "auto" (npz: kcal/mol, ASE files: eV), "kcal/mol" or "eV".
+        split: k of the file's split_train[k] / split_test[k].
+        n_val: validation frames taken by seed from the training pool (never from test).
+        n_train: cap on training frames (None: the whole pool less validation).
+        n_test: cap on test frames (None: the whole test split).
+        seed: seeds the split.
+        train_pool: "split" (the file's split_train[k]) or "all" (every frame not in split_test[k]).
+    """
+
+    path: str = ""
+    energy_unit: str = "auto"
+    split: int = 0
+    n_val: int = 50
+    n_train: int | None = None
+    n_test: int | None = None
+    seed: int = 0
+    train_pool: str = "split"
+
+    def __post_init__(self) -> None:
+        if self.train_pool not in ("split", "all"):
+            raise ConfigError(f"data.train_pool must be 'split' or 'all', got {self.train_pool!r}")
+        if self.n_val < 1:
+            raise ConfigError(f"data.n_val must be >= 1, got {self.n_val}")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation.
+
+    Loss = sum over `loss_weights` of weight * term; the terms are registered in
+    `mlff.training.losses.LOSSES` (energy: MSE of total energy, eV^2; forces:
+    MSE of force components, (eV/A)^2; smoothness: the encoding's regulariser,
+    its weight is the paper's lambda).
+
+    Attributes:
+        epochs: passes over the training frames.
+        batch_size: structures per optimiser step.
+        lr: peak AdamW learning rate. weight_decay: AdamW weight decay.
+        schedule: "cosine" (per step, to min_lr, after warmup_epochs of linear warm-up),
+            "plateau" (halve on a validation plateau of plateau_patience epochs) or "constant".
+        ema_decay: decay of the exponential moving average of the weights (0 disables EMA).
+        grad_clip: max gradient norm (0 disables clipping).
+        early_stopping_patience: stop after this many epochs without a better
+            validation force MAE (0 disables).
+        max_minutes: wall-clock cap for this process (0: none); the run stops after the current epoch.
+        seed: seeds weights and batch order; a fixed epoch count reproduces a run.
+        device: "cpu", "cuda", "cuda:1", ...
+    """
+
+    epochs: int = 100
+    batch_size: int = 16
+    lr: float = 2.0e-3
+    min_lr: float = 1.0e-5
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    warmup_epochs: int = 2
+    plateau_patience: int = 10
+    ema_decay: float = 0.99
+    grad_clip: float = 10.0
+    loss_weights: dict[str, float] = field(default_factory=lambda: {"energy": 1.0, "forces": 100.0, "smoothness": 0.0})
+    early_stopping_patience: int = 0
+    max_minutes: float = 0.0
+    seed: int = 0
+    device: str = "cpu"
+    eval_batch_size: int = 100
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("cosine", "plateau", "constant"):
+            raise ConfigError(f"train.schedule must be cosine, plateau or constant, got {self.schedule!r}")
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"train.ema_decay must lie in [0, 1), got {self.ema_decay}")
+        for name, weight in self.loss_weights.items():
+            if weight < 0:
+                raise ConfigError(f"train.loss_weights.{name} must be >= 0, got {weight}")
+
+
+@dataclass
+class Config:
+    """A whole training run: data, model, optimisation, and where outputs go."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output_dir: str = "runs/default"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config (or start from defaults) and apply dotted key=value overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config not found: {path}")
+        loaded = yaml.safe_load(path.read_text())
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: a config must be a YAML mapping")
+        raw = loaded or {}
+    for override in overrides:
+        apply_override(raw, override)
+    return config_from_dict(raw)
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Set raw[a][b][c] = value for an override 'a.b.c=value' (value parsed as YAML)."""
+    key, sep, text = override.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {override!r} must look like key.sub=value")
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {override!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = yaml.safe_load(text) if text.strip() else ""
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """Build a Config from a plain dict, naming any unknown key or bad value."""
+    return _build(Config, raw, "")
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {[prefix + k for k in unknown]}; known: {sorted(names)}")
+    defaults = {f.name: f.default_factory() for f in dataclasses.fields(cls) if f.default_factory is not dataclasses.MISSING}
+    values = {}
+    for name, value in raw.items():
+        if isinstance(value, dict) and isinstance(defaults.get(name), dict):
+            value = {**defaults[name], **value}
+        values[name] = _convert(hints[name], value, f"{prefix}{name}")
+    try:
+        return cls(**values)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as error:
+        message = str(error)
+        raise ConfigError(message if message.startswith(prefix) and prefix else f"{prefix or 'config: '}{message}") from None
+
+
+def _convert(kind: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(kind):
+        return _build(kind, value, key + ".")
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(kind)
+        if value is None and type(None) in options:
+            return None
+        kind = next(option for option in options if option is not type(None))
+        origin = typing.get_origin(kind)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        _, value_kind = typing.get_args(kind)
+        return {k: (v if value_kind is Any else _convert(value_kind, v, f"{key}.{k}")) for k, v in value.items()}
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is bool and isinstance(value, bool):
+        return value
+    if kind is str and isinstance(value, str):
+        return value
+    raise ConfigError(f"{key} must be of type {getattr(kind, '__name__', kind)}, got {value!r}")

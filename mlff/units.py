@@ -1,0 +1,20 @@
+"""Every unit constant mlff uses, in one place.
+
+Inside mlff (and in ASE) lengths are Angstrom, energies eV, forces eV/Angstrom,
+times fs. MD17 files are kcal/mol and kcal/mol/Angstrom; OpenMM works in nm
+and kJ/mol. Convert at the boundary with the constants below, never inline.
+"""
+
+# CODATA 2018: elementary charge (C) times Avogadro's number, over 1000 J/kJ.
+EV_TO_KJ_PER_MOL: float = 96.48533212331002
+KCAL_TO_KJ: float = 4.184
+KCAL_PER_MOL_TO_EV: float = KCAL_TO_KJ / EV_TO_KJ_PER_MOL
+EV_TO_KCAL_PER_MOL: float = 1.0 / KCAL_PER_MOL_TO_EV
+
+NM_TO_ANGSTROM: float = 10.0
+ANGSTROM_TO_NM: float = 0.1
+
+# Boltzmann constant in eV/K (CODATA 2018, exact).
+BOLTZMANN_EV_PER_K: float = 8.617333262e-5
+
+EV_TO_MEV: float = 1000.0

@@ -1,0 +1,82 @@
+"""Shared fixtures: a tiny energy model, its exported potential file, small molecules.
+
+Fixture names are specific (tiny_*, potential_file, methanol, water) so test
+modules can keep their own module-level fixtures without clashes.
+"""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mlff.export import export_model
+from mlff.models import EnergyModel, ModelConfig, build_model
+
+TINY_SPECIES = [1, 6, 8]
+# Not representable in float32: a float32 reference energy would show up as ~1e-4 eV errors.
+TINY_ELEMENT_ENERGIES_EV = [-13.6057, -1029.8765, -2041.2345]
+TINY_ENERGY_SCALE_EV = 0.5
+
+
+def tiny_config(dtype: str = "float64") -> ModelConfig:
+    """A small EGNN + spline architecture (about 4k parameters)."""
+    return ModelConfig(
+        backbone_options={"hidden": 16, "layers": 2},
+        encoding_size=8,
+        encoding_options={"n_bins": 16},
+        dtype=dtype,
+    )
+
+
+def build_tiny_model(dtype: str = "float64", seed: int = 0) -> EnergyModel:
+    """The tiny model with weights drawn from `seed` (global RNG state left untouched)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return build_model(tiny_config(dtype), TINY_SPECIES, TINY_ELEMENT_ENERGIES_EV, TINY_ENERGY_SCALE_EV)
+
+
+@pytest.fixture(scope="module")
+def single_thread() -> Iterator[None]:
+    """torch on one CPU thread for a test module: tiny models run ~10x faster on a busy machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def tiny_model() -> EnergyModel:
+    """A fresh float64 tiny model (seed 0), in eval mode."""
+    return build_tiny_model().eval()
+
+
+@pytest.fixture(scope="session")
+def potential_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The seed-0 tiny model exported as a float64 potential file (do not modify)."""
+    path = tmp_path_factory.mktemp("potential") / "tiny.pt"
+    return export_model(build_tiny_model(), path, {"test_metrics": {"force_mae_mev_per_a": 12.5}}, config=tiny_config())
+
+
+@pytest.fixture
+def methanol() -> tuple[np.ndarray, np.ndarray]:
+    """Atomic numbers [6] and positions [6, 3] Angstrom of a methanol-like molecule."""
+    numbers = np.array([6, 8, 1, 1, 1, 1])
+    positions = np.array(
+        [
+            [0.0, 0.0, 0.0],
+            [1.43, 0.0, 0.0],
+            [-0.36, 1.03, 0.0],
+            [-0.36, -0.51, 0.89],
+            [-0.36, -0.51, -0.89],
+            [1.75, 0.90, 0.05],
+        ]
+    )
+    return numbers, positions
+
+
+@pytest.fixture
+def water() -> tuple[np.ndarray, np.ndarray]:
+    """Atomic numbers [3] and positions [3, 3] Angstrom of a water molecule."""
+    return np.array([8, 1, 1]), np.array([[0.0, 0.0, 0.1], [0.76, 0.0, -0.47], [-0.76, 0.0, -0.47]])

@@ -1,0 +1,139 @@
+"""MLFFCalculator: ASE's protocol, forces = -dE/dR, caching, bad input, optimisers and MD."""
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms, units
+from ase.md.verlet import VelocityVerlet
+from ase.optimize import BFGS
+
+from mlff import MLFFCalculator, load_potential
+from mlff.encodings import build_encoding
+from mlff.export import export_model
+from mlff.models import Backbone, EnergyModel
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+class SpringBackbone(Backbone):
+    """Harmonic springs of rest length r0 between every pair in the cutoff: a potential with a known minimum."""
+
+    def __init__(self, num_species: int, encoding, stiffness_ev_per_a2: float = 20.0, rest_length_a: float = 1.2):
+        super().__init__(num_species, encoding)
+        self.stiffness = float(stiffness_ev_per_a2)
+        self.rest_length = float(rest_length_a)
+
+    def forward(self, species, edge_index, vectors, distances):
+        # Each unordered pair appears twice (i->j, j->i): 0.25 k dr^2 each.
+        pair_energy = 0.25 * self.stiffness * (distances - self.rest_length) ** 2
+        return torch.zeros(species.size(0), dtype=distances.dtype, device=distances.device).index_add(
+            0, edge_index[0], pair_energy
+        )
+
+
+@pytest.fixture(scope="module")
+def spring_potential_file(tmp_path_factory):
+    backbone = SpringBackbone(1, build_encoding("gaussian", 4, 5.0))
+    model = EnergyModel(backbone, [1], [-13.6], 1.0).to(torch.float64)
+    return export_model(model, tmp_path_factory.mktemp("spring") / "spring.pt")
+
+
+@pytest.fixture
+def atoms(methanol):
+    numbers, positions = methanol
+    return Atoms(numbers=numbers, positions=positions)
+
+
+def test_energy_and_forces_equal_the_potential(potential_file, atoms):
+    atoms.calc = MLFFCalculator(potential_file)
+    energy, forces = load_potential(potential_file).energy_and_forces(atoms.numbers, atoms.positions)
+    assert atoms.get_potential_energy() == pytest.approx(energy, rel=1e-12)
+    assert atoms.get_potential_energy(force_consistent=True) == pytest.approx(energy, rel=1e-12)
+    np.testing.assert_allclose(atoms.get_forces(), forces, rtol=1e-12, atol=1e-15)
+    assert atoms.get_forces().dtype == np.float64
+
+
+def test_accepts_a_loaded_potential(potential_file, atoms):
+    potential = load_potential(potential_file, dtype="float32")
+    atoms.calc = MLFFCalculator(potential)
+    assert atoms.calc.potential is potential and potential.dtype == torch.float64
+    assert np.isfinite(atoms.get_potential_energy())
+
+
+def test_forces_are_minus_energy_gradient(potential_file, atoms):
+    atoms.calc = MLFFCalculator(potential_file)
+    forces = atoms.get_forces()
+    step = 1e-4
+    numerical = np.zeros_like(forces)
+    for atom in range(len(atoms)):
+        for axis in range(3):
+            energies = []
+            for sign in (1.0, -1.0):
+                displaced = atoms.copy()
+                displaced.positions[atom, axis] += sign * step
+                displaced.calc = atoms.calc
+                energies.append(displaced.get_potential_energy())
+            numerical[atom, axis] = -(energies[0] - energies[1]) / (2 * step)
+    np.testing.assert_allclose(numerical, forces, rtol=1e-4, atol=1e-7)
+    assert np.abs(forces).max() > 1e-5
+
+
+def test_results_are_cached_until_atoms_change(potential_file, atoms, monkeypatch):
+    calculator = MLFFCalculator(potential_file)
+    calls = []
+    compute = calculator.potential.energy_and_forces
+    monkeypatch.setattr(calculator.potential, "energy_and_forces", lambda *args: calls.append(1) or compute(*args))
+    atoms.calc = calculator
+    first = atoms.get_forces()
+    atoms.get_forces()
+    atoms.get_potential_energy()
+    assert len(calls) == 1
+    atoms.positions[0, 0] += 0.01
+    assert not np.allclose(atoms.get_forces(), first)
+    assert len(calls) == 2
+
+
+def test_unknown_element_names_symbol_and_species(potential_file, atoms):
+    atoms.numbers[1] = 9
+    atoms.calc = MLFFCalculator(potential_file)
+    with pytest.raises(ValueError, match=r"F \(Z=9\) not in the potential's species \(H C O\)"):
+        atoms.get_potential_energy()
+
+
+def test_nan_position(potential_file, atoms):
+    atoms.positions[2, 1] = np.nan
+    atoms.calc = MLFFCalculator(potential_file)
+    with pytest.raises(ValueError, match=r"atom\(s\) \[2\] are NaN or inf"):
+        atoms.get_forces()
+
+
+def test_periodic_atoms_are_refused(potential_file, atoms):
+    atoms.cell = [10.0, 10.0, 10.0]
+    atoms.pbc = True
+    atoms.calc = MLFFCalculator(potential_file)
+    with pytest.raises(ValueError, match="periodic boundary conditions"):
+        atoms.get_potential_energy()
+
+
+def test_bfgs_reduces_fmax(spring_potential_file):
+    triangle = Atoms("H3", positions=[[0.0, 0.0, 0.0], [1.5, 0.0, 0.0], [0.3, 1.0, 0.0]])
+    triangle.calc = MLFFCalculator(spring_potential_file)
+
+    def fmax():
+        return float(np.linalg.norm(triangle.get_forces(), axis=1).max())
+
+    initial_fmax, initial_energy = fmax(), triangle.get_potential_energy()
+    BFGS(triangle, logfile=None).run(fmax=1e-4, steps=8)
+    assert fmax() < 0.1 * initial_fmax
+    assert triangle.get_potential_energy() < initial_energy
+    assert triangle.get_all_distances()[np.triu_indices(3, 1)] == pytest.approx([1.2] * 3, abs=0.05)
+
+
+def test_velocity_verlet_conserves_energy(potential_file, atoms):
+    atoms.calc = MLFFCalculator(potential_file)
+    rng = np.random.default_rng(0)
+    atoms.set_momenta(rng.normal(0.0, 0.2, size=(len(atoms), 3)) * np.sqrt(atoms.get_masses())[:, None])
+    initial = atoms.get_total_energy()
+    VelocityVerlet(atoms, timestep=0.5 * units.fs).run(20)
+    assert np.isfinite(atoms.positions).all()
+    assert atoms.get_total_energy() == pytest.approx(initial, abs=1e-5)

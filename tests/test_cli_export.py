@@ -1,0 +1,159 @@
+"""`mlff export`, `mlff info` and `mlff eval`, called in-process (one subprocess for `python -m`)."""
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import build_tiny_model, tiny_config
+from synthetic import write_md17_npz
+
+from mlff._version import __version__
+from mlff.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_torch_save
+from mlff.cli.main import main
+from mlff.data import make_split, read_frames
+from mlff.data.batch import FrameTensors
+from mlff.evaluate import evaluate
+from mlff.export import load_potential, read_metadata
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+DATA_CONFIG = {"split": 0, "n_val": 5, "n_train": None, "n_test": None, "seed": 0, "train_pool": "split"}
+TEST_METRICS = {"energy_mae_mev": 3.5, "force_mae_mev_per_a": 40.0}
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    """60 frames of a C, O, 3 H molecule with the file's own split (30 train / 30 test)."""
+    return write_md17_npz(tmp_path / "mol.npz", num_frames=60)
+
+
+@pytest.fixture
+def checkpoint(tmp_path, dataset):
+    """A training checkpoint written by hand after mlff.checkpoint's layout: raw = seed 0, EMA = seed 1."""
+    raw, ema = build_tiny_model(seed=0), build_tiny_model(seed=1)
+    contents = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_VERSION,
+        "mlff_version": __version__,
+        "config": {"model": dataclasses.asdict(tiny_config()), "data": {"path": str(dataset), **DATA_CONFIG}},
+        "species": raw.species,
+        "element_energies_ev": raw.element_energies()[raw.species].tolist(),
+        "energy_scale_ev": float(raw.energy_scale),
+        "model_state": raw.state_dict(),
+        "ema_state": ema.state_dict(),
+        "optimizer_state": None,
+        "scheduler_state": None,
+        "epoch": 3,
+        "best_val_force_mae": 41.0,
+        "history": [],
+        "data_summary": {"source": str(dataset), "frames": 60},
+        "test_metrics": TEST_METRICS,
+        "reference": {"numbers": np.array([6, 8, 1, 1, 1])},
+    }
+    path = tmp_path / "checkpoint.pt"
+    atomic_torch_save(contents, path)
+    return path
+
+
+def energies_of(model, dataset):
+    frames = read_frames(dataset)
+    batch = FrameTensors(frames, torch.float64).batch(np.arange(4))
+    energy, forces = model(batch.positions, batch.atomic_numbers, batch.batch, batch.cell, batch.pbc)
+    return energy.detach(), forces.detach()
+
+
+def test_export_writes_the_ema_weights_with_training_metadata(tmp_path, checkpoint, dataset, capsys):
+    output = tmp_path / "out" / "potential.pt"
+    assert main(["export", str(checkpoint), "-o", str(output)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    potential = load_potential(output)
+    expected = energies_of(build_tiny_model(seed=1).eval(), dataset)
+    for actual, wanted in zip(energies_of(potential, dataset), expected):
+        torch.testing.assert_close(actual, wanted, rtol=1e-6, atol=1e-12)
+    metadata = potential.metadata
+    assert metadata["dtype"] == "float64" and metadata["model"]["config"] == dataclasses.asdict(tiny_config())
+    assert metadata["training"]["epoch"] == 3 and metadata["training"]["weights"] == "ema"
+    assert metadata["training"]["config"]["data"]["n_val"] == 5
+    assert metadata["test_metrics"] == TEST_METRICS
+    assert metadata["training_data"]["frames"] == 60 and metadata["reference"] == {"numbers": [6, 8, 1, 1, 1]}
+
+
+def test_export_raw_weights_as_float32(tmp_path, checkpoint, dataset):
+    output = tmp_path / "raw32.pt"
+    assert main(["export", str(checkpoint), "-o", str(output), "--weights", "raw", "--dtype", "float32"]) == 0
+    metadata = read_metadata(output)
+    assert metadata["dtype"] == "float32" and metadata["training"]["weights"] == "raw"
+    energy, forces = energies_of(load_potential(output), dataset)
+    expected_energy, expected_forces = energies_of(build_tiny_model(seed=0).eval(), dataset)
+    torch.testing.assert_close(energy, expected_energy, rtol=0.0, atol=1e-5)
+    torch.testing.assert_close(forces.double(), expected_forces, rtol=1e-4, atol=1e-8)
+
+
+def test_export_of_a_missing_checkpoint_fails_cleanly(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "absent.pt"), "-o", str(tmp_path / "p.pt")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    assert not (tmp_path / "p.pt").exists()
+
+
+def test_info_prints_metadata_readably_and_as_json(potential_file, capsys):
+    assert main(["info", str(potential_file)]) == 0
+    text = capsys.readouterr().out
+    assert "H C O (Z = 1, 6, 8)" in text and "5.0 Angstrom" in text and "egnn backbone" in text
+    assert "test_metrics.force_mae_mev_per_a" in text
+    assert main(["info", str(potential_file), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == read_metadata(potential_file)
+
+
+def test_info_on_a_checkpoint_says_what_to_do(checkpoint, capsys):
+    assert main(["info", str(checkpoint)]) == 2
+    assert "mlff export" in capsys.readouterr().err
+
+
+def test_eval_potential_and_checkpoint_use_the_training_split(tmp_path, checkpoint, dataset, capsys):
+    potential = tmp_path / "potential.pt"
+    assert main(["export", str(checkpoint), "-o", str(potential)]) == 0
+    results = {}
+    for name, model in (("potential", potential), ("checkpoint", checkpoint)):
+        out = tmp_path / f"{name}.json"
+        assert main(["eval", str(model), str(dataset), "--json", str(out), "--batch-size", "7"]) == 0
+        assert "force" in capsys.readouterr().out
+        results[name] = json.loads(out.read_text())
+    assert results["potential"]["kind"] == "potential" and results["checkpoint"]["kind"] == "checkpoint"
+    frames = read_frames(dataset)
+    split = make_split(frames, **{"split_index" if k == "split" else k: v for k, v in DATA_CONFIG.items()})
+    expected = evaluate(load_potential(potential), FrameTensors(frames, torch.float64), split.test)
+    for result in results.values():
+        assert result["frames"] == 30 and result["split"] == "test"
+        for key in ("energy_mae_mev", "force_mae_mev_per_a", "force_rmse_mev_per_a"):
+            assert result[key] == pytest.approx(expected[key], rel=1e-6)
+
+
+@pytest.mark.parametrize(("split", "frames"), [("all", 60), ("val", 5), ("train", 25)])
+def test_eval_other_splits(checkpoint, dataset, split, frames, tmp_path):
+    out = tmp_path / "result.json"
+    assert main(["eval", str(checkpoint), str(dataset), "--split", split, "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["frames"] == frames
+
+
+def test_eval_errors_name_the_problem(tmp_path, dataset, checkpoint, capsys):
+    assert main(["eval", str(tmp_path / "absent.pt"), str(dataset)]) == 2
+    assert "potential file not found" in capsys.readouterr().err
+    assert main(["eval", str(dataset), str(dataset)]) == 2
+    assert "neither a potential file nor a training checkpoint" in capsys.readouterr().err
+    assert main(["eval", str(checkpoint), str(dataset), "--split-index", "3"]) == 2
+    assert "split 3 requested" in capsys.readouterr().err
+
+
+def test_python_dash_m_runs_the_cli(potential_file):
+    completed = subprocess.run(
+        [sys.executable, "-m", "mlff.cli.main", "info", str(potential_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "mlff-potential v1" in completed.stdout

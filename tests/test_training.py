@@ -1,0 +1,161 @@
+"""Configs, losses, reference energies, the trainer, checkpoints and resume."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from synthetic import write_md17_npz
+
+import mlff.training.trainer as trainer_module
+from mlff.checkpoint import load_checkpoint
+from mlff.data import Frames
+from mlff.training import ConfigError, load_config, train
+from mlff.training.references import fit_element_energies
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+TINY = [
+    "model.backbone_options.hidden=8",
+    "model.backbone_options.layers=1",
+    "model.encoding_size=4",
+    "model.encoding_options.n_bins=8",
+    "train.batch_size=8",
+    "train.eval_batch_size=32",
+    "data.n_val=4",
+    "train.loss_weights.smoothness=0.01",
+]
+
+
+def tiny_config(tmp_path, data, epochs=3, extra=()):
+    overrides = TINY + [f"data.path={data}", f"output_dir={tmp_path / 'run'}", f"train.epochs={epochs}", *extra]
+    return load_config(None, overrides)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_md17_npz(tmp_path_factory.mktemp("data") / "mol.npz", num_frames=40)
+
+
+def test_unknown_key_and_bad_value_are_named(tmp_path):
+    with pytest.raises(ConfigError, match="train.epoch"):
+        load_config(None, ["train.epoch=3"])
+    with pytest.raises(ConfigError, match="train.lr"):
+        load_config(None, ["train.lr=fast"])
+    with pytest.raises(ConfigError, match="model.dtype"):
+        load_config(None, ["model.dtype=float16"])
+    (tmp_path / "c.yaml").write_text("data:\n  path: x.npz\n  splitt: 1\n")
+    with pytest.raises(ConfigError, match="data.splitt"):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_dotted_overrides_merge_into_sections():
+    config = load_config(None, ["train.loss_weights.smoothness=0.5", "model.encoding_options.n_bins=12", "train.epochs=7"])
+    assert config.train.loss_weights == {"energy": 1.0, "forces": 100.0, "smoothness": 0.5}
+    assert config.model.encoding_options["n_bins"] == 12 and "r_min" in config.model.encoding_options
+    assert config.train.epochs == 7
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("rmd17_*.yaml")), ids=lambda p: p.stem)
+def test_example_configs_are_valid(path):
+    config = load_config(path)
+    assert config.data.path.endswith(".npz") and config.model.encoding == "spline"
+
+
+def test_example_configs_cover_the_eight_md17_molecules():
+    names = {p.stem for p in EXAMPLES.glob("rmd17_*.yaml")}
+    molecules = ["aspirin", "benzene", "ethanol", "malonaldehyde", "naphthalene", "salicylic", "toluene", "uracil"]
+    assert {f"rmd17_{m}" for m in molecules} <= names
+
+
+def test_element_energies_least_squares_and_minimum_norm():
+    truth = {1: -13.6, 6: -1030.0, 8: -2040.0}
+    compositions = [[1, 1, 6], [1, 1, 1, 1, 6], [8, 1, 1], [6, 8], [1, 6, 6, 8]]
+    numbers = np.concatenate(compositions)
+    frames = Frames(
+        positions=np.zeros((len(numbers), 3)),
+        atomic_numbers=numbers,
+        n_atoms=[len(c) for c in compositions],
+        energies=np.array([sum(truth[z] for z in c) for c in compositions]),
+        forces=np.zeros((len(numbers), 3)),
+    )
+    fitted = fit_element_energies(frames, np.arange(5), [1, 6, 8])
+    np.testing.assert_allclose(fitted, [truth[1], truth[6], truth[8]], rtol=1e-10)
+    single = fit_element_energies(frames, np.array([0]), [1, 6, 8])
+    counts = np.array([2.0, 1.0, 0.0])
+    assert abs(counts @ single - frames.energies[0]) < 1e-9
+    np.testing.assert_allclose(single, counts * frames.energies[0] / (counts @ counts), rtol=1e-10)
+
+
+def test_training_writes_checkpoints_metrics_and_test_results(tmp_path, dataset):
+    result = train(tiny_config(tmp_path, dataset, epochs=2), progress=False)
+    run = tmp_path / "run"
+    assert result.epochs_run == 2
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and "val_force_mae_mev_per_a" in lines[0] and "smoothness" in lines[0]
+    checkpoint = load_checkpoint(run / "best.pt")
+    assert checkpoint["test_metrics"]["frames"] == 20
+    assert checkpoint["reference"]["atomic_numbers"] == [6, 8, 1, 1, 1]
+    assert (run / "results.json").is_file()
+    with pytest.raises(ValueError, match="--resume"):
+        train(tiny_config(tmp_path, dataset, epochs=2), progress=False)
+
+
+def test_training_lowers_the_force_error(tmp_path, dataset):
+    extra = ["train.lr=0.05", "train.batch_size=2", "train.ema_decay=0.0"]
+    result = train(tiny_config(tmp_path, dataset, epochs=8, extra=extra), progress=False)
+    history = load_checkpoint(tmp_path / "run" / "last.pt")["history"]
+    assert result.best_val_force_mae < 0.7 * history[0]["val_force_mae_mev_per_a"]
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run / "last.pt")["model_state"]
+
+
+def test_crash_and_resume_equals_an_uninterrupted_run(tmp_path, dataset, monkeypatch):
+    straight = tmp_path / "straight"
+    train(tiny_config(straight, dataset, epochs=4), progress=False)
+
+    crashed = tmp_path / "crashed"
+    original = trainer_module._run_epoch
+
+    def crash_at_third(state, data, split, epoch):
+        if epoch == 3:
+            raise KeyboardInterrupt
+        return original(state, data, split, epoch)
+
+    monkeypatch.setattr(trainer_module, "_run_epoch", crash_at_third)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(crashed, dataset, epochs=4), progress=False)
+    assert load_checkpoint(crashed / "run" / "last.pt")["epoch"] == 2
+    monkeypatch.setattr(trainer_module, "_run_epoch", original)
+    result = train(tiny_config(crashed, dataset, epochs=4), resume=True, progress=False)
+    assert result.epochs_run == 4
+    assert [h["epoch"] for h in load_checkpoint(crashed / "run" / "last.pt")["history"]] == [1, 2, 3, 4]
+    for name, value in _weights(straight / "run").items():
+        torch.testing.assert_close(_weights(crashed / "run")[name], value, rtol=0, atol=0)
+
+
+def test_killed_training_process_resumes_from_its_last_checkpoint(tmp_path, dataset):
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "mlff.cli.main", "--threads", "1", "train", "-", *TINY]
+    config = tmp_path / "c.yaml"
+    config.write_text("{}\n")
+    command[command.index("-")] = str(config)
+    command += [f"data.path={dataset}", f"output_dir={run}", "train.epochs=40", "--no-progress"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (run / "last.pt").is_file() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    saved_epoch = load_checkpoint(run / "last.pt")["epoch"]
+    assert 1 <= saved_epoch < 40
+    resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    history = load_checkpoint(run / "last.pt")["history"]
+    assert [h["epoch"] for h in history] == list(range(1, 41))
