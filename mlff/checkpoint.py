@@ -5,6 +5,7 @@ A checkpoint is a dict saved with torch.save:
     format_version    CHECKPOINT_VERSION
     mlff_version      str
     config            the full training config as a plain dict ("model" -> ModelConfig fields)
+    command           the command line that started the run, or None
     species           [int] atomic numbers
     element_energies_ev [float], energy_scale_ev float
     model_state, ema_state   state dicts of the EnergyModel (raw and EMA weights)

@@ -1,10 +1,17 @@
-"""Accuracy of any v1 callable (eager model or loaded potential) on labelled frames."""
+"""Accuracy of any v1 callable (eager model or loaded potential) on labelled frames.
 
-from typing import Callable
+`evaluate_file` takes a potential file or a training checkpoint; the split is
+the one the model was trained with when the file records it (config["data"] of
+a checkpoint, metadata["training"]["config"]["data"] of a potential).
+"""
+
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from mlff.data import Frames, make_split, read_frames
 from mlff.data.batch import FrameTensors
 from mlff.units import EV_TO_MEV
 
@@ -48,3 +55,100 @@ def evaluate(
         "force_mae_mev_per_a": float(force_error.abs().mean()) * EV_TO_MEV,
         "force_rmse_mev_per_a": float(force_error.pow(2).mean().sqrt()) * EV_TO_MEV,
     }
+
+
+SPLITS = ("test", "val", "train", "all")
+# Keys of a training config's "data" section -> make_split keyword arguments.
+SPLIT_SETTINGS: dict[str, str] = {
+    "split": "split_index",
+    "n_val": "n_val",
+    "n_train": "n_train",
+    "n_test": "n_test",
+    "seed": "seed",
+    "train_pool": "train_pool",
+}
+
+
+def evaluate_file(
+    model_path: str | Path,
+    data_path: str | Path,
+    split: str = "test",
+    split_index: int | None = None,
+    batch_size: int = 64,
+    device: str = "cpu",
+    weights: str = "ema",
+) -> dict[str, Any]:
+    """Errors of a potential file or checkpoint on one split of a dataset.
+
+    Args:
+        model_path: a potential file or a training checkpoint.
+        data_path: a dataset `read_frames` reads.
+        split: "test", "val", "train" or "all".
+        split_index: overrides the recorded split index (None: the recorded one, else 0).
+        batch_size: structures per call.
+        device: torch device.
+        weights: "ema" or "raw" (checkpoints only).
+
+    Returns:
+        The metrics of `mlff.evaluate.evaluate` (meV, meV/A) plus model, kind,
+        data, split and split_settings.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    model, kind, data_config = load_evaluation_model(model_path, device, weights)
+    settings = split_settings(data_config)
+    if split_index is not None:
+        settings["split_index"] = split_index
+    frames = read_frames(data_path)
+    indices = select_frames(frames, split, settings)
+    metrics = evaluate(model, FrameTensors(frames, torch.float64, device), indices, batch_size)
+    return {
+        "model": str(model_path),
+        "kind": kind,
+        "data": str(data_path),
+        "split": split,
+        "split_settings": settings,
+        **metrics,
+    }
+
+
+def load_evaluation_model(
+    path: str | Path, device: str, weights: str = "ema"
+) -> tuple[PotentialCallable, str, dict[str, Any]]:
+    """A v1 callable from a potential file or, failing that, a training checkpoint.
+
+    Returns:
+        (callable, "potential" or "checkpoint", the training config's "data" section or {}).
+    """
+    from mlff.checkpoint import load_checkpoint, model_from_checkpoint
+    from mlff.export.load import PotentialError, load_potential
+
+    path = Path(path)
+    try:
+        potential = load_potential(path, device=device)
+    except PotentialError as potential_error:
+        if not path.is_file():
+            raise
+        try:
+            checkpoint = load_checkpoint(path)
+        except ValueError as checkpoint_error:
+            raise ValueError(
+                f"{path} is neither a potential file nor a training checkpoint; as a potential: "
+                f"{potential_error}; as a checkpoint: {checkpoint_error}"
+            ) from None
+        model = model_from_checkpoint(checkpoint, weights).to(device).eval()
+        return model, "checkpoint", checkpoint["config"].get("data") or {}
+    training = potential.metadata.get("training") or {}
+    return potential, "potential", (training.get("config") or {}).get("data") or {}
+
+
+def split_settings(data_config: dict[str, Any]) -> dict[str, Any]:
+    """make_split keyword arguments from a training config's "data" section (unknown keys ignored)."""
+    return {SPLIT_SETTINGS[key]: value for key, value in data_config.items() if key in SPLIT_SETTINGS}
+
+
+def select_frames(frames: Frames, split: str, settings: dict[str, Any]) -> np.ndarray:
+    """Frame indices of `split` ("all" or a part of make_split(frames, **settings))."""
+    if split == "all":
+        return np.arange(frames.num_frames)
+    return getattr(make_split(frames, **settings), split)

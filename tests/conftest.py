@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from mlff.encodings import build_encoding
 from mlff.export import export_model
-from mlff.models import EnergyModel, ModelConfig, build_model
+from mlff.models import Backbone, EnergyModel, ModelConfig, build_model
 
 TINY_SPECIES = [1, 6, 8]
 # Not representable in float32: a float32 reference energy would show up as ~1e-4 eV errors.
@@ -80,3 +81,27 @@ def methanol() -> tuple[np.ndarray, np.ndarray]:
 def water() -> tuple[np.ndarray, np.ndarray]:
     """Atomic numbers [3] and positions [3, 3] Angstrom of a water molecule."""
     return np.array([8, 1, 1]), np.array([[0.0, 0.0, 0.1], [0.76, 0.0, -0.47], [-0.76, 0.0, -0.47]])
+
+
+class SpringBackbone(Backbone):
+    """Harmonic springs of rest length r0 between every pair in the cutoff: a potential with a known minimum."""
+
+    def __init__(self, num_species: int, encoding, stiffness_ev_per_a2: float = 20.0, rest_length_a: float = 1.2):
+        super().__init__(num_species, encoding)
+        self.stiffness = float(stiffness_ev_per_a2)
+        self.rest_length = float(rest_length_a)
+
+    def forward(self, species, edge_index, vectors, distances):
+        # Each unordered pair appears twice (i->j, j->i): 0.25 k dr^2 each.
+        pair_energy = 0.25 * self.stiffness * (distances - self.rest_length) ** 2
+        return torch.zeros(species.size(0), dtype=distances.dtype, device=distances.device).index_add(
+            0, edge_index[0], pair_energy
+        )
+
+
+@pytest.fixture(scope="session")
+def spring_potential_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A potential of H atoms joined by 1.2 A springs (a known minimum), float64."""
+    backbone = SpringBackbone(1, build_encoding("gaussian", 4, 5.0))
+    model = EnergyModel(backbone, [1], [-13.6], 1.0).to(torch.float64)
+    return export_model(model, tmp_path_factory.mktemp("spring") / "spring.pt")

@@ -8,34 +8,8 @@ from ase.md.verlet import VelocityVerlet
 from ase.optimize import BFGS
 
 from mlff import MLFFCalculator, load_potential
-from mlff.encodings import build_encoding
-from mlff.export import export_model
-from mlff.models import Backbone, EnergyModel
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-
-class SpringBackbone(Backbone):
-    """Harmonic springs of rest length r0 between every pair in the cutoff: a potential with a known minimum."""
-
-    def __init__(self, num_species: int, encoding, stiffness_ev_per_a2: float = 20.0, rest_length_a: float = 1.2):
-        super().__init__(num_species, encoding)
-        self.stiffness = float(stiffness_ev_per_a2)
-        self.rest_length = float(rest_length_a)
-
-    def forward(self, species, edge_index, vectors, distances):
-        # Each unordered pair appears twice (i->j, j->i): 0.25 k dr^2 each.
-        pair_energy = 0.25 * self.stiffness * (distances - self.rest_length) ** 2
-        return torch.zeros(species.size(0), dtype=distances.dtype, device=distances.device).index_add(
-            0, edge_index[0], pair_energy
-        )
-
-
-@pytest.fixture(scope="module")
-def spring_potential_file(tmp_path_factory):
-    backbone = SpringBackbone(1, build_encoding("gaussian", 4, 5.0))
-    model = EnergyModel(backbone, [1], [-13.6], 1.0).to(torch.float64)
-    return export_model(model, tmp_path_factory.mktemp("spring") / "spring.pt")
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """`mlff export`, `mlff info` and `mlff eval`, called in-process (one subprocess for `python -m`)."""
 
 import dataclasses
+import hashlib
 import json
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import build_tiny_model, tiny_config
 from synthetic import write_md17_npz
 
@@ -48,6 +50,7 @@ def checkpoint(tmp_path, dataset):
         "optimizer_state": None,
         "scheduler_state": None,
         "epoch": 3,
+        "command": "mlff train tiny.yaml train.epochs=3",
         "best_val_force_mae": 41.0,
         "history": [],
         "data_summary": {"source": str(dataset), "frames": 60},
@@ -80,6 +83,10 @@ def test_export_writes_the_ema_weights_with_training_metadata(tmp_path, checkpoi
     assert metadata["training"]["config"]["data"]["n_val"] == 5
     assert metadata["test_metrics"] == TEST_METRICS
     assert metadata["training_data"]["frames"] == 60 and metadata["reference"] == {"numbers": [6, 8, 1, 1, 1]}
+    card = yaml.safe_load(output.with_suffix(".yaml").read_text())
+    assert card["training"]["command"] == "mlff train tiny.yaml train.epochs=3"
+    assert card["test_metrics"] == TEST_METRICS and card["data"]["file"] == str(dataset)
+    assert card["sha256"] == hashlib.sha256(output.read_bytes()).hexdigest()
 
 
 def test_export_raw_weights_as_float32(tmp_path, checkpoint, dataset):

@@ -1,9 +1,5 @@
 """`mlff eval MODEL DATA`: energy and force errors of a potential file or a training checkpoint.
 
-The split is the one the model was trained with when the file records it
-(config["data"] of a checkpoint, metadata["training"]["config"]["data"] of a
-potential): the same seed and sizes give the same test frames.
-
 Library imports happen inside functions: building the parser imports every
 subcommand module, and `mlff --help` should not import torch.
 """
@@ -11,25 +7,10 @@ subcommand module, and `mlff --help` should not import torch.
 import argparse
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
-
-from mlff.data import Frames, make_split, read_frames
-
-if TYPE_CHECKING:
-    from mlff.evaluate import PotentialCallable
-
+# Repeated from mlff.evaluate so that building the parser imports no torch.
 SPLITS = ("test", "val", "train", "all")
-# Keys of a training config's "data" section -> make_split keyword arguments.
-SPLIT_SETTINGS: dict[str, str] = {
-    "split": "split_index",
-    "n_val": "n_val",
-    "n_train": "n_train",
-    "n_test": "n_test",
-    "seed": "seed",
-    "train_pool": "train_pool",
-}
 
 
 def add_parser(subparsers: Any) -> None:
@@ -56,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate, print the errors, optionally write them as JSON."""
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    from mlff.evaluate import evaluate_file
+
     result = evaluate_file(
         args.model,
         args.data,
@@ -70,96 +53,6 @@ def run(args: argparse.Namespace) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0
-
-
-def evaluate_file(
-    model_path: str | Path,
-    data_path: str | Path,
-    split: str = "test",
-    split_index: int | None = None,
-    batch_size: int = 64,
-    device: str = "cpu",
-    weights: str = "ema",
-) -> dict[str, Any]:
-    """Errors of a potential file or checkpoint on one split of a dataset.
-
-    Args:
-        model_path: a potential file or a training checkpoint.
-        data_path: a dataset `read_frames` reads.
-        split: "test", "val", "train" or "all".
-        split_index: overrides the recorded split index (None: the recorded one, else 0).
-        batch_size: structures per call.
-        device: torch device.
-        weights: "ema" or "raw" (checkpoints only).
-
-    Returns:
-        The metrics of `mlff.evaluate.evaluate` (meV, meV/A) plus model, kind,
-        data, split and split_settings.
-    """
-    import torch
-
-    from mlff.data.batch import FrameTensors
-    from mlff.evaluate import evaluate
-
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    model, kind, data_config = load_evaluation_model(model_path, device, weights)
-    settings = split_settings(data_config)
-    if split_index is not None:
-        settings["split_index"] = split_index
-    frames = read_frames(data_path)
-    indices = select_frames(frames, split, settings)
-    metrics = evaluate(model, FrameTensors(frames, torch.float64, device), indices, batch_size)
-    return {
-        "model": str(model_path),
-        "kind": kind,
-        "data": str(data_path),
-        "split": split,
-        "split_settings": settings,
-        **metrics,
-    }
-
-
-def load_evaluation_model(
-    path: str | Path, device: str, weights: str = "ema"
-) -> tuple["PotentialCallable", str, dict[str, Any]]:
-    """A v1 callable from a potential file or, failing that, a training checkpoint.
-
-    Returns:
-        (callable, "potential" or "checkpoint", the training config's "data" section or {}).
-    """
-    from mlff.checkpoint import load_checkpoint, model_from_checkpoint
-    from mlff.export.load import PotentialError, load_potential
-
-    path = Path(path)
-    try:
-        potential = load_potential(path, device=device)
-    except PotentialError as potential_error:
-        if not path.is_file():
-            raise
-        try:
-            checkpoint = load_checkpoint(path)
-        except ValueError as checkpoint_error:
-            raise ValueError(
-                f"{path} is neither a potential file nor a training checkpoint; as a potential: "
-                f"{potential_error}; as a checkpoint: {checkpoint_error}"
-            ) from None
-        model = model_from_checkpoint(checkpoint, weights).to(device).eval()
-        return model, "checkpoint", checkpoint["config"].get("data") or {}
-    training = potential.metadata.get("training") or {}
-    return potential, "potential", (training.get("config") or {}).get("data") or {}
-
-
-def split_settings(data_config: dict[str, Any]) -> dict[str, Any]:
-    """make_split keyword arguments from a training config's "data" section (unknown keys ignored)."""
-    return {SPLIT_SETTINGS[key]: value for key, value in data_config.items() if key in SPLIT_SETTINGS}
-
-
-def select_frames(frames: Frames, split: str, settings: dict[str, Any]) -> np.ndarray:
-    """Frame indices of `split` ("all" or a part of make_split(frames, **settings))."""
-    if split == "all":
-        return np.arange(frames.num_frames)
-    return getattr(make_split(frames, **settings), split)
 
 
 def format_result(result: dict[str, Any]) -> str:

@@ -25,6 +25,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--dtype", choices=("float64", "float32"), default="float64", help="network dtype of the file (default: float64)"
     )
+    parser.add_argument("--no-card", action="store_true", help="do not write the model card (OUTPUT with .yaml)")
     parser.set_defaults(run=run)
 
 
@@ -32,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     """Export the checkpoint and print what was written."""
     from ase.data import chemical_symbols
 
+    from mlff.export.card import write_model_card
     from mlff.export.deploy import export_checkpoint
     from mlff.export.load import read_metadata
 
@@ -44,4 +46,6 @@ def run(args: argparse.Namespace) -> int:
         f"wrote {path} ({size_kib:.0f} KiB): species {species}, cutoff {metadata['cutoff']} A, "
         f"{metadata['dtype']}, {training.get('weights')} weights of epoch {training.get('epoch')}"
     )
+    if not args.no_card:
+        print(f"wrote model card {write_model_card(path)}")
     return 0

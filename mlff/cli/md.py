@@ -7,13 +7,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("md", help="run MD with a potential; print stability and speed")
     parser.add_argument("potential", help="potential file (.pt)")
     parser.add_argument("--structure", default=None, help="FILE or DATASET:INDEX (default: the potential's start frame)")
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--timestep-fs", type=float, default=0.5)
-    parser.add_argument("--temperature-k", type=float, default=300.0)
-    parser.add_argument("--thermostat", choices=["nve", "langevin"], default="langevin")
-    parser.add_argument("--friction-per-fs", type=float, default=0.01)
-    parser.add_argument("--save-every", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--protocol", default=None, help="MD protocol YAML (md/*.yaml); the options below override it")
+    parser.add_argument("--steps", type=int, default=None, help="integration steps (default 1000)")
+    parser.add_argument("--timestep-fs", type=float, default=None, help="time step in fs (default 0.5)")
+    parser.add_argument("--temperature-k", type=float, default=None, help="temperature in K (default 300)")
+    parser.add_argument("--thermostat", choices=["nve", "langevin"], default=None, help="default langevin")
+    parser.add_argument("--friction-per-fs", type=float, default=None, help="Langevin friction, 1/fs (default 0.01)")
+    parser.add_argument("--save-every", type=int, default=None, help="steps between saved frames (default 10)")
+    parser.add_argument("--seed", type=int, default=None, help="velocity and noise seed (default 0)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float64")
     parser.add_argument("-o", "--output-dir", default=None, help="write trajectory.traj, thermo.csv, summary.json")
@@ -21,20 +22,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlff.dynamics import MDSettings, run_md
+    from mlff.dynamics import MDSettings, load_protocol, run_md
 
-    settings = MDSettings(
-        steps=args.steps,
-        timestep_fs=args.timestep_fs,
-        temperature_k=args.temperature_k,
-        thermostat=args.thermostat,
-        friction_per_fs=args.friction_per_fs,
-        seed=args.seed,
-        save_every=args.save_every,
-    )
+    names = ("steps", "timestep_fs", "temperature_k", "thermostat", "friction_per_fs", "seed", "save_every")
+    overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    settings = load_protocol(args.protocol, **overrides) if args.protocol else MDSettings(**overrides)
     summary = run_md(args.potential, args.structure, settings, args.output_dir, args.device, args.dtype)
     stability, speed = summary["stability"], summary["throughput"]
-    print(f"MD: {summary['atoms']} atoms, {speed['steps']} steps of {args.timestep_fs} fs, {args.thermostat} at {args.temperature_k} K")
+    print(
+        f"MD: {summary['atoms']} atoms, {speed['steps']} steps of {settings.timestep_fs} fs, "
+        f"{settings.thermostat} at {settings.temperature_k} K"
+    )
     state = "COLLAPSED" if stability["collapsed"] else "stable"
     print(
         f"stability: {state}; stable for {stability['stable_time_ps']:.3f} ps; "

@@ -17,7 +17,8 @@ def run(args: argparse.Namespace) -> int:
     from mlff.training import load_config, train
 
     config = load_config(args.config, args.overrides)
-    result = train(config, resume=args.resume, progress=not args.no_progress)
+    command = " ".join(["mlff", "train", args.config, *args.overrides])
+    result = train(config, resume=args.resume, progress=not args.no_progress, command=command)
     print(f"stopped: {result.stopped_because}; epochs: {result.epochs_run}")
     print(f"best validation force MAE: {result.best_val_force_mae:.3f} meV/A")
     print("test:", json.dumps({k: round(v, 4) for k, v in result.test_metrics.items()}))

@@ -18,6 +18,7 @@ from mlff._version import __version__
 from mlff.checkpoint import load_checkpoint, model_from_checkpoint
 from mlff.encodings import ENCODINGS
 from mlff.export.load import (
+    torchscript_without_deprecation_warning,
     METADATA_FILE,
     POTENTIAL_FORMAT,
     POTENTIAL_FORMAT_VERSION,
@@ -62,7 +63,8 @@ def export_model(
         raise ValueError(f"metadata keys {clashes} are written by export_model itself; rename them")
     target_dtype = dtype_from_name(dtype)
     deployable = copy.deepcopy(model).to(device="cpu", dtype=target_dtype).eval()
-    scripted = torch.jit.script(deployable)
+    with torchscript_without_deprecation_warning():
+        scripted = torch.jit.script(deployable)
     full_metadata = {**_core_metadata(deployable, target_dtype, config), **extra}
     text = json.dumps(full_metadata, default=_to_json, indent=1)
     path = Path(path)
@@ -95,6 +97,7 @@ def export_checkpoint(
             "epoch": checkpoint.get("epoch"),
             "weights": "ema" if weights == "ema" and checkpoint.get("ema_state") else "raw",
             "best_val_force_mae": checkpoint.get("best_val_force_mae"),
+            "command": checkpoint.get("command"),
             "config": {key: value for key, value in config.items() if key != "model"},
         },
         "training_data": checkpoint.get("data_summary"),
@@ -145,7 +148,8 @@ def _atomic_jit_save(module: torch.jit.ScriptModule, path: Path, extra_files: di
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as stream:
-            torch.jit.save(module, stream, _extra_files=extra_files)
+            with torchscript_without_deprecation_warning():
+                torch.jit.save(module, stream, _extra_files=extra_files)
             stream.flush()
             os.fsync(stream.fileno())
         os.chmod(temporary, _FILE_MODE)

@@ -12,9 +12,12 @@ needs only torch, numpy, ASE's element table and the file: it imports no
 model class and nothing from training, so any runtime can use it.
 """
 
+import contextlib
 import json
 import os
+import warnings
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,15 @@ import torch
 from ase.data import chemical_symbols
 
 from mlff._version import __version__
+
+
+@contextlib.contextmanager
+def torchscript_without_deprecation_warning() -> Iterator[None]:
+    """Silence torch's deprecation warning for torch.jit: TorchScript is mlff's file format by choice."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning)
+        yield
+
 
 POTENTIAL_FORMAT = "mlff-potential"
 POTENTIAL_FORMAT_VERSION = 1
@@ -238,7 +250,8 @@ def load_potential(
     metadata = read_metadata(path)
     target = torch.device(device)
     try:
-        module = torch.jit.load(str(path), map_location=target)
+        with torchscript_without_deprecation_warning():
+            module = torch.jit.load(str(path), map_location=target)
     except RuntimeError as error:
         raise PotentialError(f"{path} is not a readable potential file (truncated or corrupt?): {error}") from None
     module.eval()

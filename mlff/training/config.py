@@ -72,7 +72,8 @@ class TrainConfig:
         grad_clip: max gradient norm (0 disables clipping).
         early_stopping_patience: stop after this many epochs without a better
             validation force MAE (0 disables).
-        max_minutes: wall-clock cap for this process (0: none); the run stops after the current epoch.
+        max_minutes: wall-clock cap on training, summed over resumed processes (0: none); the run
+            stops after the epoch that crosses it, and the cosine schedule ends there.
         seed: seeds weights and batch order; a fixed epoch count reproduces a run.
         device: "cpu", "cuda", "cuda:1", ...
     """

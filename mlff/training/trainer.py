@@ -43,8 +43,15 @@ class TrainResult:
     stopped_because: str
 
 
-def train(config: Config, resume: bool = False, progress: bool = True) -> TrainResult:
-    """Train an energy model as `config` says; return the test metrics of the best EMA weights."""
+def train(config: Config, resume: bool = False, progress: bool = True, command: str | None = None) -> TrainResult:
+    """Train an energy model as `config` says; return the test metrics of the best EMA weights.
+
+    Args:
+        config: the whole run.
+        resume: continue from output_dir/last.pt.
+        progress: show a progress bar.
+        command: the command line that started the run, recorded in checkpoints and model cards.
+    """
     if not config.data.path:
         raise ValueError("data.path names no dataset file (set it in the config or with data.path=FILE)")
     check_loss_weights(config.train.loss_weights)
@@ -69,14 +76,14 @@ def train(config: Config, resume: bool = False, progress: bool = True) -> TrainR
     element_energies = fit_element_energies(frames, split.train, species)
     energy_scale = force_rms(frames, split.train)
     model = build_model(config.model, species, element_energies, energy_scale).to(device)
-    state = _TrainingState(config, model, len(split.train))
+    state = _TrainingState(config, model, len(split.train), command)
     data_summary = {**frames.summary(), "split": data_cfg.split, "train_pool": data_cfg.train_pool, **split.summary()}
     if resume:
         state.restore(load_checkpoint(last_path))
 
     history: list[dict[str, Any]] = state.history
     stopped_because = "epochs"
-    started = time.monotonic()
+    state.clock.start()
     epochs = range(state.epoch + 1, config.train.epochs + 1)
     bar = tqdm(epochs, desc="train", unit="epoch", disable=not progress, initial=state.epoch, total=config.train.epochs)
     with open(output_dir / "metrics.jsonl", "a", buffering=1) as log:
@@ -103,7 +110,7 @@ def train(config: Config, resume: bool = False, progress: bool = True) -> TrainR
             if patience and epoch - state.best_epoch >= patience:
                 stopped_because = f"early stopping: no better validation force MAE for {patience} epochs"
                 break
-            if config.train.max_minutes and time.monotonic() - started > 60.0 * config.train.max_minutes:
+            if config.train.max_minutes and state.clock.elapsed() > 60.0 * config.train.max_minutes:
                 stopped_because = f"wall-clock cap of {config.train.max_minutes} minutes"
                 break
     bar.close()
@@ -114,14 +121,16 @@ def train(config: Config, resume: bool = False, progress: bool = True) -> TrainR
 class _TrainingState:
     """Model, EMA, optimiser and schedule: everything a checkpoint saves and restores."""
 
-    def __init__(self, config: Config, model: EnergyModel, num_train: int) -> None:
+    def __init__(self, config: Config, model: EnergyModel, num_train: int, command: str | None) -> None:
         self.config = config
+        self.command = command
         self.model = model
         cfg = config.train
         self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay)) if cfg.ema_decay else None
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.steps_per_epoch = math.ceil(num_train / cfg.batch_size)
-        self.scheduler = _scheduler(self.optimizer, config, self.steps_per_epoch)
+        self.clock = _Clock()
+        self.scheduler = _scheduler(self.optimizer, config, self.steps_per_epoch, self.clock)
         self.epoch = 0
         self.best_val = math.inf
         self.best_epoch = 0
@@ -138,6 +147,7 @@ class _TrainingState:
             "format_version": CHECKPOINT_VERSION,
             "mlff_version": __version__,
             "config": self.config.to_dict(),
+            "command": self.command,
             "species": list(model.species),
             "element_energies_ev": [float(model.element_energies()[z]) for z in model.species],
             "energy_scale_ev": float(model.energy_scale),
@@ -147,6 +157,7 @@ class _TrainingState:
             "optimizer_state": self.optimizer.state_dict(),
             "scheduler_state": self.scheduler.state_dict() if self.scheduler is not None else None,
             "epoch": self.epoch,
+            "elapsed_seconds": self.clock.elapsed(),
             "best_val_force_mae": self.best_val,
             "best_epoch": self.best_epoch,
             "history": list(self.history),
@@ -164,6 +175,7 @@ class _TrainingState:
         if self.scheduler is not None and checkpoint.get("scheduler_state") is not None:
             self.scheduler.load_state_dict(checkpoint["scheduler_state"])
         self.epoch = int(checkpoint["epoch"])
+        self.clock.before = float(checkpoint.get("elapsed_seconds", 0.0))
         self.best_val = float(checkpoint["best_val_force_mae"])
         self.best_epoch = int(checkpoint.get("best_epoch", self.epoch))
         self.history = list(checkpoint.get("history", []))
@@ -222,7 +234,28 @@ def _finish(output_dir: Path, frames, data: FrameTensors, split: Split, stopped_
     return test
 
 
-def _scheduler(optimizer: torch.optim.Optimizer, config: Config, steps_per_epoch: int):
+class _Clock:
+    """Training wall time in seconds, summed over the processes of a resumed run."""
+
+    def __init__(self) -> None:
+        self.before = 0.0
+        self.started: float | None = None
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+
+    def elapsed(self) -> float:
+        return self.before + (time.monotonic() - self.started if self.started is not None else 0.0)
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, config: Config, steps_per_epoch: int, clock: _Clock):
+    """The learning-rate schedule.
+
+    The cosine runs over the configured epochs or, when train.max_minutes caps
+    the run, over whichever of the two ends first, so that a capped run still
+    ends at min_lr. (A capped run depends on the machine's speed; a run with
+    only an epoch count is reproducible.)
+    """
     cfg = config.train
     if cfg.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=cfg.plateau_patience)
@@ -235,7 +268,10 @@ def _scheduler(optimizer: torch.optim.Optimizer, config: Config, steps_per_epoch
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        progress_fraction = min((step - warmup) / (total - warmup), 1.0)
+        progress_fraction = (step - warmup) / (total - warmup)
+        if cfg.max_minutes:
+            progress_fraction = max(progress_fraction, clock.elapsed() / (60.0 * cfg.max_minutes))
+        progress_fraction = min(progress_fraction, 1.0)
         return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress_fraction))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
