@@ -5,8 +5,9 @@ the one the model was trained with when the file records it (config["data"] of
 a checkpoint, metadata["training"]["config"]["data"] of a potential).
 """
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch

@@ -54,7 +54,9 @@ def test_unknown_key_and_bad_value_are_named(tmp_path):
 
 
 def test_dotted_overrides_merge_into_sections():
-    config = load_config(None, ["train.loss_weights.smoothness=0.5", "model.encoding_options.n_bins=12", "train.epochs=7"])
+    config = load_config(
+        None, ["train.loss_weights.smoothness=0.5", "model.encoding_options.n_bins=12", "train.epochs=7"]
+    )
     assert config.train.loss_weights == {"energy": 1.0, "forces": 100.0, "smoothness": 0.5}
     assert config.model.encoding_options["n_bins"] == 12 and "r_min" in config.model.encoding_options
     assert config.train.epochs == 7

@@ -10,7 +10,8 @@ Energy and forces come from one call and ASE caches them until the atoms change.
 
 import os
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

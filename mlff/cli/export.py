@@ -19,11 +19,12 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("checkpoint", type=Path, help="training checkpoint (.pt)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="potential file to write (.pt)")
+    parser.add_argument("--weights", choices=("ema", "raw"), default="ema", help="EMA or raw weights (default: ema)")
     parser.add_argument(
-        "--weights", choices=("ema", "raw"), default="ema", help="EMA or raw weights (default: ema)"
-    )
-    parser.add_argument(
-        "--dtype", choices=("float64", "float32"), default="float64", help="network dtype of the file (default: float64)"
+        "--dtype",
+        choices=("float64", "float32"),
+        default="float64",
+        help="network dtype of the file (default: float64)",
     )
     parser.add_argument("--no-card", action="store_true", help="do not write the model card (OUTPUT with .yaml)")
     parser.set_defaults(run=run)

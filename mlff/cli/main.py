@@ -8,7 +8,7 @@ Each subcommand lives in its own module of this package with two functions,
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from mlff._version import __version__
 

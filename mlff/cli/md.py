@@ -6,7 +6,9 @@ import argparse
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("md", help="run MD with a potential; print stability and speed")
     parser.add_argument("potential", help="potential file (.pt)")
-    parser.add_argument("--structure", default=None, help="FILE or DATASET:INDEX (default: the potential's start frame)")
+    parser.add_argument(
+        "--structure", default=None, help="FILE or DATASET:INDEX (default: the potential's start frame)"
+    )
     parser.add_argument("--protocol", default=None, help="MD protocol YAML (md/*.yaml); the options below override it")
     parser.add_argument("--steps", type=int, default=None, help="integration steps (default 1000)")
     parser.add_argument("--timestep-fs", type=float, default=None, help="time step in fs (default 0.5)")
@@ -38,9 +40,11 @@ def run(args: argparse.Namespace) -> int:
         f"stability: {state}; stable for {stability['stable_time_ps']:.3f} ps; "
         f"largest bond deviation {stability['largest_bond_deviation_a']:.3f} A over {stability['bonds']} bonds"
     )
-    print(f"final temperature: {speed['final_temperature_k']:.1f} K; energy drift: {speed['energy_drift_mev_per_ps_atom']:.3f} meV/ps/atom")
+    drift = speed["energy_drift_mev_per_ps_atom"]
+    print(f"final temperature: {speed['final_temperature_k']:.1f} K; energy drift: {drift:.3f} meV/ps/atom")
+    share = 100 * speed["potential_time_fraction"]
     print(
         f"speed: {speed['steps_per_second']:.1f} steps/s, {speed['ns_per_day']:.3f} ns/day, "
-        f"{speed['atom_steps_per_second']:.0f} atom-steps/s, {100 * speed['potential_time_fraction']:.0f}% in the potential"
+        f"{speed['atom_steps_per_second']:.0f} atom-steps/s, {share:.0f}% in the potential"
     )
     return 1 if stability["collapsed"] else 0

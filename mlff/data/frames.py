@@ -56,9 +56,15 @@ class Frames:
         total = int(self.offsets[-1])
         checks = [
             (self.positions.shape == (total, 3), f"positions have shape {self.positions.shape}, expected ({total}, 3)"),
-            (self.atomic_numbers.shape == (total,), f"atomic numbers have shape {self.atomic_numbers.shape}, expected ({total},)"),
+            (
+                self.atomic_numbers.shape == (total,),
+                f"atomic numbers have shape {self.atomic_numbers.shape}, expected ({total},)",
+            ),
             (self.forces.shape == (total, 3), f"forces have shape {self.forces.shape}, expected ({total}, 3)"),
-            (self.energies.shape == (self.num_frames,), f"energies have shape {self.energies.shape}, expected ({self.num_frames},)"),
+            (
+                self.energies.shape == (self.num_frames,),
+                f"energies have shape {self.energies.shape}, expected ({self.num_frames},)",
+            ),
             (bool(np.all(self.n_atoms > 0)), "a frame has no atoms"),
         ]
         for ok, message in checks:

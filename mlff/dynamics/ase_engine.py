@@ -1,15 +1,16 @@
 """MD through ASE's own integrators (VelocityVerlet, Langevin) with the mlff calculator."""
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from ase import Atoms, units
+from ase.constraints import FixCom
 from ase.io import Trajectory
 from ase.md.langevin import Langevin
-from ase.constraints import FixCom
 from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
 from ase.md.verlet import VelocityVerlet
 
@@ -117,7 +118,9 @@ def run_ase_md(
                 observer.observe(steps_done, time_fs, positions)
             if trajectory is not None:
                 trajectory.write(atoms)
-                thermo.write(f"{steps_done},{time_fs},{potential},{kinetic},{temperature_k(masses, atoms.get_velocities())}\n")
+                thermo.write(
+                    f"{steps_done},{time_fs},{potential},{kinetic},{temperature_k(masses, atoms.get_velocities())}\n"
+                )
                 thermo.flush()
             if stop_when_collapsed and any(getattr(o, "collapsed", False) for o in observers):
                 break

@@ -81,7 +81,9 @@ def run_md(
         "engine": "ase",
         "stability": observer.summary(),
         "throughput": measures
-        | {"potential_time_fraction": potential_seconds / measures["wall_seconds"] if measures["wall_seconds"] else 0.0},
+        | {
+            "potential_time_fraction": potential_seconds / measures["wall_seconds"] if measures["wall_seconds"] else 0.0
+        },
     }
     if output_dir is not None:
         Path(output_dir, "summary.json").write_text(json.dumps(summary, indent=2))

@@ -14,7 +14,6 @@ never clamped, because a flat encoding at short range gives no repulsion.
 The smoothness loss is the paper's sum_i ||h_{i+1} - h_i|| / sum_i ||h_i||.
 """
 
-
 import torch
 from torch import nn
 

@@ -18,13 +18,13 @@ from mlff._version import __version__
 from mlff.checkpoint import load_checkpoint, model_from_checkpoint
 from mlff.encodings import ENCODINGS
 from mlff.export.load import (
-    torchscript_without_deprecation_warning,
     METADATA_FILE,
     POTENTIAL_FORMAT,
     POTENTIAL_FORMAT_VERSION,
     UNITS,
     dtype_from_name,
     dtype_name,
+    torchscript_without_deprecation_warning,
 )
 from mlff.models import BACKBONES, EnergyModel, ModelConfig
 

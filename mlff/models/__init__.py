@@ -3,7 +3,7 @@
 Adding a backbone: write the class, add one line to `BACKBONES`.
 """
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -11,7 +11,7 @@ float32 or float64) + per-element reference energies added in float64: a
 float32 total of -4,000 eV would move in 0.5 meV steps.
 """
 
-from typing import List, Optional, Tuple
+from typing import Optional
 
 import torch
 from torch import nn
@@ -39,8 +39,8 @@ class EnergyModel(nn.Module):
     def __init__(
         self,
         backbone: Backbone,
-        species: List[int],
-        element_energies_ev: List[float],
+        species: list[int],
+        element_energies_ev: list[float],
         energy_scale_ev: float,
     ) -> None:
         super().__init__()
@@ -52,7 +52,7 @@ class EnergyModel(nn.Module):
             raise ValueError(f"species must be atomic numbers 1..{MAX_ATOMIC_NUMBER}, got {species}")
         self.backbone = backbone
         self.cutoff = float(backbone.cutoff)
-        self.species: List[int] = [int(z) for z in species]
+        self.species: list[int] = [int(z) for z in species]
         table = torch.full((MAX_ATOMIC_NUMBER + 1,), -1, dtype=torch.long)
         references = torch.zeros(MAX_ATOMIC_NUMBER + 1, dtype=torch.int64)
         for index, (z, energy) in enumerate(zip(species, element_energies_ev)):
@@ -74,7 +74,7 @@ class EnergyModel(nn.Module):
         batch: torch.Tensor,
         cell: torch.Tensor,
         pbc: torch.Tensor,
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         self._check_inputs(positions, atomic_numbers, batch, cell, pbc)
         num_structures = cell.size(0)
         dtype = self.energy_scale.dtype
@@ -83,9 +83,7 @@ class EnergyModel(nn.Module):
         species = self.species_table[atomic_numbers]
         edge_index, vectors, distances = neighbor_pairs(positions, batch, num_structures, self.cutoff)
         atomic = self.backbone(species, edge_index, vectors, distances) * self.energy_scale
-        network_energy = torch.zeros(num_structures, dtype=dtype, device=positions.device).index_add(
-            0, batch, atomic
-        )
+        network_energy = torch.zeros(num_structures, dtype=dtype, device=positions.device).index_add(0, batch, atomic)
         forces = torch.zeros_like(positions)
         if network_energy.requires_grad:
             gradients = torch.autograd.grad(
@@ -135,9 +133,7 @@ class EnergyModel(nn.Module):
         unknown = self.species_table[atomic_numbers] < 0
         if bool(unknown.any()):
             bad = int(atomic_numbers[unknown][0])
-            raise ValueError(
-                "atomic number " + str(bad) + " is not among the potential's species " + str(self.species)
-            )
+            raise ValueError("atomic number " + str(bad) + " is not among the potential's species " + str(self.species))
         if bool((batch[1:] < batch[:-1]).any()):
             raise ValueError("batch must be non-decreasing (atoms of each structure contiguous)")
         if int(batch[0]) < 0 or int(batch[-1]) >= cell.size(0):

@@ -22,9 +22,7 @@ def structure_pairs(batch: torch.Tensor, num_structures: int) -> torch.Tensor:
     counts = torch.bincount(batch, minlength=num_structures)
     starts = torch.cumsum(counts, 0) - counts
     pairs_per_structure = counts * counts
-    structure_of_pair = torch.repeat_interleave(
-        torch.arange(num_structures, device=batch.device), pairs_per_structure
-    )
+    structure_of_pair = torch.repeat_interleave(torch.arange(num_structures, device=batch.device), pairs_per_structure)
     first_pair = torch.cumsum(pairs_per_structure, 0) - pairs_per_structure
     local = torch.arange(structure_of_pair.numel(), device=batch.device) - first_pair[structure_of_pair]
     size = counts[structure_of_pair]

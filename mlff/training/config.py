@@ -167,7 +167,9 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     unknown = sorted(set(raw) - names)
     if unknown:
         raise ConfigError(f"unknown config key(s) {[prefix + k for k in unknown]}; known: {sorted(names)}")
-    defaults = {f.name: f.default_factory() for f in dataclasses.fields(cls) if f.default_factory is not dataclasses.MISSING}
+    defaults = {
+        f.name: f.default_factory() for f in dataclasses.fields(cls) if f.default_factory is not dataclasses.MISSING
+    }
     values = {}
     for name, value in raw.items():
         if isinstance(value, dict) and isinstance(defaults.get(name), dict):
@@ -179,7 +181,9 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         raise
     except (TypeError, ValueError) as error:
         message = str(error)
-        raise ConfigError(message if message.startswith(prefix) and prefix else f"{prefix or 'config: '}{message}") from None
+        raise ConfigError(
+            message if message.startswith(prefix) and prefix else f"{prefix or 'config: '}{message}"
+        ) from None
 
 
 def _convert(kind: Any, value: Any, key: str) -> Any:

@@ -5,7 +5,7 @@ eV/A) to a scalar; the trainer adds them with the weights of
 `train.loss_weights`. Adding a term: write the function, add one line to LOSSES.
 """
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
