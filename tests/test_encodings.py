@@ -20,13 +20,7 @@ R_MIN = 0.5
 R_MAX = 5.0
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: on shared cores, two threads on tiny tensors run ~100x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def make_spline(size: int = SIZE, n_bins: int = N_BINS, r_min: float = R_MIN, r_max: float = R_MAX, seed: int = 0):

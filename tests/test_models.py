@@ -39,13 +39,7 @@ _A = 1.09 / np.sqrt(3.0)
 METHANE_XYZ = [[0.0, 0.0, 0.0], [_A, _A, _A], [-_A, -_A, _A], [-_A, _A, -_A], [_A, -_A, -_A]]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: on shared cores, two threads on tiny tensors run ~100x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def model_config(encoding: str, dtype: str = "float64") -> ModelConfig:

@@ -36,6 +36,8 @@ class EnergyModel(nn.Module):
         energy_scale_ev: the backbone's atomic outputs are multiplied by this (eV).
     """
 
+    species: list[int]
+
     def __init__(
         self,
         backbone: Backbone,
