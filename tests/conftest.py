@@ -21,21 +21,31 @@ TINY_ELEMENT_ENERGIES_EV = [-13.6057, -1029.8765, -2041.2345]
 TINY_ENERGY_SCALE_EV = 0.5
 
 
-def tiny_config(dtype: str = "float64") -> ModelConfig:
-    """A small EGNN + spline architecture (about 4k parameters)."""
+# Tiny sizes of every backbone: hidden 16, 2 layers (and 2 heads where it has heads).
+TINY_BACKBONE_OPTIONS = {
+    "egnn": {"hidden": 16, "layers": 2},
+    "transformer": {"hidden": 16, "heads": 2, "layers": 2},
+    "et": {"hidden": 16, "heads": 2, "layers": 2},
+}
+
+
+def tiny_config(dtype: str = "float64", backbone: str = "egnn") -> ModelConfig:
+    """A small `backbone` + spline architecture (EGNN: about 4k parameters)."""
     return ModelConfig(
-        backbone_options={"hidden": 16, "layers": 2},
+        backbone=backbone,
+        backbone_options=dict(TINY_BACKBONE_OPTIONS[backbone]),
         encoding_size=8,
         encoding_options={"n_bins": 16},
         dtype=dtype,
     )
 
 
-def build_tiny_model(dtype: str = "float64", seed: int = 0) -> EnergyModel:
+def build_tiny_model(dtype: str = "float64", seed: int = 0, backbone: str = "egnn") -> EnergyModel:
     """The tiny model with weights drawn from `seed` (global RNG state left untouched)."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return build_model(tiny_config(dtype), TINY_SPECIES, TINY_ELEMENT_ENERGIES_EV, TINY_ENERGY_SCALE_EV)
+        config = tiny_config(dtype, backbone)
+        return build_model(config, TINY_SPECIES, TINY_ELEMENT_ENERGIES_EV, TINY_ENERGY_SCALE_EV)
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,10 @@ import torch
 from ase import Atoms, units
 from ase.md.verlet import VelocityVerlet
 from ase.optimize import BFGS
+from conftest import build_tiny_model, tiny_config
 
 from mlff import MLFFCalculator, load_potential
+from mlff.export import export_model, read_metadata
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -111,3 +113,21 @@ def test_velocity_verlet_conserves_energy(potential_file, atoms):
     VelocityVerlet(atoms, timestep=0.5 * units.fs).run(20)
     assert np.isfinite(atoms.positions).all()
     assert atoms.get_total_energy() == pytest.approx(initial, abs=1e-5)
+
+
+@pytest.mark.parametrize("backbone", ["transformer", "et"])
+def test_attention_backbones_run_through_the_calculator(backbone, atoms, tmp_path):
+    """Export a tiny model of the backbone; the calculator gives its energy and forces unchanged."""
+    model = build_tiny_model(backbone=backbone).eval()
+    path = export_model(model, tmp_path / f"{backbone}.pt", config=tiny_config(backbone=backbone))
+    assert read_metadata(path)["model"]["backbone"] == backbone
+    atoms.calc = MLFFCalculator(path)
+    positions = torch.tensor(atoms.positions, dtype=torch.float64)
+    numbers = torch.tensor(atoms.numbers, dtype=torch.long)
+    no_cell = (torch.zeros(1, 3, 3, dtype=torch.float64), torch.zeros(1, 3, dtype=torch.bool))
+    energy, forces = model(positions, numbers, torch.zeros(len(atoms), dtype=torch.long), *no_cell)
+    assert atoms.get_potential_energy() == pytest.approx(float(energy.detach()), rel=1e-12)
+    np.testing.assert_allclose(atoms.get_forces(), forces.detach().numpy(), rtol=1e-9, atol=1e-12)
+    assert np.abs(atoms.get_forces()).max() > 1e-5
+    # No external field: the forces sum to zero.
+    np.testing.assert_allclose(atoms.get_forces().sum(axis=0), 0.0, atol=1e-12)

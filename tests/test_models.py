@@ -1,7 +1,8 @@
-"""Energy models (file format v1 forward) on tiny EGNNs with every encoding.
+"""Energy models (file format v1 forward): every backbone with every encoding.
 
-Each model is built once per session in float64 (hidden 16, 2 layers, encoding
-size 8, 16 spline bins, cutoff 5 A) and put in eval mode.
+Each model is built once per session in float64 (hidden 16, 2 layers, 2 heads
+where the backbone has heads, encoding size 8, 16 spline bins, cutoff 5 A) and
+put in eval mode.
 """
 
 import copy
@@ -10,15 +11,18 @@ import io
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_BACKBONE_OPTIONS
 
 from mlff.encodings import ENCODINGS
-from mlff.models import EnergyModel, ModelConfig, build_model
+from mlff.models import BACKBONES, EnergyModel, ModelConfig, build_model
 
 CUTOFF = 5.0
 SPECIES = [1, 6, 8]
 # Realistic magnitudes (eV), with digits below the float32 resolution.
 REFERENCE_ENERGIES = [-13.587654321, -1029.123456789, -2041.987654321]
 ENCODING_NAMES = sorted(ENCODINGS)
+BACKBONE_NAMES = sorted(BACKBONES)
+ARCHITECTURES = [(backbone, encoding) for backbone in BACKBONE_NAMES for encoding in ENCODING_NAMES]
 
 # Ethanol, Angstrom: C-C 1.51, C-O 1.42, C-H 1.09, O-H 0.96.
 ETHANOL_Z = [6, 6, 8, 1, 1, 1, 1, 1, 1]
@@ -42,11 +46,11 @@ METHANE_XYZ = [[0.0, 0.0, 0.0], [_A, _A, _A], [-_A, -_A, _A], [-_A, _A, -_A], [_
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def model_config(encoding: str, dtype: str = "float64") -> ModelConfig:
+def model_config(backbone: str, encoding: str, dtype: str = "float64") -> ModelConfig:
     options = {"n_bins": 16, "r_min": 0.0} if encoding == "spline" else {}
     return ModelConfig(
-        backbone="egnn",
-        backbone_options={"hidden": 16, "layers": 2},
+        backbone=backbone,
+        backbone_options=dict(TINY_BACKBONE_OPTIONS[backbone]),
         encoding=encoding,
         encoding_size=8,
         encoding_options=options,
@@ -55,9 +59,10 @@ def model_config(encoding: str, dtype: str = "float64") -> ModelConfig:
     )
 
 
-def make_model(encoding: str, dtype: str = "float64", seed: int = 0) -> EnergyModel:
+def make_model(backbone: str, encoding: str, dtype: str = "float64", seed: int = 0) -> EnergyModel:
     torch.manual_seed(seed)
-    model = build_model(model_config(encoding, dtype), SPECIES, REFERENCE_ENERGIES, energy_scale_ev=10.0).eval()
+    config = model_config(backbone, encoding, dtype)
+    model = build_model(config, SPECIES, REFERENCE_ENERGIES, energy_scale_ev=10.0).eval()
     if encoding == "spline":
         # Move the spline off its smooth Gaussian-like init, as training would,
         # so it is not a near copy of the Gaussian encoding.
@@ -65,6 +70,13 @@ def make_model(encoding: str, dtype: str = "float64", seed: int = 0) -> EnergyMo
         with torch.no_grad():
             spline.values.add_(0.3 * torch.randn_like(spline.values))
             spline.slopes.add_(torch.randn_like(spline.slopes))
+    # Move every bias off its init too: the ET starts with zero biases (as
+    # TorchMD-NET does), which would hide a term that a trained bias switches
+    # on as a pair enters the cutoff.
+    with torch.no_grad():
+        for name, parameter in model.backbone.named_parameters():
+            if name.endswith("bias"):
+                parameter.add_(0.2 * torch.randn_like(parameter))
     return model
 
 
@@ -98,9 +110,9 @@ def random_orthogonal(seed: int, proper: bool = True) -> np.ndarray:
     return q
 
 
-@pytest.fixture(scope="session", params=ENCODING_NAMES)
+@pytest.fixture(scope="session", params=ARCHITECTURES, ids=["-".join(pair) for pair in ARCHITECTURES])
 def model(request):
-    return make_model(request.param)
+    return make_model(*request.param)
 
 
 @pytest.fixture(scope="session")
@@ -276,89 +288,92 @@ def test_energy_and_forces_continuous_across_cutoff(model, methane):
 # Input validation
 
 
-@pytest.fixture(scope="module")
-def spline_model():
-    return make_model("spline")
-
-
-def test_rejects_nan_and_inf_positions(spline_model, ethanol):
+def test_rejects_nan_and_inf_positions(model, ethanol):
     for bad in (float("nan"), float("inf"), -float("inf")):
         positions, numbers, batch, cell, pbc = inputs([ethanol])
         positions[3, 1] = bad
         with pytest.raises(ValueError, match="NaN or inf"):
-            spline_model(positions, numbers, batch, cell, pbc)
+            model(positions, numbers, batch, cell, pbc)
 
 
 @pytest.mark.parametrize("shape", [(9, 2), (27,), (1, 9, 3), ()], ids=["N2", "flat", "3d", "scalar"])
-def test_rejects_wrong_positions_shape(spline_model, ethanol, shape):
+def test_rejects_wrong_positions_shape(model, ethanol, shape):
     positions, numbers, batch, cell, pbc = inputs([ethanol])
     bad = torch.zeros(shape, dtype=torch.float64)
     with pytest.raises(ValueError, match=r"positions must have shape \[N, 3\]"):
-        spline_model(bad, numbers, batch, cell, pbc)
+        model(bad, numbers, batch, cell, pbc)
 
 
-def test_rejects_mismatched_numbers_and_batch(spline_model, ethanol):
+def test_rejects_mismatched_numbers_and_batch(model, ethanol):
     positions, numbers, batch, cell, pbc = inputs([ethanol])
     with pytest.raises(ValueError, match="atomic_numbers and batch"):
-        spline_model(positions, numbers[:-1], batch, cell, pbc)
+        model(positions, numbers[:-1], batch, cell, pbc)
     with pytest.raises(ValueError, match="atomic_numbers and batch"):
-        spline_model(positions, numbers, batch[:-1], cell, pbc)
+        model(positions, numbers, batch[:-1], cell, pbc)
 
 
-def test_rejects_unknown_species_and_names_it(spline_model, ethanol):
+def test_rejects_unknown_species_and_names_it(model, ethanol):
     positions, numbers, batch, cell, pbc = inputs([ethanol])
     numbers = numbers.clone()
     numbers[4] = 9  # fluorine
     with pytest.raises(ValueError, match=r"atomic number 9 .*\[1, 6, 8\]"):
-        spline_model(positions, numbers, batch, cell, pbc)
+        model(positions, numbers, batch, cell, pbc)
     for out_of_table in (0, -3, 119, 200):
         numbers[4] = out_of_table
         with pytest.raises(ValueError, match="atomic number"):
-            spline_model(positions, numbers, batch, cell, pbc)
+            model(positions, numbers, batch, cell, pbc)
 
 
-def test_rejects_periodic_boundaries(spline_model, ethanol):
+def test_rejects_periodic_boundaries(model, ethanol):
     positions, numbers, batch, cell, pbc = inputs([ethanol])
     for axis in range(3):
         periodic = pbc.clone()
         periodic[0, axis] = True
         with pytest.raises(ValueError, match="periodic"):
-            spline_model(positions, numbers, batch, 10.0 * torch.eye(3, dtype=torch.float64)[None], periodic)
+            model(positions, numbers, batch, 10.0 * torch.eye(3, dtype=torch.float64)[None], periodic)
 
 
-def test_rejects_bad_cell_and_pbc_shapes(spline_model, ethanol):
+def test_rejects_bad_cell_and_pbc_shapes(model, ethanol):
     positions, numbers, batch, cell, pbc = inputs([ethanol])
     with pytest.raises(ValueError, match="cell"):
-        spline_model(positions, numbers, batch, torch.zeros(3, 3, dtype=torch.float64), pbc)
+        model(positions, numbers, batch, torch.zeros(3, 3, dtype=torch.float64), pbc)
     with pytest.raises(ValueError, match="pbc"):
-        spline_model(positions, numbers, batch, cell, torch.zeros(2, 3, dtype=torch.bool))
+        model(positions, numbers, batch, cell, torch.zeros(2, 3, dtype=torch.bool))
 
 
-def test_rejects_unsorted_or_out_of_range_batch(spline_model, ethanol, methane):
+def test_rejects_unsorted_or_out_of_range_batch(model, ethanol, methane):
     positions, numbers, batch, cell, pbc = inputs([ethanol, methane])
     unsorted = batch.clone()
     unsorted[0], unsorted[-1] = 1, 0
     with pytest.raises(ValueError, match="non-decreasing"):
-        spline_model(positions, numbers, unsorted, cell, pbc)
+        model(positions, numbers, unsorted, cell, pbc)
     with pytest.raises(ValueError, match="batch indices"):
-        spline_model(positions, numbers, batch, cell[:1], pbc[:1])
+        model(positions, numbers, batch, cell[:1], pbc[:1])
     with pytest.raises(ValueError, match="batch indices"):
-        spline_model(positions, numbers, batch - 1, cell, pbc)
+        model(positions, numbers, batch - 1, cell, pbc)
 
 
 def test_build_model_rejects_unknown_backbone_and_options():
-    config = model_config("spline")
-    config.backbone = "transformer"
-    with pytest.raises(ValueError, match="transformer"):
+    config = model_config("egnn", "spline")
+    config.backbone = "schnet"
+    with pytest.raises(ValueError, match="schnet"):
         build_model(config, SPECIES, REFERENCE_ENERGIES)
-    config = model_config("spline")
+    config = model_config("egnn", "spline")
     config.backbone_options = {"hidden": 16, "layerz": 2}
     with pytest.raises(ValueError, match="layerz"):
         build_model(config, SPECIES, REFERENCE_ENERGIES)
     with pytest.raises(ValueError, match="sorted"):
-        build_model(model_config("spline"), [6, 1, 8], REFERENCE_ENERGIES)
+        build_model(model_config("egnn", "spline"), [6, 1, 8], REFERENCE_ENERGIES)
     with pytest.raises(ValueError, match="float16"):
         ModelConfig(dtype="float16")
+
+
+@pytest.mark.parametrize("backbone", ["transformer", "et"])
+def test_attention_backbones_need_hidden_divisible_by_heads(backbone):
+    config = model_config(backbone, "gaussian")
+    config.backbone_options = {"hidden": 16, "heads": 3, "layers": 1}
+    with pytest.raises(ValueError, match="multiple of heads"):
+        build_model(config, SPECIES, REFERENCE_ENERGIES)
 
 
 # ---------------------------------------------------------------------------
@@ -413,7 +428,7 @@ def test_torchscript_rejects_bad_inputs_with_message(scripted, ethanol):
 @pytest.fixture(scope="module")
 def float32_models():
     """The same float32 network, with and without ~-1000 eV reference energies."""
-    with_references = make_model("spline", dtype="float32", seed=1)
+    with_references = make_model("egnn", "spline", dtype="float32", seed=1)
     without = copy.deepcopy(with_references)
     without.element_energies_nev.zero_()
     return with_references, without
@@ -443,7 +458,7 @@ def test_reference_energies_added_in_float64(float32_models, ethanol, methane):
 
 
 def test_reference_energies_survive_dtype_conversion():
-    model = make_model("gaussian")
+    model = make_model("egnn", "gaussian")
     before = model.element_energies().clone()
     expected = torch.zeros(119, dtype=torch.float64)
     expected[torch.tensor(SPECIES)] = torch.tensor(REFERENCE_ENERGIES, dtype=torch.float64)

@@ -40,8 +40,10 @@ def run(args: argparse.Namespace) -> int:
         f"stability: {state}; stable for {stability['stable_time_ps']:.3f} ps; "
         f"largest bond deviation {stability['largest_bond_deviation_a']:.3f} A over {stability['bonds']} bonds"
     )
-    drift = speed["energy_drift_mev_per_ps_atom"]
-    print(f"final temperature: {speed['final_temperature_k']:.1f} K; energy drift: {drift:.3f} meV/ps/atom")
+    thermo = f"final temperature: {speed['final_temperature_k']:.1f} K"
+    if settings.thermostat == "nve":
+        thermo += f"; total-energy drift: {speed['energy_drift_mev_per_ps_atom']:.3f} meV/ps/atom"
+    print(thermo)
     share = 100 * speed["potential_time_fraction"]
     print(
         f"speed: {speed['steps_per_second']:.1f} steps/s, {speed['ns_per_day']:.3f} ns/day, "

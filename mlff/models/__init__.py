@@ -12,9 +12,13 @@ from mlff.models.base import Backbone
 from mlff.models.config import ModelConfig
 from mlff.models.egnn import EGNN
 from mlff.models.energy import EnergyModel
+from mlff.models.et import EquivariantTransformer
+from mlff.models.transformer import Transformer
 
 BACKBONES: dict[str, type[Backbone]] = {
     "egnn": EGNN,
+    "transformer": Transformer,
+    "et": EquivariantTransformer,
 }
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
@@ -45,4 +49,14 @@ def build_model(
     return model.to(DTYPES[config.dtype])
 
 
-__all__ = ["BACKBONES", "DTYPES", "Backbone", "EGNN", "EnergyModel", "ModelConfig", "build_model"]
+__all__ = [
+    "BACKBONES",
+    "DTYPES",
+    "Backbone",
+    "EGNN",
+    "EnergyModel",
+    "EquivariantTransformer",
+    "ModelConfig",
+    "Transformer",
+    "build_model",
+]
