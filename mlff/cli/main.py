@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "export": "mlff.cli.export",
     "info": "mlff.cli.info",
     "md": "mlff.cli.md",
+    "bench": "mlff.cli.bench",
     "data": "mlff.cli.data",
 }
 

@@ -1,0 +1,1 @@
+"""Benchmarks that write JSON: speed of energy+force calls (more to come: stability, ablation)."""

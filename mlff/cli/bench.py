@@ -1,0 +1,53 @@
+"""`mlff bench speed POTENTIAL ... [--structure NAME=FILE|DATASET:INDEX ...]`: calls/s, JSON."""
+
+import argparse
+from typing import Any
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser("bench", help="benchmarks (JSON output)")
+    benches = parser.add_subparsers(dest="bench", metavar="BENCH")
+    benches.required = True
+    speed = benches.add_parser("speed", help="energy+force calls per second of potential files")
+    speed.add_argument("potentials", nargs="+", help="potential files (.pt); ratios are to the first")
+    speed.add_argument(
+        "--structure",
+        action="append",
+        default=None,
+        metavar="NAME=SPEC",
+        help="structure to time, SPEC a FILE or DATASET:INDEX (repeatable; default: each potential's start frame)",
+    )
+    speed.add_argument("--calls", type=int, default=100, help="timed calls per structure")
+    speed.add_argument("--device", default="cpu")
+    speed.add_argument("--dtype", choices=["float32", "float64"], default=None, help="default: the file's")
+    speed.add_argument("-o", "--output", default="bench_speed.json", help="JSON output")
+    speed.set_defaults(run=run_speed)
+
+
+def run_speed(args: argparse.Namespace) -> int:
+    from mlff.bench.speed import speed_benchmark, write_json
+    from mlff.dynamics import load_structure
+    from mlff.export import read_metadata
+
+    if args.structure:
+        specs = dict(_name_and_spec(text) for text in args.structure)
+        structures = {name: load_structure(spec, {}) for name, spec in specs.items()}
+    else:
+        structures = {"start frame": load_structure(None, read_metadata(args.potentials[0]))}
+    rows = speed_benchmark(args.potentials, structures, args.calls, args.device, args.dtype)
+    write_json(rows, args.output)
+    print(f"{'potential':40s} {'structure':12s} {'atoms':>5s} {'calls/s':>9s} {'ms/call':>8s} {'ratio':>6s}")
+    for row in rows:
+        print(
+            f"{row['potential']:40s} {row['structure']:12s} {row['atoms']:5d} {row['calls_per_second']:9.1f} "
+            f"{row['median_ms']:8.2f} {row['ratio_to_first']:6.2f}"
+        )
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _name_and_spec(text: str) -> tuple[str, str]:
+    name, sep, spec = text.partition("=")
+    if not sep or not name or not spec:
+        raise ValueError(f"--structure {text!r} must look like NAME=FILE or NAME=DATASET:INDEX")
+    return name, spec
