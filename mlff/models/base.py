@@ -31,3 +31,9 @@ class Backbone(nn.Module):
         distances: torch.Tensor,
     ) -> torch.Tensor:
         raise NotImplementedError
+
+
+def check_heads(hidden: int, heads: int) -> None:
+    """Raise ValueError unless `hidden` splits evenly into `heads` attention heads."""
+    if heads < 1 or hidden % heads != 0:
+        raise ValueError(f"hidden ({hidden}) must be a positive multiple of heads ({heads})")

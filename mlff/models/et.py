@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional
 
 from mlff.encodings.base import DistanceEncoding, cosine_envelope
-from mlff.models.base import Backbone
+from mlff.models.base import Backbone, check_heads
 
 
 class NeighborEmbedding(nn.Module):
@@ -162,8 +162,7 @@ class EquivariantTransformer(Backbone):
         layers: int = 6,
     ) -> None:
         super().__init__(num_species, encoding)
-        if heads < 1 or hidden % heads != 0:
-            raise ValueError(f"hidden ({hidden}) must be a positive multiple of heads ({heads})")
+        check_heads(hidden, heads)
         self.hidden = hidden
         self.embedding = nn.Embedding(num_species, hidden)
         self.neighbor_embedding = NeighborEmbedding(num_species, hidden, encoding.size)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from mlff.encodings.base import DistanceEncoding, cosine_envelope
-from mlff.models.base import Backbone
+from mlff.models.base import Backbone, check_heads
 
 FEED_FORWARD_EXPANSION = 2
 
@@ -125,8 +125,7 @@ class Transformer(Backbone):
         layers: int = 6,
     ) -> None:
         super().__init__(num_species, encoding)
-        if heads < 1 or hidden % heads != 0:
-            raise ValueError(f"hidden ({hidden}) must be a positive multiple of heads ({heads})")
+        check_heads(hidden, heads)
         self.heads = heads
         self.num_layers = layers
         self.embedding = nn.Embedding(num_species, hidden)
