@@ -80,7 +80,8 @@ def main() -> None:
         )
     (args.out / "results.json").write_text(json.dumps({"rows": results, "speed": speed}, indent=2))
     lines = [
-        "| backbone | parameters | epochs in cap | test F MAE (meV/A) | test E MAE (meV) | ethanol calls/s | aspirin calls/s |",
+        "| backbone | parameters | epochs in cap | test F MAE (meV/A) | test E MAE (meV) "
+        "| ethanol calls/s | aspirin calls/s |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in results:
