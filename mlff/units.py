@@ -18,3 +18,6 @@ ANGSTROM_TO_NM: float = 0.1
 BOLTZMANN_EV_PER_K: float = 8.617333262e-5
 
 EV_TO_MEV: float = 1000.0
+
+# OpenMM force unit: eV/Angstrom -> kJ/mol/nm (an energy factor over a length factor).
+EV_PER_ANGSTROM_TO_KJ_PER_MOL_PER_NM: float = EV_TO_KJ_PER_MOL * NM_TO_ANGSTROM

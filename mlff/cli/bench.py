@@ -1,4 +1,4 @@
-"""`mlff bench speed POTENTIAL ... [--structure NAME=FILE|DATASET:INDEX ...]`: calls/s, JSON."""
+"""`mlff bench speed POTENTIAL ...`: calls/s; `mlff bench openmm POTENTIAL`: MD steps/s of three engines. JSON."""
 
 import argparse
 from typing import Any
@@ -22,6 +22,26 @@ def add_parser(subparsers: Any) -> None:
     speed.add_argument("--dtype", choices=["float32", "float64"], default=None, help="default: the file's")
     speed.add_argument("-o", "--output", default="bench_speed.json", help="JSON output")
     speed.set_defaults(run=run_speed)
+    md = benches.add_parser(
+        "openmm", help="MD steps/s: OpenMM TorchForce vs OpenMM PythonForce vs ASE (Langevin, 0.5 fs, 300 K)"
+    )
+    md.add_argument("potential", help="potential file (.pt)")
+    md.add_argument(
+        "--structure",
+        action="append",
+        default=None,
+        metavar="NAME=SPEC",
+        help="molecule, SPEC a FILE or DATASET:INDEX (repeatable; default: the potential's start frame)",
+    )
+    md.add_argument("--steps", type=int, default=200, help="timed MD steps per engine and round")
+    md.add_argument("--rounds", type=int, default=5, help="timed rounds, engines taking turns (median reported)")
+    md.add_argument("--warmup", type=int, default=20, help="untimed MD steps first")
+    md.add_argument("--dtype", choices=["float32", "float64"], default=None, help="default: the file's")
+    md.add_argument(
+        "--timestep-fs", type=float, default=0.5, help="MD step (0.001: near-fixed geometry for foreign molecules)"
+    )
+    md.add_argument("-o", "--output", default="bench_openmm.json", help="JSON output")
+    md.set_defaults(run=run_openmm)
 
 
 def run_speed(args: argparse.Namespace) -> int:
@@ -41,6 +61,32 @@ def run_speed(args: argparse.Namespace) -> int:
         print(
             f"{row['potential']:40s} {row['structure']:12s} {row['atoms']:5d} {row['calls_per_second']:9.1f} "
             f"{row['median_ms']:8.2f} {row['ratio_to_first']:6.2f}"
+        )
+    print(f"wrote {args.output}")
+    return 0
+
+
+def run_openmm(args: argparse.Namespace) -> int:
+    from mlff.bench.openmm import openmm_benchmark
+    from mlff.bench.speed import write_json
+    from mlff.dynamics import load_structure
+    from mlff.export import read_metadata
+
+    if args.structure:
+        specs = dict(_name_and_spec(text) for text in args.structure)
+        structures = {name: load_structure(spec, {}) for name, spec in specs.items()}
+    else:
+        structures = {"start frame": load_structure(None, read_metadata(args.potential))}
+    rows = openmm_benchmark(
+        args.potential, structures, args.steps, args.warmup, args.dtype, args.timestep_fs, args.rounds
+    )
+    write_json(rows, args.output)
+    header = f"{'structure':12s} {'atoms':>5s} {'engine':12s} {'steps/s':>9s} {'ns/day':>8s} {'vs ASE':>7s}"
+    print(f"{header} {'max dbond A':>11s}")
+    for row in rows:
+        print(
+            f"{row['structure']:12s} {row['atoms']:5d} {row['engine']:12s} {row['steps_per_second']:9.1f} "
+            f"{row['ns_per_day']:8.3f} {row['ratio_to_ase']:7.2f} {row['max_bond_deviation_a']:11.3g}"
         )
     print(f"wrote {args.output}")
     return 0
