@@ -21,3 +21,8 @@ EV_TO_MEV: float = 1000.0
 
 # OpenMM force unit: eV/Angstrom -> kJ/mol/nm (an energy factor over a length factor).
 EV_PER_ANGSTROM_TO_KJ_PER_MOL_PER_NM: float = EV_TO_KJ_PER_MOL * NM_TO_ANGSTROM
+
+# MD in eV, Angstrom, amu, fs: an acceleration of 1 eV/(Angstrom amu) is 9.648533e-3 Angstrom/fs^2
+# (eV/amu = 96.485 kJ/g = 9.6485e7 m^2/s^2); kinetic energy 0.5 m v^2 in amu Angstrom^2/fs^2
+# divided by this constant is eV.
+EV_PER_ANGSTROM_AMU_TO_ANGSTROM_PER_FS2: float = EV_TO_KJ_PER_MOL * 1e-4

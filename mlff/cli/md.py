@@ -13,29 +13,49 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--steps", type=int, default=None, help="integration steps (default 1000)")
     parser.add_argument("--timestep-fs", type=float, default=None, help="time step in fs (default 0.5)")
     parser.add_argument("--temperature-k", type=float, default=None, help="temperature in K (default 300)")
-    parser.add_argument("--thermostat", choices=["nve", "langevin"], default=None, help="default langevin")
+    parser.add_argument(
+        "--thermostat", choices=["nve", "langevin", "nose-hoover"], default=None, help="default langevin"
+    )
     parser.add_argument("--friction-per-fs", type=float, default=None, help="Langevin friction, 1/fs (default 0.01)")
+    parser.add_argument("--ttime", type=float, default=None, help="Nose-Hoover time constant in steps (default 20)")
     parser.add_argument("--save-every", type=int, default=None, help="steps between saved frames (default 10)")
     parser.add_argument("--seed", type=int, default=None, help="velocity and noise seed (default 0)")
+    parser.add_argument(
+        "--engine", choices=["ase", "torch"], default="ase", help="ASE integrators or the batched torch engine"
+    )
+    parser.add_argument("--replicas", type=int, default=1, help="independent replicas (torch engine; default 1)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float64")
-    parser.add_argument("-o", "--output-dir", default=None, help="write trajectory.traj, thermo.csv, summary.json")
+    parser.add_argument(
+        "-o", "--output-dir", default=None, help="write thermo.csv, summary.json and (ASE engine) trajectory.traj"
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from mlff.dynamics import MDSettings, load_protocol, run_md
 
-    names = ("steps", "timestep_fs", "temperature_k", "thermostat", "friction_per_fs", "seed", "save_every")
+    names = ("steps", "timestep_fs", "temperature_k", "thermostat", "friction_per_fs", "ttime", "seed", "save_every")
     overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     settings = load_protocol(args.protocol, **overrides) if args.protocol else MDSettings(**overrides)
-    summary = run_md(args.potential, args.structure, settings, args.output_dir, args.device, args.dtype)
+    summary = run_md(
+        args.potential,
+        args.structure,
+        settings,
+        args.output_dir,
+        args.device,
+        args.dtype,
+        engine=args.engine,
+        replicas=args.replicas,
+    )
     stability, speed = summary["stability"], summary["throughput"]
     print(
-        f"MD: {summary['atoms']} atoms, {speed['steps']} steps of {settings.timestep_fs} fs, "
-        f"{settings.thermostat} at {settings.temperature_k} K"
+        f"MD ({args.engine} engine, {args.replicas} replica(s)): {summary['atoms']} atoms, {speed['steps']} steps "
+        f"of {settings.timestep_fs} fs, {settings.thermostat} at {settings.temperature_k} K"
     )
     state = "COLLAPSED" if stability["collapsed"] else "stable"
+    if stability.get("collapsed_replicas"):
+        state += f" (replicas {stability['collapsed_replicas']})"
     print(
         f"stability: {state}; stable for {stability['stable_time_ps']:.3f} ps; "
         f"largest bond deviation {stability['largest_bond_deviation_a']:.3f} A over {stability['bonds']} bonds"

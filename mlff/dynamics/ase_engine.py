@@ -1,4 +1,4 @@
-"""MD through ASE's own integrators (VelocityVerlet, Langevin) with the mlff calculator."""
+"""MD through ASE's own integrators (VelocityVerlet, Langevin, NoseHooverChainNVT) with the mlff calculator."""
 
 import time
 from collections.abc import Sequence
@@ -11,11 +11,14 @@ from ase import Atoms, units
 from ase.constraints import FixCom
 from ase.io import Trajectory
 from ase.md.langevin import Langevin
+from ase.md.nose_hoover_chain import NoseHooverChainNVT
 from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
 from ase.md.verlet import VelocityVerlet
 
 from mlff.dynamics.observers import Observer
 from mlff.dynamics.thermo import energy_drift_mev_per_ps_atom, temperature_k
+
+THERMOSTATS = ("nve", "langevin", "nose-hoover")
 
 
 @dataclass
@@ -26,8 +29,11 @@ class MDSettings:
         steps: integration steps.
         timestep_fs: time step, fs.
         temperature_k: initial (Maxwell-Boltzmann) and thermostat temperature, K.
-        thermostat: "nve" or "langevin".
+        thermostat: "nve", "langevin" or "nose-hoover" (one thermostat, chain length 1).
         friction_per_fs: Langevin friction, 1/fs.
+        ttime: Nose-Hoover time constant in time steps: the torch engine's thermostat mass is
+            Q = 3 n k_B T (ttime timestep)^2 (MDsim); the ASE engine passes
+            tdamp = ttime * timestep to NoseHooverChainNVT with tchain=1.
         seed: seeds the initial velocities and the Langevin noise.
         save_every: steps between saved frames (observed, logged, written).
     """
@@ -37,14 +43,15 @@ class MDSettings:
     temperature_k: float = 300.0
     thermostat: str = "langevin"
     friction_per_fs: float = 0.01
+    ttime: float = 20.0
     seed: int = 0
     save_every: int = 10
 
     def __post_init__(self) -> None:
-        if self.thermostat not in ("nve", "langevin"):
-            raise ValueError(f"thermostat must be 'nve' or 'langevin' for the ASE engine, got {self.thermostat!r}")
-        if self.steps < 1 or self.save_every < 1 or self.timestep_fs <= 0:
-            raise ValueError("steps and save_every must be >= 1 and timestep_fs > 0")
+        if self.thermostat not in THERMOSTATS:
+            raise ValueError(f"thermostat must be one of {THERMOSTATS}, got {self.thermostat!r}")
+        if self.steps < 1 or self.save_every < 1 or self.timestep_fs <= 0 or self.ttime <= 0:
+            raise ValueError("steps and save_every must be >= 1, timestep_fs and ttime > 0")
 
 
 def load_protocol(path: str | Path, **overrides: Any) -> MDSettings:
@@ -89,6 +96,10 @@ def run_ase_md(
     dt = settings.timestep_fs * units.fs
     if settings.thermostat == "nve":
         dynamics = VelocityVerlet(atoms, timestep=dt)
+    elif settings.thermostat == "nose-hoover":
+        dynamics = NoseHooverChainNVT(
+            atoms, timestep=dt, temperature_K=settings.temperature_k, tdamp=settings.ttime * dt, tchain=1
+        )
     else:
         dynamics = Langevin(
             atoms,
@@ -129,7 +140,7 @@ def run_ase_md(
             trajectory.close()
             thermo.close()
     seconds = time.perf_counter() - started
-    return _throughput(steps_done, seconds, settings.timestep_fs, len(atoms)) | {
+    return throughput_measures(steps_done, seconds, settings.timestep_fs, len(atoms)) | {
         "energy_drift_mev_per_ps_atom": energy_drift_mev_per_ps_atom(np.array(times), np.array(totals), len(atoms)),
         "final_temperature_k": temperature_k(masses, atoms.get_velocities()),
     }
@@ -145,7 +156,8 @@ def _open_outputs(output_dir: str | Path | None, atoms: Atoms):
     return Trajectory(str(output_dir / "trajectory.traj"), "w", atoms), thermo
 
 
-def _throughput(steps: int, seconds: float, timestep_fs: float, num_atoms: int) -> dict[str, float]:
+def throughput_measures(steps: int, seconds: float, timestep_fs: float, num_atoms: int) -> dict[str, float]:
+    """Steps, wall seconds, steps/s, ns/day (simulated time at `timestep_fs` fs) and atom-steps/s."""
     steps_per_second = steps / seconds if seconds > 0 else float("inf")
     return {
         "steps": steps,

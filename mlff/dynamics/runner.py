@@ -5,11 +5,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from ase import Atoms
 
 from mlff.data.reference import bond_lengths, find_bonds
 from mlff.dynamics.ase_engine import MDSettings, run_ase_md
 from mlff.dynamics.observers import StabilityObserver
+
+ENGINES = ("ase", "torch")
 
 
 def load_structure(spec: str | None, metadata: dict[str, Any]) -> Atoms:
@@ -60,31 +63,89 @@ def run_md(
     output_dir: str | Path | None = None,
     device: str = "cpu",
     dtype: str = "float64",
+    engine: str = "ase",
+    replicas: int = 1,
 ) -> dict[str, Any]:
-    """MD of one structure with a potential file through ASE; returns a JSON-able summary."""
-    from mlff.calculators.ase import MLFFCalculator
+    """MD of one structure with a potential file; returns a JSON-able summary.
+
+    Args:
+        engine: "ase" (ASE's integrators and the mlff calculator, one replica) or "torch"
+            (`mlff.dynamics.torch_engine`: `replicas` copies in one potential call per step).
+        replicas: independent replicas (torch engine only), replica k seeded `settings.seed + k`.
+    """
     from mlff.export import load_potential
 
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "ase" and replicas != 1:
+        raise ValueError(f"the ASE engine runs one replica; use engine='torch' for {replicas} replicas")
     settings = settings or MDSettings()
     potential = load_potential(potential_path, device=device, dtype=dtype)
     atoms = load_structure(structure, potential.metadata)
-    calculator = MLFFCalculator(potential)
-    atoms.calc = calculator
-    observer = stability_observer(atoms, potential.metadata)
-    measures = run_ase_md(atoms, settings, [observer], output_dir)
-    potential_seconds = calculator.seconds_in_potential
+    if engine == "ase":
+        stability, measures = _run_ase(potential, atoms, settings, output_dir)
+    else:
+        stability, measures = _run_torch(potential, atoms, settings, replicas, output_dir)
     summary = {
         "potential": str(potential_path),
         "structure": structure or "potential reference start frame 0",
         "atoms": len(atoms),
         "settings": settings.__dict__,
-        "engine": "ase",
-        "stability": observer.summary(),
-        "throughput": measures
-        | {
-            "potential_time_fraction": potential_seconds / measures["wall_seconds"] if measures["wall_seconds"] else 0.0
-        },
+        "engine": engine,
+        "stability": stability,
+        "throughput": measures,
     }
     if output_dir is not None:
         Path(output_dir, "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _run_ase(
+    potential: Any, atoms: Atoms, settings: MDSettings, output_dir: str | Path | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Stability summary and throughput of one ASE run."""
+    from mlff.calculators.ase import MLFFCalculator
+
+    calculator = MLFFCalculator(potential)
+    atoms.calc = calculator
+    observer = stability_observer(atoms, potential.metadata)
+    measures = run_ase_md(atoms, settings, [observer], output_dir)
+    wall = measures["wall_seconds"]
+    measures["potential_time_fraction"] = calculator.seconds_in_potential / wall if wall else 0.0
+    return observer.summary(), measures
+
+
+def _run_torch(
+    potential: Any, atoms: Atoms, settings: MDSettings, replicas: int, output_dir: str | Path | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Stability summary over the replicas and throughput of one torch-engine run."""
+    from mlff.calculators.ase import check_atoms
+    from mlff.dynamics.torch_engine import run_torch_md
+
+    check_atoms(atoms, potential.species)
+    observers = [stability_observer(atoms, potential.metadata) for _ in range(replicas)]
+    measures = run_torch_md(
+        potential,
+        torch.as_tensor(atoms.get_atomic_numbers()),
+        torch.as_tensor(atoms.get_positions()),
+        settings,
+        replicas,
+        [[observer] for observer in observers],
+        output_dir,
+    )
+    return replica_stability(observers), measures
+
+
+def replica_stability(observers: list[StabilityObserver]) -> dict[str, Any]:
+    """One stability summary over replicas: collapsed if any replica collapsed, the shortest
+    stable time, the largest deviation, the collapsed replicas' indices and each replica's summary."""
+    summaries = [observer.summary() for observer in observers]
+    return {
+        "collapsed": any(s["collapsed"] for s in summaries),
+        "collapsed_replicas": [k for k, s in enumerate(summaries) if s["collapsed"]],
+        "replicas": len(summaries),
+        "stable_time_ps": min(s["stable_time_ps"] for s in summaries),
+        "largest_bond_deviation_a": max(s["largest_bond_deviation_a"] for s in summaries),
+        "bonds": summaries[0]["bonds"],
+        "per_replica": summaries,
+    }
