@@ -1,21 +1,37 @@
-"""MD through ASE: stability observer, temperature, energy drift, `mlff md`."""
+"""The MD runner: observers, the three engines side by side, outputs, resume, protocols, `mlff md`."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from ase import Atoms
-from ase.io import read, write
+from ase.io import write
 from synthetic import write_md17_npz
 
 from mlff.cli.main import main
-from mlff.dynamics import MDSettings, StabilityObserver, load_structure, run_md
-from mlff.dynamics.thermo import energy_drift_mev_per_ps_atom, temperature_k
-from mlff.units import BOLTZMANN_EV_PER_K
+from mlff.data.reference import distance_counts, hr_density, hr_mae
+from mlff.dynamics import (
+    MDSettings,
+    RDFObserver,
+    StabilityObserver,
+    build_engine,
+    load_protocol,
+    load_structure,
+    run_md,
+)
+from mlff.dynamics.thermo import energy_drift_mev_per_ps_atom
+from mlff.export import load_potential
+from mlff.units import NM_TO_ANGSTROM
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
+ROOT = Path(__file__).resolve().parents[1]
 TETRAHEDRON = 1.2 / np.sqrt(8.0) * np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]], dtype=float)
 
 
@@ -26,54 +42,275 @@ def h4_file(tmp_path):
     return path
 
 
-def test_stability_observer_finds_the_first_collapsed_frame():
-    bonds = np.array([[0, 1]])
-    observer = StabilityObserver(bonds, np.array([1.0]), max_deviation_a=0.5)
-    for step, length in enumerate([1.0, 1.3, 1.45, 1.6, 1.0]):
-        observer.observe(step, 50.0 * step, np.array([[0.0, 0.0, 0.0], [length, 0.0, 0.0]]))
-    summary = observer.summary()
-    assert summary["collapsed"] and observer.collapsed_at_fs == 150.0
-    assert summary["stable_time_ps"] == pytest.approx(0.1)
-    assert summary["largest_bond_deviation_a"] == pytest.approx(0.6)
+def test_the_collapse_detector_flags_the_first_stretched_frame():
+    bonds = np.array([[0, 1], [1, 2]])
+    reference = np.array([1.0, 1.0])
+    trajectory = np.array([[[0.0, 0, 0], [1.0, 0, 0], [2.0, 0, 0]]] * 8)
+    trajectory[5:, 2, 0] = 2.6  # bond 1-2 stretched by 0.6 A from the sixth frame on
+    stretched = StabilityObserver(bonds, reference, max_deviation_a=0.5)
+    unperturbed = StabilityObserver(bonds, reference, max_deviation_a=0.5)
+    for frame, positions in enumerate(trajectory, start=1):
+        stretched.observe(100 * frame, 50.0 * frame, positions)
+        unperturbed.observe(100 * frame, 50.0 * frame, trajectory[0])
+    assert stretched.collapsed and stretched.collapsed_at_fs == 300.0
+    # MDsim: stable time = (collapse frame - 1) * 0.05 ps, the collapse frame being the sixth.
+    assert stretched.summary()["stable_time_ps"] == pytest.approx((6 - 1) * 0.05)
+    assert stretched.frames_seen == 6, "a collapsed replica is no longer observed"
+    assert not unperturbed.collapsed and unperturbed.summary()["stable_time_ps"] == pytest.approx(8 * 0.05)
+    assert unperturbed.summary()["largest_bond_deviation_a"] == 0.0
 
 
-def test_temperature_removes_centre_of_mass_motion():
-    masses = np.array([1.0, 2.0, 3.0])
-    drift = np.tile([0.3, -0.1, 0.2], (3, 1))
-    assert temperature_k(masses, drift) == pytest.approx(0.0, abs=1e-12)
-    velocities = np.array([[0.1, 0.0, 0.0], [-0.05, 0.0, 0.0], [0.0, 0.0, 0.0]])
-    kinetic = 0.5 * (1.0 * 0.1**2 + 2.0 * 0.05**2)
-    assert temperature_k(masses, velocities + drift) == pytest.approx(2 * kinetic / (6 * BOLTZMANN_EV_PER_K))
+def test_non_finite_positions_are_a_collapse():
+    observer = StabilityObserver(np.array([[0, 1]]), np.array([1.0]))
+    observer.observe(1, 10.0, np.array([[0.0, 0, 0], [1.0, 0, 0]]))
+    observer.observe(2, 20.0, np.array([[0.0, 0, 0], [np.nan, 0, 0]]))
+    assert observer.collapsed and observer.summary()["stable_time_ps"] == pytest.approx(0.01)
+
+
+def test_hr_of_a_hand_made_trajectory_equals_a_hand_computation():
+    # Two frames of a 3-atom chain; bins of 0.02 A: distances 1.013, 1.014 (bin 50), 2.027 (bin 101),
+    # then 1.515 (bin 75), 2.516 (bin 125), 4.031 (bin 201).
+    frames = np.array([[[0.0, 0, 0], [1.013, 0, 0], [2.027, 0, 0]], [[0.0, 0, 0], [1.515, 0, 0], [4.031, 0, 0]]])
+    observer = RDFObserver()
+    for positions in frames:
+        observer.observe(0, 0.0, positions)
+    width = 10.0 / 500
+    expected = np.zeros(500)
+    for bin_index, pairs in {50: 2, 101: 1, 75: 1, 125: 1, 201: 1}.items():
+        expected[bin_index] = pairs / (6 * width)
+    np.testing.assert_allclose(observer.density, expected)
+    assert observer.summary()["hr_mae"] is None, "no reference h(r) given"
+    # Against frame 1 alone (2/3 in bin 50, 1/3 in bin 101): |h - h_ref| integrates to
+    # |2/6 - 2/3| + |1/6 - 1/3| + 3/6 = 1, which is MDsim's mean difference times 10 A.
+    reference = hr_density(distance_counts(frames[:1]))
+    assert hr_mae(observer.density, reference) == pytest.approx(1.0)
+    assert RDFObserver(reference_density=reference, counts=observer.counts, frames_seen=2).summary()[
+        "hr_mae"
+    ] == pytest.approx(1.0)
+
+
+@pytest.fixture
+def methanol_atoms(methanol):
+    return Atoms(numbers=methanol[0], positions=methanol[1])
+
+
+def _step_zero_forces(engine) -> np.ndarray:
+    if engine.name == "torch":
+        return engine.state.forces.numpy().reshape(len(engine.replicas), -1, 3)
+    if engine.name == "ase":
+        return np.stack([atoms.get_forces(apply_constraint=False) for atoms in engine.atoms])
+    state_forces = [c.getState(getForces=True).getForces(asNumpy=True)._value for c in engine.contexts]
+    from mlff.units import EV_PER_ANGSTROM_TO_KJ_PER_MOL_PER_NM
+
+    return np.stack(state_forces) / EV_PER_ANGSTROM_TO_KJ_PER_MOL_PER_NM
+
+
+def test_the_three_engines_agree_at_step_zero(potential_file, methanol_atoms):
+    potential = load_potential(potential_file)
+    settings = MDSettings(temperature_k=300.0, replicas=2)
+    engines = {
+        name: build_engine(name, potential, [methanol_atoms] * 2, settings) for name in ("torch", "ase", "openmm")
+    }
+    frames = {name: engine.frame() for name, engine in engines.items()}
+    forces = {name: _step_zero_forces(engine) for name, engine in engines.items()}
+    for name in ("ase", "openmm"):
+        np.testing.assert_allclose(forces[name], forces["torch"], rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(frames[name].potential_energy_ev, frames["torch"].potential_energy_ev, atol=1e-6)
+        # The same seeded Maxwell-Boltzmann draw starts every engine.
+        np.testing.assert_allclose(frames[name].temperature_k, frames["torch"].temperature_k, rtol=1e-5)
+    assert frames["torch"].temperature_k[0] != pytest.approx(frames["torch"].temperature_k[1])
+
+
+def test_the_three_engines_give_the_same_mean_temperature(spring_potential_file):
+    """Langevin at 300 K, 4 replicas x 600 steps of 0.5 fs after 50 fs: each engine's mean
+    temperature is 300 K within 4 standard errors; the error of a mean over n_eff independent
+    samples is T sqrt(2 / dof) / sqrt(n_eff), with n_eff = replicas * time * friction (kinetic
+    energy decorrelates within about 1 / (2 friction))."""
+    friction, replicas, temperature = 0.2, 4, 300.0
+    settings = MDSettings(
+        timestep_fs=0.5,
+        temperature_k=temperature,
+        thermostat="langevin",
+        friction_per_fs=friction,
+        replicas=replicas,
+        seed=11,
+    )
+    potential = load_potential(spring_potential_file)
+    means = {}
+    for name in ("torch", "ase", "openmm"):
+        engine = build_engine(name, potential, [Atoms("H4", positions=TETRAHEDRON)] * replicas, settings)
+        engine.advance(100)
+        samples = []
+        for _ in range(60):
+            engine.advance(10)
+            samples.append(engine.frame().temperature_k)
+        means[name] = float(np.mean(samples))
+    n_eff = replicas * 600 * 0.5 * friction
+    error = temperature * np.sqrt(2.0 / 9.0) / np.sqrt(n_eff)
+    for name, mean in means.items():
+        assert abs(mean - temperature) < 4 * error, (name, means)
+
+
+def test_a_run_writes_its_trajectory_thermo_summary_and_plots(spring_potential_file, h4_file, tmp_path):
+    import mdtraj
+
+    settings = MDSettings(steps=400, timestep_fs=0.25, temperature_k=300.0, thermostat="nve", save_every=20, replicas=2)
+    summary = run_md(spring_potential_file, str(h4_file), settings, tmp_path / "md", engine="torch")
+    stability, speed = summary["stability"], summary["throughput"]
+    assert stability["collapsed"] is False and stability["bonds"] == 6 and stability["replicas"] == 2
+    assert speed["steps"] == 400 and speed["steps_per_second"] > 0 and 0.0 < speed["potential_time_fraction"] <= 1
+    assert speed["atom_steps_per_second"] == pytest.approx(speed["steps_per_second"] * 8)
+    assert speed["ns_per_day"] == pytest.approx(2 * speed["ns_per_day_per_replica"])
+    assert abs(stability["energy_drift_mev_per_ps_atom"]) < 1.0
+    trajectory = mdtraj.load(str(tmp_path / "md" / "replica_1.h5"))
+    assert trajectory.n_frames == 20 and trajectory.n_atoms == 4
+    np.testing.assert_allclose(trajectory.time, np.arange(1, 21) * 20 * 0.25 / 1000.0, rtol=1e-6)
+    thermo = np.loadtxt(tmp_path / "md" / "thermo.csv", delimiter=",", skiprows=1)
+    assert thermo.shape == (40, 7)
+    first = thermo[thermo[:, 2] == 0]
+    assert np.ptp(first[:, 5]) < 2e-3, "total energy conserved in NVE"
+    np.testing.assert_allclose(trajectory.xyz[-1] * NM_TO_ANGSTROM, _last_positions(tmp_path / "md"), atol=1e-4)
+    assert json.loads((tmp_path / "md" / "summary.json").read_text())["stability"]["replicas"] == 2
+    for png in ("bond_deviation.png", "hr.png"):
+        assert (tmp_path / "md" / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def _last_positions(directory: Path) -> np.ndarray:
+    import torch
+
+    return torch.load(directory / "checkpoint.pt", weights_only=False)["engine"]["positions"].numpy()[4:8]
+
+
+def test_a_collapsing_replica_stops_while_the_batch_goes_on(spring_potential_file, tmp_path):
+    stretched = Atoms("H2", positions=[[0.0, 0.0, 0.0], [0.9, 0.0, 0.0]])
+    write(tmp_path / "hot.xyz", stretched)
+    write(tmp_path / "cold.xyz", Atoms("H2", positions=[[0.0, 0.0, 0.0], [1.2, 0.0, 0.0]]))
+    settings = MDSettings(steps=400, timestep_fs=0.5, temperature_k=50000.0, save_every=5, replicas=2)
+    summary = run_md(spring_potential_file, [str(tmp_path / "hot.xyz")] * 2, settings, engine="torch")
+    assert summary["stability"]["collapsed_replicas"] == [0, 1]
+    assert summary["throughput"]["steps"] < 400, "the run stops once every replica has collapsed"
+    per_replica = summary["stability"]["per_replica"]
+    assert all(r["stable_time_ps"] == pytest.approx(r["collapse_time_ps"] - 0.0025) for r in per_replica)
+
+
+@pytest.mark.parametrize("engine", ["torch", "ase", "openmm"])
+def test_a_resumed_run_continues_exactly(spring_potential_file, h4_file, tmp_path, engine):
+    thermostat = "nose-hoover" if engine == "ase" else "langevin"
+    settings = MDSettings(
+        steps=60, timestep_fs=0.5, thermostat=thermostat, friction_per_fs=0.05, save_every=10, replicas=2, seed=5
+    )
+    whole = run_md(spring_potential_file, str(h4_file), settings, tmp_path / "whole", engine=engine)
+    half = MDSettings(**{**settings.to_dict(), "steps": 30})
+    run_md(spring_potential_file, str(h4_file), half, tmp_path / "parts", engine=engine)
+    resumed = run_md(spring_potential_file, str(h4_file), settings, tmp_path / "parts", engine=engine, resume=True)
+    assert resumed["throughput"]["steps"] == 60
+    for k in range(2):
+        np.testing.assert_allclose(_frames(tmp_path / "parts", k), _frames(tmp_path / "whole", k), atol=1e-5)
+    a = np.loadtxt(tmp_path / "whole" / "thermo.csv", delimiter=",", skiprows=1)
+    b = np.loadtxt(tmp_path / "parts" / "thermo.csv", delimiter=",", skiprows=1)
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
+    assert (
+        resumed["stability"]["per_replica"][0]["frames_observed"]
+        == whole["stability"]["per_replica"][0]["frames_observed"]
+    )
+
+
+def _frames(directory: Path, replica: int) -> np.ndarray:
+    import mdtraj
+
+    return mdtraj.load(str(directory / f"replica_{replica}.h5")).xyz
+
+
+def test_resume_refuses_other_settings(spring_potential_file, h4_file, tmp_path):
+    settings = MDSettings(steps=20, save_every=10)
+    run_md(spring_potential_file, str(h4_file), settings, tmp_path / "md", engine="torch")
+    with pytest.raises(ValueError, match="temperature_k"):
+        run_md(
+            spring_potential_file,
+            str(h4_file),
+            MDSettings(steps=40, save_every=10, temperature_k=500.0),
+            tmp_path / "md",
+            engine="torch",
+            resume=True,
+        )
+    with pytest.raises(ValueError, match="'torch' engine"):
+        run_md(spring_potential_file, str(h4_file), settings, tmp_path / "md", engine="ase", resume=True)
+    with pytest.raises(FileNotFoundError, match="checkpoint"):
+        run_md(spring_potential_file, str(h4_file), settings, tmp_path / "new", engine="torch", resume=True)
+
+
+def test_ctrl_c_then_resume_loses_no_frames(spring_potential_file, h4_file, tmp_path):
+    args = [
+        sys.executable,
+        "-m",
+        "mlff.cli.main",
+        "--threads",
+        "1",
+        "md",
+        str(spring_potential_file),
+        "--structure",
+        str(h4_file),
+        "--engine",
+        "torch",
+        "--steps",
+        "6000",
+        "--save-every",
+        "10",
+        "--thermostat",
+        "langevin",
+        "--no-progress",
+        "-o",
+        str(tmp_path / "md"),
+    ]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    thermo = tmp_path / "md" / "thermo.csv"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not thermo.exists() or thermo.read_text().count("\n") < 50):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "interrupted" in out
+    written = thermo.read_text().count("\n") - 1
+    assert 0 < written < 600, "interrupted part-way"
+    code = main(args[5:] + ["--resume"])
+    assert code == 0
+    settings = MDSettings(steps=6000, save_every=10, thermostat="langevin")
+    run_md(spring_potential_file, str(h4_file), settings, tmp_path / "whole", engine="torch")
+    resumed, whole = _frames(tmp_path / "md", 0), _frames(tmp_path / "whole", 0)
+    assert resumed.shape == whole.shape == (600, 4, 3)
+    np.testing.assert_allclose(resumed, whole, atol=1e-6)
+
+
+def test_protocol_files(tmp_path):
+    stability = load_protocol(ROOT / "md" / "md17-stability.yaml")
+    assert (stability.steps, stability.timestep_fs, stability.temperature_k) == (600_000, 0.5, 500.0)
+    assert (stability.thermostat, stability.ttime, stability.save_every, stability.replicas) == (
+        "nose-hoover",
+        20,
+        100,
+        5,
+    )
+    assert stability.frame_interval_ps == pytest.approx(0.05)
+    cpu = load_protocol(ROOT / "md" / "md17-stability-cpu.yaml")
+    assert cpu.steps == 100_000 and {**cpu.to_dict(), "steps": 0} == {**stability.to_dict(), "steps": 0}
+    assert load_protocol(ROOT / "md" / "md17-stability.yaml", time="1ps").steps == 2000
+    assert load_protocol(ROOT / "md" / "quick-500k.yaml", steps=10).steps == 10
+    (tmp_path / "bad.yaml").write_text("steps: 10\ntemperature: 300\n")
+    with pytest.raises(ValueError, match="temperature"):
+        load_protocol(tmp_path / "bad.yaml")
+    (tmp_path / "both.yaml").write_text("steps: 10\ntime: 1ps\n")
+    with pytest.raises(ValueError, match="steps or as time"):
+        load_protocol(tmp_path / "both.yaml")
+    (tmp_path / "length.yaml").write_text("time: 3 weeks\n")
+    with pytest.raises(ValueError, match="fs, ps or ns"):
+        load_protocol(tmp_path / "length.yaml")
 
 
 def test_energy_drift_is_a_fitted_slope():
     times = np.arange(0.0, 1000.0, 10.0)
     energies = -5.0 + 2e-6 * times
     assert energy_drift_mev_per_ps_atom(times, energies, num_atoms=4) == pytest.approx(2e-6 * 1e6 / 4)
-
-
-def test_nve_md_is_stable_conserves_energy_and_writes_its_outputs(spring_potential_file, h4_file, tmp_path):
-    settings = MDSettings(steps=400, timestep_fs=0.25, temperature_k=300.0, thermostat="nve", save_every=20)
-    summary = run_md(spring_potential_file, str(h4_file), settings, tmp_path / "md")
-    assert summary["stability"]["collapsed"] is False and summary["stability"]["bonds"] == 6
-    assert summary["throughput"]["steps"] == 400 and summary["throughput"]["steps_per_second"] > 0
-    assert 0.0 < summary["throughput"]["potential_time_fraction"] <= 1.0
-    assert abs(summary["throughput"]["energy_drift_mev_per_ps_atom"]) < 1.0
-    frames = read(tmp_path / "md" / "trajectory.traj", index=":")
-    assert len(frames) == 20
-    thermo = np.loadtxt(tmp_path / "md" / "thermo.csv", delimiter=",", skiprows=1)
-    total = thermo[:, 2] + thermo[:, 3]
-    assert np.ptp(total) < 2e-3
-    assert json.loads((tmp_path / "md" / "summary.json").read_text())["stability"]["collapsed"] is False
-
-
-def test_a_collapsing_run_stops_and_says_so(spring_potential_file, tmp_path):
-    stretched = Atoms("H2", positions=[[0.0, 0.0, 0.0], [0.9, 0.0, 0.0]])
-    write(tmp_path / "h2.xyz", stretched)
-    settings = MDSettings(steps=2000, timestep_fs=0.5, temperature_k=50000.0, thermostat="langevin", save_every=5)
-    summary = run_md(spring_potential_file, str(tmp_path / "h2.xyz"), settings)
-    assert summary["stability"]["collapsed"] is True
-    assert summary["throughput"]["steps"] < 2000
 
 
 def test_structure_from_dataset_index(tmp_path):
@@ -86,18 +323,66 @@ def test_structure_from_dataset_index(tmp_path):
         load_structure(None, {})
 
 
+def test_reference_data_supplies_bonds_hr_and_start_frames(potential_file, tmp_path):
+    data = write_md17_npz(tmp_path / "mol.npz", num_frames=120)
+    settings = MDSettings(steps=20, save_every=10, replicas=2, temperature_k=100.0)
+    summary = run_md(potential_file, None, settings, engine="torch", reference_data=data)
+    assert summary["stability"]["hr_mae"] is not None and summary["stability"]["bonds"] > 0
+    assert summary["atoms"] == [5, 5]
+
+
 def test_md_command_prints_stability_and_speed(spring_potential_file, h4_file, capsys):
-    code = main(["md", str(spring_potential_file), "--structure", str(h4_file), "--steps", "40", "--save-every", "10"])
+    code = main(
+        [
+            "md",
+            str(spring_potential_file),
+            "--structure",
+            str(h4_file),
+            "--steps",
+            "40",
+            "--save-every",
+            "10",
+            "--engine",
+            "torch",
+            "--replicas",
+            "2",
+            "--no-progress",
+        ]
+    )
     output = capsys.readouterr().out
     assert code == 0
-    assert "stability: stable" in output and "steps/s" in output and "ns/day" in output
+    assert "torch engine, 2 replica(s)" in output and "stability: stable" in output
+    assert "steps/s" in output and "ns/day" in output
 
 
-def test_protocol_file_and_overrides(tmp_path):
-    from mlff.dynamics import load_protocol
+def test_md_command_takes_time_and_rejects_bad_engines(spring_potential_file, h4_file, capsys):
+    code = main(
+        [
+            "md",
+            str(spring_potential_file),
+            "--structure",
+            str(h4_file),
+            "--time",
+            "10fs",
+            "--save-every",
+            "5",
+            "--engine",
+            "openmm",
+            "--no-progress",
+        ]
+    )
+    assert code == 0 and "20 steps" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["md", str(spring_potential_file), "--engine", "gromacs"])
+    assert main(["md", str(spring_potential_file), "--structure", str(h4_file), "--time", "3 weeks"]) == 2
 
-    protocol = load_protocol(Path(__file__).resolve().parents[1] / "md" / "quick-500k.yaml", steps=10)
-    assert protocol.temperature_k == 500.0 and protocol.timestep_fs == 0.5 and protocol.steps == 10
-    (tmp_path / "bad.yaml").write_text("steps: 10\ntemperature: 300\n")
-    with pytest.raises(ValueError, match="temperature"):
-        load_protocol(tmp_path / "bad.yaml")
+
+def test_export_adds_reference_statistics_to_a_potential(potential_file, tmp_path):
+    data = write_md17_npz(tmp_path / "mol.npz", num_frames=120)
+    out = tmp_path / "with_reference.pt"
+    assert main(["export", str(potential_file), "--reference-data", str(data), "-o", str(out), "--no-card"]) == 0
+    reference = load_potential(out).metadata["reference"]
+    assert len(reference["hr"]["density"]) == 500 and reference["start_positions"]
+    np.testing.assert_allclose(np.sum(reference["hr"]["density"]) * 10.0 / 500, 1.0)
+    assert os.path.getsize(out) > 0
+    assert main(["export", str(potential_file), "-o", str(out)]) == 2

@@ -1,40 +1,32 @@
-"""The torch MD engine: forces, NVE drift, replica independence, thermostats, `mlff md --engine torch`."""
+"""The torch MD engine: forces, NVE drift, replica independence, batches of molecules, thermostats."""
 
 import numpy as np
 import pytest
 import torch
 from ase import Atoms
-from ase.io import write
 
 from mlff.calculators.ase import MLFFCalculator
-from mlff.cli.main import main
-from mlff.dynamics import MDSettings, StabilityObserver, run_md, run_torch_md
-from mlff.dynamics.torch_engine import (
-    BatchedPotential,
-    init_state,
-    make_step,
-    masses_of,
-    replica_generators,
-)
+from mlff.dynamics import MDSettings
+from mlff.dynamics.thermo import temperature_k, temperature_k_batch
+from mlff.dynamics.torch_engine import TorchEngine
 from mlff.export import load_potential
 from mlff.units import EV_PER_ANGSTROM_AMU_TO_ANGSTROM_PER_FS2
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 TETRAHEDRON = 1.2 / np.sqrt(8.0) * np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]], dtype=float)
-NUMBERS = torch.ones(4, dtype=torch.long)
 
 
-def trajectory(potential_file, settings: MDSettings, seed: int, replicas: int) -> tuple[torch.Tensor, list]:
-    """Positions [R, 4, 3] after `settings.steps` steps and the states after each step."""
-    force_fn = BatchedPotential(load_potential(potential_file), NUMBERS, replicas)
-    generators = replica_generators(seed, replicas)
-    state = init_state(force_fn, torch.as_tensor(TETRAHEDRON), masses_of(NUMBERS), settings.temperature_k, generators)
-    step = make_step(settings, force_fn, generators)
-    states = [state]
-    for _ in range(settings.steps):
-        states.append(step(states[-1]))
-    return states[-1].positions, states
+def h4(offset: float = 0.0) -> Atoms:
+    return Atoms("H4", positions=TETRAHEDRON + offset * np.random.default_rng(0).normal(size=(4, 3)))
+
+
+def run_states(engine: TorchEngine, steps: int) -> list:
+    states = [engine.state]
+    for _ in range(steps):
+        engine.advance(1)
+        states.append(engine.state)
+    return states
 
 
 def test_the_unit_constant_is_ev_per_angstrom_amu_in_angstrom_per_fs2():
@@ -44,108 +36,92 @@ def test_the_unit_constant_is_ev_per_angstrom_amu_in_angstrom_per_fs2():
 
 
 def test_step_zero_forces_equal_the_ase_calculator(spring_potential_file):
-    positions = TETRAHEDRON + np.random.default_rng(0).normal(scale=0.05, size=(4, 3))
-    atoms = Atoms("H4", positions=positions, calculator=MLFFCalculator(spring_potential_file))
-    force_fn = BatchedPotential(load_potential(spring_potential_file), NUMBERS, 3)
-    state = init_state(force_fn, torch.as_tensor(positions), masses_of(NUMBERS), 300.0, replica_generators(0, 3))
+    atoms = h4(0.05)
+    atoms.calc = MLFFCalculator(spring_potential_file)
+    engine = TorchEngine(load_potential(spring_potential_file), [h4(0.05)] * 3, MDSettings())
+    forces = engine.state.forces.reshape(3, 4, 3)
     for k in range(3):
-        np.testing.assert_allclose(state.forces[k].numpy(), atoms.get_forces(), atol=1e-12)
-        assert float(state.potential_energy[k]) == pytest.approx(atoms.get_potential_energy(), abs=1e-10)
-    assert state.forces.shape == (3, 4, 3) and state.potential_energy.shape == (3,)
+        np.testing.assert_allclose(forces[k].numpy(), atoms.get_forces(), atol=1e-12)
+        assert float(engine.state.potential_energy[k]) == pytest.approx(atoms.get_potential_energy(), abs=1e-10)
 
 
-def test_nve_conserves_energy(spring_potential_file):
-    settings = MDSettings(steps=400, timestep_fs=0.25, temperature_k=300.0, thermostat="nve")
-    _, states = trajectory(spring_potential_file, settings, seed=0, replicas=2)
+def test_nve_drift_is_measured_and_small(spring_potential_file):
+    settings = MDSettings(timestep_fs=0.25, temperature_k=300.0, thermostat="nve")
+    engine = TorchEngine(load_potential(spring_potential_file), [h4(), h4()], settings)
+    states = run_states(engine, 400)
     totals = torch.stack([s.potential_energy + s.kinetic_energy() for s in states]).numpy()
     assert np.ptp(totals, axis=0).max() < 2e-3
-    np.testing.assert_array_equal(states[0].positions[1].numpy(), TETRAHEDRON)
-    measures = run_torch_md(load_potential(spring_potential_file), NUMBERS, torch.as_tensor(TETRAHEDRON), settings, 2)
-    assert abs(measures["energy_drift_mev_per_ps_atom"]) < 1.0
-    assert measures["steps"] == 400 and 0.0 < measures["potential_time_fraction"] <= 1.0
+    times = np.arange(len(states)) * settings.timestep_fs
+    from mlff.dynamics.thermo import energy_drift_mev_per_ps_atom
+
+    assert abs(energy_drift_mev_per_ps_atom(times, totals[:, 0], 4)) < 1.0
+    assert np.ptp(torch.stack([s.temperature() for s in states]).numpy()) > 10.0, "the molecule moves"
 
 
-def test_a_replica_batch_matches_the_replicas_run_one_by_one(spring_potential_file):
-    settings = MDSettings(steps=300, timestep_fs=0.5, temperature_k=300.0, thermostat="langevin", friction_per_fs=0.02)
-    batch, _ = trajectory(spring_potential_file, settings, seed=7, replicas=3)
-    for k in range(3):
-        alone, _ = trajectory(spring_potential_file, settings, seed=7 + k, replicas=1)
-        assert torch.allclose(batch[k], alone[0], rtol=0.0, atol=1e-8)
-    assert not torch.allclose(batch[0], batch[1], atol=1e-3)
+def test_a_replica_batch_matches_the_replicas_run_one_by_one(potential_file, methanol, water):
+    """A batch of molecules (methanol, water, methanol) equals each replica alone, seeded seed + k,
+    over 1000 float64 Langevin steps within 1e-8 Angstrom."""
+    systems = [Atoms(numbers=methanol[0], positions=methanol[1]), Atoms(numbers=water[0], positions=water[1])]
+    systems.append(systems[0].copy())
+    settings = MDSettings(timestep_fs=0.5, temperature_k=300.0, thermostat="langevin", friction_per_fs=0.02, seed=7)
+    potential = load_potential(potential_file)
+    batch = TorchEngine(potential, systems, settings)
+    batch.advance(1000)
+    together = batch.frame().positions_a
+    for k, atoms in enumerate(systems):
+        alone = TorchEngine(potential, [atoms], MDSettings(**{**settings.to_dict(), "seed": 7 + k}))
+        alone.advance(1000)
+        np.testing.assert_allclose(together[k], alone.frame().positions_a[0], rtol=0.0, atol=1e-8)
+    assert np.abs(together[0] - together[2]).max() > 1e-3, "replicas 0 and 2 start alike but draw their own noise"
 
 
-@pytest.mark.parametrize(
-    "thermostat, bound", [("langevin", 0.1), ("nose-hoover", 0.1)], ids=["langevin", "nose-hoover"]
-)
-def test_thermostats_hold_the_target_temperature(spring_potential_file, thermostat, bound):
-    settings = MDSettings(
-        steps=1200, timestep_fs=0.5, temperature_k=300.0, thermostat=thermostat, friction_per_fs=0.05, ttime=20
-    )
-    _, states = trajectory(spring_potential_file, settings, seed=1, replicas=8)
+@pytest.mark.parametrize("thermostat", ["langevin", "nose-hoover"])
+def test_thermostats_hold_the_target_temperature(spring_potential_file, thermostat):
+    settings = MDSettings(timestep_fs=0.5, temperature_k=300.0, thermostat=thermostat, friction_per_fs=0.05, seed=1)
+    engine = TorchEngine(load_potential(spring_potential_file), [h4()] * 8, settings)
+    states = run_states(engine, 1200)
     temperatures = torch.stack([s.temperature() for s in states[200:]])
-    assert abs(float(temperatures.mean()) / 300.0 - 1.0) < bound
+    assert abs(float(temperatures.mean()) / 300.0 - 1.0) < 0.1
 
 
 def test_nose_hoover_thermostat_variable_responds_to_a_hot_start(spring_potential_file):
-    settings = MDSettings(steps=50, timestep_fs=0.5, temperature_k=30.0, thermostat="nose-hoover", ttime=20)
-    force_fn = BatchedPotential(load_potential(spring_potential_file), NUMBERS, 1)
-    generators = replica_generators(0, 1)
-    state = init_state(force_fn, torch.as_tensor(TETRAHEDRON), masses_of(NUMBERS), 600.0, generators)
-    step = make_step(settings, force_fn, generators)
-    for _ in range(settings.steps):
-        state = step(state)
-    assert float(state.thermostat_xi[0]) > 0.0
+    settings = MDSettings(timestep_fs=0.5, temperature_k=30.0, thermostat="nose-hoover", ttime=20)
+    engine = TorchEngine(load_potential(spring_potential_file), [h4()], settings)
+    engine.state = type(engine.state)(**{**engine.state.__dict__, "velocities": engine.state.velocities * 4.5})
+    engine.advance(50)
+    assert float(engine.state.thermostat_xi[0]) > 0.0
 
 
-def test_collapsed_replicas_are_reported_and_the_run_stops(spring_potential_file):
+def test_dropping_a_replica_leaves_the_others_unchanged(spring_potential_file):
+    settings = MDSettings(thermostat="langevin", friction_per_fs=0.05, seed=3)
     potential = load_potential(spring_potential_file)
-    numbers = torch.ones(2, dtype=torch.long)
-    positions = torch.tensor([[0.0, 0.0, 0.0], [0.9, 0.0, 0.0]], dtype=torch.float64)
-    observers = [[StabilityObserver(np.array([[0, 1]]), np.array([0.9]))] for _ in range(2)]
-    settings = MDSettings(steps=2000, timestep_fs=0.5, temperature_k=50000.0, save_every=5)
-    measures = run_torch_md(potential, numbers, positions, settings, 2, observers)
-    assert all(group[0].collapsed for group in observers)
-    assert measures["steps"] < 2000
+    full = TorchEngine(potential, [h4()] * 3, settings)
+    dropped = TorchEngine(potential, [h4()] * 3, settings)
+    full.advance(50)
+    dropped.advance(50)
+    dropped.drop([1])
+    full.advance(50)
+    dropped.advance(50)
+    assert dropped.replicas == [0, 2]
+    np.testing.assert_array_equal(dropped.frame().positions_a[1], full.frame().positions_a[2])
 
 
-def test_run_md_torch_engine_reports_replicas(spring_potential_file, tmp_path):
-    write(tmp_path / "h4.xyz", Atoms("H4", positions=TETRAHEDRON))
-    settings = MDSettings(steps=40, timestep_fs=0.25, thermostat="nose-hoover", save_every=10)
-    structure = str(tmp_path / "h4.xyz")
-    summary = run_md(spring_potential_file, structure, settings, tmp_path / "md", engine="torch", replicas=3)
-    assert summary["engine"] == "torch" and summary["stability"]["replicas"] == 3
-    assert summary["stability"]["collapsed_replicas"] == [] and len(summary["stability"]["per_replica"]) == 3
-    assert summary["throughput"]["atom_steps_per_second"] == pytest.approx(
-        summary["throughput"]["steps_per_second"] * 12
-    )
-    thermo = np.loadtxt(tmp_path / "md" / "thermo.csv", delimiter=",", skiprows=1)
-    assert thermo.shape == (12, 6)
-    with pytest.raises(ValueError, match="one replica"):
-        run_md(spring_potential_file, str(tmp_path / "h4.xyz"), settings, engine="ase", replicas=2)
+def test_an_exploding_replica_does_not_stop_the_batch(spring_potential_file):
+    engine = TorchEngine(load_potential(spring_potential_file), [h4()] * 2, MDSettings(thermostat="nve"))
+    positions = engine.state.positions.clone()
+    positions[4:8] = float("nan")
+    engine.state = type(engine.state)(**{**engine.state.__dict__, "positions": positions})
+    engine.advance(5)
+    frame = engine.frame()
+    assert np.isfinite(frame.positions_a[0]).all() and not np.isfinite(frame.positions_a[1]).all()
 
 
-def test_ase_engine_runs_nose_hoover(spring_potential_file, tmp_path):
-    write(tmp_path / "h4.xyz", Atoms("H4", positions=TETRAHEDRON))
-    settings = MDSettings(steps=40, timestep_fs=0.25, thermostat="nose-hoover", save_every=10)
-    summary = run_md(spring_potential_file, str(tmp_path / "h4.xyz"), settings)
-    assert summary["stability"]["collapsed"] is False and summary["throughput"]["steps"] == 40
-
-
-def test_md_command_with_the_torch_engine(spring_potential_file, tmp_path, capsys):
-    write(tmp_path / "h4.xyz", Atoms("H4", positions=TETRAHEDRON))
-    args = ["md", str(spring_potential_file), "--structure", str(tmp_path / "h4.xyz"), "--steps", "40"]
-    code = main([*args, "--save-every", "10", "--engine", "torch", "--replicas", "2"])
-    output = capsys.readouterr().out
-    assert code == 0
-    assert "torch engine, 2 replica(s)" in output and "stability: stable" in output and "steps/s" in output
-
-
-def test_temperature_matches_the_numpy_definition():
-    from mlff.dynamics.thermo import temperature_k, temperature_k_batch
-
-    masses = np.array([1.0, 2.0, 3.0])
-    velocities = np.random.default_rng(0).normal(size=(2, 3, 3)) * 0.01
-    batch = temperature_k_batch(torch.as_tensor(masses), torch.as_tensor(velocities))
-    ase_velocities = velocities / np.sqrt(EV_PER_ANGSTROM_AMU_TO_ANGSTROM_PER_FS2)
-    for k in range(2):
-        assert float(batch[k]) == pytest.approx(temperature_k(masses, ase_velocities[k]), rel=1e-12)
+def test_temperature_removes_each_systems_centre_of_mass_motion():
+    masses = torch.tensor([1.0, 2.0, 3.0, 1.0, 1.0], dtype=torch.float64)
+    batch = torch.tensor([0, 0, 0, 1, 1])
+    velocities = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 0.01
+    drift = torch.tensor([[0.3, -0.1, 0.2]] * 3 + [[-0.2, 0.5, 0.1]] * 2, dtype=torch.float64)
+    both = temperature_k_batch(masses, velocities + drift, batch, 2)
+    assert float(both[0]) == pytest.approx(temperature_k(masses[:3].numpy(), velocities[:3].numpy()), rel=1e-12)
+    assert float(both[1]) == pytest.approx(temperature_k(masses[3:].numpy(), velocities[3:].numpy()), rel=1e-12)
+    assert temperature_k(masses[:3].numpy(), drift[:3].numpy()) == pytest.approx(0.0, abs=1e-9)

@@ -17,7 +17,9 @@ def add_parser(subparsers: Any) -> None:
         description="Write a training checkpoint as a TorchScript potential file with metadata; "
         "the file runs with torch.jit.load alone.",
     )
-    parser.add_argument("checkpoint", type=Path, help="training checkpoint (.pt)")
+    parser.add_argument(
+        "checkpoint", type=Path, help="training checkpoint (.pt), or a potential file with --reference-data"
+    )
     parser.add_argument("-o", "--output", type=Path, required=True, help="potential file to write (.pt)")
     parser.add_argument("--weights", choices=("ema", "raw"), default="ema", help="EMA or raw weights (default: ema)")
     parser.add_argument(
@@ -25,6 +27,12 @@ def add_parser(subparsers: Any) -> None:
         choices=("float64", "float32"),
         default="float64",
         help="network dtype of the file (default: float64)",
+    )
+    parser.add_argument(
+        "--reference-data",
+        default=None,
+        help="dataset of the molecule: its start frames, bond lengths and h(r) become the file's reference "
+        "statistics (for MD stability checks with no dataset)",
     )
     parser.add_argument("--no-card", action="store_true", help="do not write the model card (OUTPUT with .yaml)")
     parser.set_defaults(run=run)
@@ -35,10 +43,9 @@ def run(args: argparse.Namespace) -> int:
     from ase.data import chemical_symbols
 
     from mlff.export.card import write_model_card
-    from mlff.export.deploy import export_checkpoint
     from mlff.export.load import read_metadata
 
-    path = export_checkpoint(args.checkpoint, args.output, weights=args.weights, dtype=args.dtype)
+    path = _export(args)
     metadata = read_metadata(path)
     training = metadata.get("training") or {}
     species = " ".join(chemical_symbols[z] for z in metadata["species"])
@@ -47,6 +54,29 @@ def run(args: argparse.Namespace) -> int:
         f"wrote {path} ({size_kib:.0f} KiB): species {species}, cutoff {metadata['cutoff']} A, "
         f"{metadata['dtype']}, {training.get('weights')} weights of epoch {training.get('epoch')}"
     )
+    if args.reference_data:
+        print(f"reference statistics from {args.reference_data}")
     if not args.no_card:
         print(f"wrote model card {write_model_card(path)}")
     return 0
+
+
+def _export(args: argparse.Namespace) -> Path:
+    """Export a checkpoint, or re-write a potential file, with the reference statistics asked for."""
+    from mlff.dynamics.runner import dataset_reference
+    from mlff.export.deploy import export_checkpoint, replace_reference
+    from mlff.export.load import PotentialError, read_metadata
+
+    try:
+        read_metadata(args.checkpoint)
+        is_potential = True
+    except PotentialError:
+        is_potential = False
+    if is_potential:
+        if not args.reference_data:
+            raise ValueError(f"{args.checkpoint} is a potential file already; --reference-data is all export can add")
+        return replace_reference(args.checkpoint, dataset_reference(args.reference_data), args.output)
+    path = export_checkpoint(args.checkpoint, args.output, weights=args.weights, dtype=args.dtype)
+    if args.reference_data:
+        replace_reference(path, dataset_reference(args.reference_data), path)
+    return path

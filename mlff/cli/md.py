@@ -1,16 +1,24 @@
-"""`mlff md POTENTIAL [--structure FILE|DATASET:INDEX] ...`: MD with stability and speed."""
+"""`mlff md POTENTIAL [--structure FILE|DATASET:INDEX] [--engine torch|openmm|ase] ...`: MD with stability and speed."""
 
 import argparse
+
+SETTINGS = ("steps", "timestep_fs", "temperature_k", "thermostat", "friction_per_fs", "ttime", "seed", "save_every")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("md", help="run MD with a potential; print stability and speed")
     parser.add_argument("potential", help="potential file (.pt)")
     parser.add_argument(
-        "--structure", default=None, help="FILE or DATASET:INDEX (default: the potential's start frame)"
+        "--structure",
+        action="append",
+        default=None,
+        help="FILE or DATASET:INDEX; repeat for a batch of molecules (replica k takes the k-th, cycling); "
+        "default: the potential's start frames",
     )
     parser.add_argument("--protocol", default=None, help="MD protocol YAML (md/*.yaml); the options below override it")
-    parser.add_argument("--steps", type=int, default=None, help="integration steps (default 1000)")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, default=None, help="integration steps (default 1000)")
+    length.add_argument("--time", default=None, help="simulated length instead of steps, e.g. 300ps, 50ps, 500fs")
     parser.add_argument("--timestep-fs", type=float, default=None, help="time step in fs (default 0.5)")
     parser.add_argument("--temperature-k", type=float, default=None, help="temperature in K (default 300)")
     parser.add_argument(
@@ -19,54 +27,91 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--friction-per-fs", type=float, default=None, help="Langevin friction, 1/fs (default 0.01)")
     parser.add_argument("--ttime", type=float, default=None, help="Nose-Hoover time constant in steps (default 20)")
     parser.add_argument("--save-every", type=int, default=None, help="steps between saved frames (default 10)")
-    parser.add_argument("--seed", type=int, default=None, help="velocity and noise seed (default 0)")
+    parser.add_argument("--seed", type=int, default=None, help="replica k is seeded seed + k (default 0)")
+    parser.add_argument("--replicas", type=int, default=None, help="independent replicas (default 1)")
     parser.add_argument(
-        "--engine", choices=["ase", "torch"], default="ase", help="ASE integrators or the batched torch engine"
+        "--engine", choices=["torch", "openmm", "ase"], default="ase", help="integrators of torch, OpenMM or ASE"
     )
-    parser.add_argument("--replicas", type=int, default=1, help="independent replicas (torch engine; default 1)")
+    parser.add_argument(
+        "--reference-data", default=None, help="dataset whose bonds, h(r) and start frames replace the potential's"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float64")
     parser.add_argument(
-        "-o", "--output-dir", default=None, help="write thermo.csv, summary.json and (ASE engine) trajectory.traj"
+        "-o", "--output-dir", default=None, help="write trajectories (HDF5), thermo.csv, checkpoint, summary, plots"
     )
+    parser.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its checkpoint")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from mlff.dynamics import MDSettings, load_protocol, run_md
+def settings_from_args(args: argparse.Namespace):
+    """MDSettings from --protocol and the options that override it."""
+    from mlff.dynamics import load_protocol
+    from mlff.dynamics.settings import settings_from
 
-    names = ("steps", "timestep_fs", "temperature_k", "thermostat", "friction_per_fs", "ttime", "seed", "save_every")
-    overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-    settings = load_protocol(args.protocol, **overrides) if args.protocol else MDSettings(**overrides)
-    summary = run_md(
-        args.potential,
-        args.structure,
-        settings,
-        args.output_dir,
-        args.device,
-        args.dtype,
-        engine=args.engine,
-        replicas=args.replicas,
-    )
-    stability, speed = summary["stability"], summary["throughput"]
+    overrides = {name: getattr(args, name) for name in SETTINGS if getattr(args, name) is not None}
+    if args.replicas is not None:
+        overrides["replicas"] = args.replicas
+    if args.time is not None:
+        overrides["time"] = args.time
+    return load_protocol(args.protocol, **overrides) if args.protocol else settings_from(overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mlff.dynamics import MDInterrupted, run_md
+
+    settings = settings_from_args(args)
+    try:
+        summary = run_md(
+            args.potential,
+            args.structure,
+            settings,
+            args.output_dir,
+            args.device,
+            args.dtype,
+            engine=args.engine,
+            reference_data=args.reference_data,
+            resume=args.resume,
+            progress=not args.no_progress,
+        )
+    except MDInterrupted as interrupted:
+        summary = interrupted.summary
+        print(f"interrupted at step {summary['throughput']['steps']}: everything saved so far is kept", end="")
+        print(f"; continue with --resume -o {args.output_dir}" if args.output_dir else "")
+        print_summary(summary)
+        return 130
+    print_summary(summary)
+    return 1 if summary["stability"]["collapsed"] else 0
+
+
+def print_summary(summary: dict) -> None:
+    """The run's stability, temperature and speed in a few lines."""
+    settings, stability, speed = summary["settings"], summary["stability"], summary["throughput"]
     print(
-        f"MD ({args.engine} engine, {args.replicas} replica(s)): {summary['atoms']} atoms, {speed['steps']} steps "
-        f"of {settings.timestep_fs} fs, {settings.thermostat} at {settings.temperature_k} K"
+        f"MD ({summary['engine']} engine, {stability['replicas']} replica(s)): atoms {summary['atoms'][0]}"
+        f"{'' if len(set(summary['atoms'])) == 1 else ' ...'}, {speed['steps']} steps of {settings['timestep_fs']} fs, "
+        f"{settings['thermostat']} at {settings['temperature_k']} K"
     )
     state = "COLLAPSED" if stability["collapsed"] else "stable"
-    if stability.get("collapsed_replicas"):
+    if stability["collapsed_replicas"]:
         state += f" (replicas {stability['collapsed_replicas']})"
+    hr = f"; h(r) MAE {stability['hr_mae']:.3f}" if stability["hr_mae"] is not None else ""
     print(
-        f"stability: {state}; stable for {stability['stable_time_ps']:.3f} ps; "
-        f"largest bond deviation {stability['largest_bond_deviation_a']:.3f} A over {stability['bonds']} bonds"
+        f"stability: {state}; stable for {stability['stable_time_ps']:.3f} ps (min) / "
+        f"{stability['stable_time_ps_mean']:.3f} ps (mean); largest bond deviation "
+        f"{stability['largest_bond_deviation_a']:.3f} A over {stability['bonds']} bonds{hr}"
     )
-    thermo = f"final temperature: {speed['final_temperature_k']:.1f} K"
-    if settings.thermostat == "nve":
-        thermo += f"; total-energy drift: {speed['energy_drift_mev_per_ps_atom']:.3f} meV/ps/atom"
-    print(thermo)
-    share = 100 * speed["potential_time_fraction"]
+    thermo = ""
+    if stability["mean_temperature_k"] is not None:
+        thermo = f"mean temperature {stability['mean_temperature_k']:.1f} K"
+    if settings["thermostat"] == "nve":
+        thermo += f"; total-energy drift {stability['energy_drift_mev_per_ps_atom']:.3f} meV/ps/atom"
+    if thermo:
+        print(thermo)
+    share = speed["potential_time_fraction"]
+    share_text = f", {100 * share:.0f}% in the potential" if share is not None else ""
     print(
-        f"speed: {speed['steps_per_second']:.1f} steps/s, {speed['ns_per_day']:.3f} ns/day, "
-        f"{speed['atom_steps_per_second']:.0f} atom-steps/s, {share:.0f}% in the potential"
+        f"speed: {speed['steps_per_second']:.1f} steps/s, {speed['ns_per_day']:.3f} ns/day (all replicas), "
+        f"{speed['atom_steps_per_second']:.0f} atom-steps/s{share_text}"
     )
-    return 1 if stability["collapsed"] else 0

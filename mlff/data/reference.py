@@ -1,8 +1,10 @@
 """Reference statistics a potential carries for stability checks with no dataset present.
 
 For a dataset of one molecule: start frames from the test split, the bonded
-pairs (ASE's natural cutoffs on the first start frame, as MDsim does) and their
-mean lengths over the training frames.
+pairs (ASE's natural cutoffs on the first start frame, as MDsim does), their
+mean lengths over the training frames, and h(r), the distribution of all
+interatomic distances over the dataset's frames (MDsim: 500 bins on (0, 10] A,
+density-normalised).
 """
 
 from typing import Any
@@ -30,6 +32,37 @@ def bond_lengths(positions: np.ndarray, bonds: np.ndarray) -> np.ndarray:
     return np.linalg.norm(positions[..., bonds[:, 0], :] - positions[..., bonds[:, 1], :], axis=-1)
 
 
+HR_MAX_A = 10.0
+HR_BINS = 500
+
+
+def distance_counts(positions: np.ndarray, r_max_a: float = HR_MAX_A, bins: int = HR_BINS) -> np.ndarray:
+    """Histogram counts [bins] of all interatomic distances (pairs i < j) on (0, r_max_a] Angstrom.
+
+    Args:
+        positions: [n, 3] or [F, n, 3] Angstrom (F frames pooled).
+    """
+    coordinates = np.asarray(positions, dtype=np.float64).reshape(-1, *np.shape(positions)[-2:])
+    first, second = np.triu_indices(coordinates.shape[1], k=1)
+    distances = np.linalg.norm(coordinates[:, first] - coordinates[:, second], axis=-1).ravel()
+    counts, _ = np.histogram(distances, bins=bins, range=(0.0, r_max_a))
+    return counts
+
+
+def hr_density(counts: np.ndarray, r_max_a: float = HR_MAX_A) -> np.ndarray:
+    """h(r) [bins] per Angstrom from `distance_counts`: integrates to 1 over (0, r_max_a] (numpy's
+    density=True; MDsim's normalisation). All zeros where there are no counts."""
+    total = counts.sum()
+    width = r_max_a / counts.shape[0]
+    return counts / (total * width) if total else np.zeros(counts.shape[0])
+
+
+def hr_mae(density: np.ndarray, reference: np.ndarray, r_max_a: float = HR_MAX_A) -> float:
+    """MDsim's h(r) error: the mean absolute difference of two h(r) times r_max (10 A), i.e. the
+    integral of |h - h_ref| dr; 0 for identical distributions, 2 for disjoint ones."""
+    return float(np.abs(np.asarray(density) - np.asarray(reference)).mean() * r_max_a)
+
+
 def reference_statistics(frames: Frames, split: Split, num_starts: int = 5, seed: int = 0) -> dict[str, Any] | None:
     """JSON-able reference data of a one-molecule dataset, or None for mixed datasets."""
     if len(set(frames.n_atoms.tolist())) != 1:
@@ -49,5 +82,6 @@ def reference_statistics(frames: Frames, split: Split, num_starts: int = 5, seed
         "start_positions": positions[starts].tolist(),
         "bonds": bonds.tolist(),
         "mean_bond_lengths": mean_lengths.tolist(),
+        "hr": {"r_max_a": HR_MAX_A, "density": hr_density(distance_counts(positions)).tolist()},
         "source": frames.source,
     }

@@ -1,18 +1,24 @@
-"""Molecular dynamics: engines, observers, the runner."""
+"""Molecular dynamics: settings and protocols, engines (torch, OpenMM, ASE), observers, the runner."""
 
-from mlff.dynamics.ase_engine import MDSettings, load_protocol, run_ase_md
-from mlff.dynamics.observers import Observer, StabilityObserver
-from mlff.dynamics.runner import load_structure, run_md
-from mlff.dynamics.torch_engine import MDState, run_torch_md
+from mlff.dynamics.engines import ENGINES, Engine, build_engine
+from mlff.dynamics.frame import Frame
+from mlff.dynamics.observers import Observer, RDFObserver, StabilityObserver
+from mlff.dynamics.runner import MDInterrupted, load_structure, load_structures, run_md
+from mlff.dynamics.settings import MDSettings, load_protocol, steps_for
 
 __all__ = [
+    "ENGINES",
+    "Engine",
+    "Frame",
+    "MDInterrupted",
     "MDSettings",
-    "MDState",
     "Observer",
+    "RDFObserver",
     "StabilityObserver",
+    "build_engine",
     "load_protocol",
     "load_structure",
-    "run_ase_md",
+    "load_structures",
     "run_md",
-    "run_torch_md",
+    "steps_for",
 ]

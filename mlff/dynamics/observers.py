@@ -1,34 +1,56 @@
-"""Observers: each sees the MD frames, keeps its own measures and reports them.
+"""Observers: each sees one replica's saved frames, keeps its own measures and reports them.
 
-Stability follows MDsim (Fu et al. 2022): a replica has collapsed at the first
-saved frame where any bond deviates more than `max_deviation_a` from its
-reference length.
+Stability follows MDsim (Fu et al. 2022, "Forces are not Enough"): a replica has collapsed at
+the first saved frame where any bond deviates more than `max_deviation_a` from its reference
+length (or its positions are no longer finite); its stable time is (collapse frame - 1) times
+the frame interval. h(r) is the distribution of all interatomic distances over the frames
+before collapse (`mlff.data.reference.distance_counts`), compared with the dataset's.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
-from mlff.data.reference import bond_lengths
+from mlff.data.reference import HR_BINS, HR_MAX_A, bond_lengths, distance_counts, hr_density, hr_mae
 
 
 class Observer(Protocol):
-    """Sees each saved MD frame; `summary()` gives its measures as a JSON-able dict."""
+    """Sees each saved frame of one replica; `summary()` gives its measures as a JSON-able dict;
+    `state_dict()` / `load_state_dict()` carry it across a resumed run."""
 
     def observe(self, step: int, time_fs: float, positions_a: np.ndarray) -> None: ...
 
     def summary(self) -> dict[str, Any]: ...
 
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None: ...
+
+
+class _DataclassState:
+    """state_dict / load_state_dict of a dataclass observer: its fields."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        for name, value in saved.items():
+            setattr(self, name, value)
+
 
 @dataclass
-class StabilityObserver:
+class StabilityObserver(_DataclassState):
     """Bond-length deviation of one trajectory (MDsim's stability criterion).
 
     Attributes:
         bonds: [K, 2] bonded atom pairs.
         reference_lengths_a: [K] reference bond lengths, Angstrom.
         max_deviation_a: collapse threshold, Angstrom (MDsim: 0.5).
+        collapsed_at_fs: time of the collapse frame, fs (None while stable).
+        last_stable_fs: time of the last frame before collapse (the stable time), fs.
+        largest_deviation_a: the largest deviation seen before collapse, Angstrom.
+        times_fs, deviations_a: every observed frame's time and largest deviation (for plots).
     """
 
     bonds: np.ndarray
@@ -37,18 +59,23 @@ class StabilityObserver:
     collapsed_at_fs: float | None = None
     last_stable_fs: float = 0.0
     largest_deviation_a: float = 0.0
-    frames_seen: int = field(default=0)
+    frames_seen: int = 0
+    times_fs: list[float] = field(default_factory=list)
+    deviations_a: list[float] = field(default_factory=list)
 
     def observe(self, step: int, time_fs: float, positions_a: np.ndarray) -> None:
-        self.frames_seen += 1
-        if self.collapsed_at_fs is not None or not len(self.bonds):
+        if self.collapsed_at_fs is not None:
             return
-        deviation = float(np.abs(bond_lengths(positions_a, self.bonds) - self.reference_lengths_a).max())
+        self.frames_seen += 1
+        finite = bool(np.isfinite(positions_a).all())
+        deviation = float(np.abs(bond_lengths(positions_a, self.bonds) - self.reference_lengths_a).max(initial=0.0))
+        self.times_fs.append(float(time_fs))
+        self.deviations_a.append(deviation if finite else float("inf"))
+        if not finite or deviation > self.max_deviation_a:
+            self.collapsed_at_fs = float(time_fs)
+            return
         self.largest_deviation_a = max(self.largest_deviation_a, deviation)
-        if deviation > self.max_deviation_a:
-            self.collapsed_at_fs = time_fs
-        else:
-            self.last_stable_fs = time_fs
+        self.last_stable_fs = float(time_fs)
 
     @property
     def collapsed(self) -> bool:
@@ -58,7 +85,48 @@ class StabilityObserver:
         return {
             "collapsed": self.collapsed,
             "stable_time_ps": self.last_stable_fs / 1000.0,
+            "collapse_time_ps": None if self.collapsed_at_fs is None else self.collapsed_at_fs / 1000.0,
             "largest_bond_deviation_a": self.largest_deviation_a,
             "bonds": int(len(self.bonds)),
             "frames_observed": self.frames_seen,
         }
+
+
+@dataclass
+class RDFObserver(_DataclassState):
+    """h(r) of one trajectory: all interatomic distances of the observed frames, 500 bins on
+    (0, 10] Angstrom, density-normalised; its MAE against a reference h(r) when one is given.
+
+    Attributes:
+        reference_density: [bins] the dataset's h(r) per Angstrom, or None.
+        counts: [bins] distance counts so far.
+    """
+
+    reference_density: np.ndarray | None = None
+    r_max_a: float = HR_MAX_A
+    bins: int = HR_BINS
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(HR_BINS, dtype=np.int64))
+    frames_seen: int = 0
+
+    def observe(self, step: int, time_fs: float, positions_a: np.ndarray) -> None:
+        self.frames_seen += 1
+        self.counts = self.counts + distance_counts(positions_a, self.r_max_a, self.bins)
+
+    @property
+    def density(self) -> np.ndarray:
+        """h(r) [bins] per Angstrom."""
+        return hr_density(self.counts, self.r_max_a)
+
+    @property
+    def bin_centres_a(self) -> np.ndarray:
+        width = self.r_max_a / self.bins
+        return (np.arange(self.bins) + 0.5) * width
+
+    def summary(self) -> dict[str, Any]:
+        mae = None
+        if self.reference_density is not None and self.frames_seen:
+            mae = hr_mae(self.density, self.reference_density, self.r_max_a)
+        return {"hr_mae": mae, "hr_frames": self.frames_seen}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"counts": self.counts, "frames_seen": self.frames_seen}

@@ -1,31 +1,63 @@
-"""Run MD with a potential file and report stability and throughput."""
+"""Run MD with a potential file through any engine, watch it, and report stability and throughput.
 
-import json
+    summary = run_md("potentials/ethanol.pt", settings=load_protocol("md/md17-stability-cpu.yaml"),
+                     engine="torch", output_dir="runs/md")
+
+Replica k starts from start structure k (cycling through them) with velocities and noise seeded
+settings.seed + k. At every saved frame each live replica's observers (bond-length stability,
+then h(r) while stable) see it, the trajectory and thermo lines are flushed and a checkpoint is
+replaced atomically; a replica that collapses stops while the others go on. Ctrl-C or a crash
+keeps everything written so far, and `resume=True` continues from the last checkpoint.
+"""
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from ase import Atoms
 
-from mlff.data.reference import bond_lengths, find_bonds
-from mlff.dynamics.ase_engine import MDSettings, run_ase_md
-from mlff.dynamics.observers import StabilityObserver
+from mlff.data.reference import bond_lengths, find_bonds, reference_statistics
+from mlff.dynamics.engines import ENGINES, Engine, build_engine
+from mlff.dynamics.frame import Frame
+from mlff.dynamics.observers import RDFObserver, StabilityObserver
+from mlff.dynamics.output import (
+    ThermoWriter,
+    TrajectoryWriter,
+    load_checkpoint,
+    plot_bond_deviation,
+    plot_hr,
+    save_checkpoint,
+    write_json,
+)
+from mlff.dynamics.settings import MDSettings, throughput_measures
+from mlff.dynamics.thermo import energy_drift_mev_per_ps_atom
 
-ENGINES = ("ase", "torch")
+CHECKPOINT_VERSION = 1
 
 
 def load_structure(spec: str | None, metadata: dict[str, Any]) -> Atoms:
-    """The start structure: FILE (anything ASE reads), DATASET:INDEX, or None for the potential's own.
+    """The start structure: FILE (anything ASE reads), DATASET:INDEX, or None for the potential's own."""
+    return load_structures([spec] if spec else [], metadata, 1)[0]
 
-    A potential trained on one molecule carries start frames from its test
-    split (metadata["reference"]["start_positions"]); None takes the first.
-    """
-    if spec is None:
+
+def load_structures(specs: Sequence[str], metadata: dict[str, Any], replicas: int) -> list[Atoms]:
+    """One start structure per replica: replica k takes specs[k % len(specs)] (FILE or DATASET:INDEX),
+    or with no specs the potential's start frame k (cycling), drawn from its test split at export."""
+    if not specs:
         reference = metadata.get("reference") or {}
-        if not reference.get("start_positions"):
+        starts = reference.get("start_positions") or []
+        if not starts:
             raise ValueError("this potential carries no start structure: pass --structure FILE or DATASET:INDEX")
-        return Atoms(numbers=reference["atomic_numbers"], positions=reference["start_positions"][0])
+        numbers = reference["atomic_numbers"]
+        return [Atoms(numbers=numbers, positions=starts[k % len(starts)]) for k in range(replicas)]
+    structures = [_read_structure(spec) for spec in specs]
+    return [structures[k % len(structures)].copy() for k in range(replicas)]
+
+
+def _read_structure(spec: str) -> Atoms:
     path, sep, index = spec.rpartition(":")
     if sep and index.isdigit() and Path(path).is_file():
         from mlff.data import read_frames
@@ -42,110 +74,308 @@ def load_structure(spec: str | None, metadata: dict[str, Any]) -> Atoms:
     return ase.io.read(spec)
 
 
-def stability_observer(atoms: Atoms, metadata: dict[str, Any], max_deviation_a: float = 0.5) -> StabilityObserver:
-    """Bonds and reference lengths from the potential's reference data when they match the
-    structure, otherwise from the start structure itself."""
-    reference = metadata.get("reference") or {}
+def dataset_reference(path: str | Path) -> dict[str, Any]:
+    """The reference statistics of a one-molecule dataset file (start frames from its test split,
+    bonds, mean bond lengths over its training frames, h(r) over all its frames)."""
+    from mlff.data import read_frames
+    from mlff.data.splits import make_split
+
+    frames = read_frames(path)
+    reference = reference_statistics(frames, make_split(frames))
+    if reference is None:
+        raise ValueError(f"{path}: reference statistics need a dataset of one molecule")
+    return reference
+
+
+def replica_observers(
+    atoms: Atoms, reference: dict[str, Any], max_deviation_a: float
+) -> tuple[StabilityObserver, RDFObserver]:
+    """Stability and h(r) observers of one replica: the reference's bonds, lengths and h(r) when it
+    describes this molecule (same atomic numbers in the same order), else bonds from the start
+    structure (ASE natural cutoffs) at their start lengths, and no reference h(r)."""
     numbers = atoms.get_atomic_numbers().tolist()
-    if reference.get("bonds") and reference.get("atomic_numbers") == numbers:
-        bonds = np.array(reference["bonds"], dtype=np.int64)
+    if reference.get("atomic_numbers") == numbers and reference.get("bonds") is not None:
+        bonds = np.array(reference["bonds"], dtype=np.int64).reshape(-1, 2)
         lengths = np.array(reference["mean_bond_lengths"], dtype=np.float64)
+        hr = reference.get("hr") or {}
+        density = np.array(hr["density"]) if hr.get("density") else None
     else:
         bonds = find_bonds(atoms.get_atomic_numbers(), atoms.get_positions())
         lengths = bond_lengths(atoms.get_positions(), bonds)
-    return StabilityObserver(bonds, lengths, max_deviation_a)
+        density = None
+    return StabilityObserver(bonds, lengths, max_deviation_a), RDFObserver(reference_density=density)
+
+
+@dataclass
+class ReplicaRecord:
+    """Per-replica series kept for the summary: saved-frame times (fs), total energies (eV), temperatures (K)."""
+
+    times_fs: list[float] = field(default_factory=list)
+    total_energy_ev: list[float] = field(default_factory=list)
+    temperature_k: list[float] = field(default_factory=list)
+
+
+@dataclass
+class RunCounters:
+    """Work done so far, summed over resumed processes."""
+
+    wall_seconds: float = 0.0
+    atom_steps: int = 0
+    replica_steps: int = 0
 
 
 def run_md(
     potential_path: str | Path,
-    structure: str | None = None,
+    structure: str | Sequence[str] | None = None,
     settings: MDSettings | None = None,
     output_dir: str | Path | None = None,
     device: str = "cpu",
-    dtype: str = "float64",
+    dtype: str | None = "float64",
     engine: str = "ase",
-    replicas: int = 1,
+    reference_data: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """MD of one structure with a potential file; returns a JSON-able summary.
+    """MD of `settings.replicas` replicas with a potential file; returns a JSON-able summary.
 
     Args:
-        engine: "ase" (ASE's integrators and the mlff calculator, one replica) or "torch"
-            (`mlff.dynamics.torch_engine`: `replicas` copies in one potential call per step).
-        replicas: independent replicas (torch engine only), replica k seeded `settings.seed + k`.
+        potential_path: the potential file.
+        structure: FILE or DATASET:INDEX, or several (replica k takes the k-th, cycling); None: the
+            potential's start frames.
+        settings: the run (`load_protocol("md/....yaml")`).
+        output_dir: where trajectories, thermo.csv, checkpoint.pt, summary.json and plots go.
+        device, dtype: where and in which precision the potential runs (None keeps the file's dtype).
+        engine: a key of `ENGINES` ("torch", "openmm", "ase").
+        reference_data: a dataset of the molecule whose bonds, bond lengths, h(r) and start frames
+            replace the potential's own reference statistics.
+        resume: continue the run in `output_dir` from its checkpoint.
+        progress: show a progress bar with live steps/s and temperature.
     """
     from mlff.export import load_potential
 
     if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-    if engine == "ase" and replicas != 1:
-        raise ValueError(f"the ASE engine runs one replica; use engine='torch' for {replicas} replicas")
+        raise ValueError(f"engine must be one of {sorted(ENGINES)}, got {engine!r}")
+    if resume and output_dir is None:
+        raise ValueError("resume needs the output directory of the run to continue")
     settings = settings or MDSettings()
     potential = load_potential(potential_path, device=device, dtype=dtype)
-    atoms = load_structure(structure, potential.metadata)
-    if engine == "ase":
-        stability, measures = _run_ase(potential, atoms, settings, output_dir)
-    else:
-        stability, measures = _run_torch(potential, atoms, settings, replicas, output_dir)
-    summary = {
-        "potential": str(potential_path),
-        "structure": structure or "potential reference start frame 0",
-        "atoms": len(atoms),
-        "settings": settings.__dict__,
-        "engine": engine,
-        "stability": stability,
-        "throughput": measures,
-    }
-    if output_dir is not None:
-        Path(output_dir, "summary.json").write_text(json.dumps(summary, indent=2))
+    reference = dataset_reference(reference_data) if reference_data else (potential.metadata.get("reference") or {})
+    specs = [structure] if isinstance(structure, str) else list(structure or [])
+    systems = load_structures(specs, {"reference": reference}, settings.replicas)
+    observers = [replica_observers(atoms, reference, settings.max_bond_deviation_a) for atoms in systems]
+    md = build_engine(engine, potential, systems, settings)
+    records = [ReplicaRecord() for _ in systems]
+    counters = RunCounters()
+    directory = Path(output_dir) if output_dir is not None else None
+    checkpoint = None
+    if resume:
+        checkpoint = load_checkpoint(directory / "checkpoint.pt")
+        _check_resumable(checkpoint, engine, settings, str(potential_path))
+        md.load_state_dict(checkpoint["engine"])
+        for (stability, rdf), saved in zip(observers, checkpoint["observers"]):
+            stability.load_state_dict(saved["stability"])
+            rdf.load_state_dict(saved["rdf"])
+        records = [ReplicaRecord(**saved) for saved in checkpoint["records"]]
+        counters = RunCounters(**checkpoint["counters"])
+    writers = _open_writers(directory, systems, checkpoint)
+    interrupted = False
+    started = time.perf_counter()
+    wall_before = counters.wall_seconds
+    bar = _progress_bar(progress, settings.steps, md.step)
+    try:
+        while md.step < settings.steps and md.replicas:
+            chunk = min(settings.save_every, settings.steps - md.step)
+            active_atoms = sum(len(systems[k]) for k in md.replicas)
+            md.advance(chunk)
+            counters.atom_steps += chunk * active_atoms
+            counters.replica_steps += chunk * len(md.replicas)
+            frame = md.frame()
+            collapsed = _observe(frame, observers, records)
+            for writer in writers:
+                writer.write(frame)
+            md.drop(collapsed)
+            counters.wall_seconds = wall_before + time.perf_counter() - started
+            if directory is not None:
+                save_checkpoint(
+                    directory / "checkpoint.pt",
+                    _checkpoint(md, engine, settings, potential_path, observers, records, counters, writers),
+                )
+            _update_bar(bar, chunk, frame, counters, md.step)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        for writer in writers:
+            writer.close()
+        if bar is not None:
+            bar.close()
+    summary = _summary(potential_path, specs, systems, settings, engine, md, observers, records, counters)
+    summary["interrupted"] = interrupted
+    if directory is not None:
+        write_json(directory / "summary.json", summary)
+        _plots(directory, observers, settings)
+    if interrupted:
+        raise MDInterrupted(summary)
     return summary
 
 
-def _run_ase(
-    potential: Any, atoms: Atoms, settings: MDSettings, output_dir: str | Path | None
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Stability summary and throughput of one ASE run."""
-    from mlff.calculators.ase import MLFFCalculator
+class MDInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `run_md`: everything up to the last saved frame is on disk; `summary` is the
+    run so far."""
 
-    calculator = MLFFCalculator(potential)
-    atoms.calc = calculator
-    observer = stability_observer(atoms, potential.metadata)
-    measures = run_ase_md(atoms, settings, [observer], output_dir)
-    wall = measures["wall_seconds"]
-    measures["potential_time_fraction"] = calculator.seconds_in_potential / wall if wall else 0.0
-    return observer.summary(), measures
+    def __init__(self, summary: dict[str, Any]) -> None:
+        super().__init__("MD interrupted")
+        self.summary = summary
 
 
-def _run_torch(
-    potential: Any, atoms: Atoms, settings: MDSettings, replicas: int, output_dir: str | Path | None
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Stability summary over the replicas and throughput of one torch-engine run."""
-    from mlff.calculators.ase import check_atoms
-    from mlff.dynamics.torch_engine import run_torch_md
+def _observe(
+    frame: Frame, observers: list[tuple[StabilityObserver, RDFObserver]], records: list[ReplicaRecord]
+) -> list[int]:
+    """Give each live replica's frame to its observers (h(r) only while it is stable); the replicas
+    that collapsed at this frame."""
+    collapsed = []
+    for b, k in enumerate(frame.replicas):
+        stability, rdf = observers[k]
+        stability.observe(frame.step, frame.time_fs, frame.positions_a[b])
+        if stability.collapsed:
+            collapsed.append(k)
+            continue
+        rdf.observe(frame.step, frame.time_fs, frame.positions_a[b])
+        record = records[k]
+        record.times_fs.append(frame.time_fs)
+        record.total_energy_ev.append(float(frame.potential_energy_ev[b] + frame.kinetic_energy_ev[b]))
+        record.temperature_k.append(float(frame.temperature_k[b]))
+    return collapsed
 
-    check_atoms(atoms, potential.species)
-    observers = [stability_observer(atoms, potential.metadata) for _ in range(replicas)]
-    measures = run_torch_md(
-        potential,
-        torch.as_tensor(atoms.get_atomic_numbers()),
-        torch.as_tensor(atoms.get_positions()),
-        settings,
-        replicas,
-        [[observer] for observer in observers],
-        output_dir,
-    )
-    return replica_stability(observers), measures
+
+def _open_writers(directory: Path | None, systems: list[Atoms], checkpoint: dict[str, Any] | None) -> list[Any]:
+    if directory is None:
+        return []
+    directory.mkdir(parents=True, exist_ok=True)
+    numbers = [atoms.get_atomic_numbers().tolist() for atoms in systems]
+    frames_kept = checkpoint["frames_written"] if checkpoint else None
+    rows_kept = checkpoint["thermo_rows"] if checkpoint else None
+    return [TrajectoryWriter(directory, numbers, frames_kept), ThermoWriter(directory / "thermo.csv", rows_kept)]
 
 
-def replica_stability(observers: list[StabilityObserver]) -> dict[str, Any]:
-    """One stability summary over replicas: collapsed if any replica collapsed, the shortest
-    stable time, the largest deviation, the collapsed replicas' indices and each replica's summary."""
-    summaries = [observer.summary() for observer in observers]
+def _checkpoint(
+    md: Engine,
+    engine: str,
+    settings: MDSettings,
+    potential_path: str | Path,
+    observers: list[tuple[StabilityObserver, RDFObserver]],
+    records: list[ReplicaRecord],
+    counters: RunCounters,
+    writers: list[Any],
+) -> dict[str, Any]:
+    trajectory, thermo = writers
     return {
-        "collapsed": any(s["collapsed"] for s in summaries),
-        "collapsed_replicas": [k for k, s in enumerate(summaries) if s["collapsed"]],
-        "replicas": len(summaries),
-        "stable_time_ps": min(s["stable_time_ps"] for s in summaries),
-        "largest_bond_deviation_a": max(s["largest_bond_deviation_a"] for s in summaries),
-        "bonds": summaries[0]["bonds"],
-        "per_replica": summaries,
+        "version": CHECKPOINT_VERSION,
+        "engine_name": engine,
+        "settings": settings.to_dict(),
+        "potential": str(potential_path),
+        "engine": md.state_dict(),
+        "observers": [{"stability": s.state_dict(), "rdf": r.state_dict()} for s, r in observers],
+        "records": [record.__dict__ for record in records],
+        "counters": counters.__dict__,
+        "frames_written": [len(record.times_fs) + int(s.collapsed) for record, (s, _) in zip(records, observers)],
+        "thermo_rows": thermo.rows,
     }
+
+
+def _check_resumable(checkpoint: dict[str, Any], engine: str, settings: MDSettings, potential_path: str) -> None:
+    """Refuse to continue a run with other physics: the checkpoint must be of this engine and settings
+    (only `steps`, the run's length, may grow)."""
+    if checkpoint.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"MD checkpoint version {checkpoint.get('version')}; this mlff reads {CHECKPOINT_VERSION}")
+    if checkpoint["engine_name"] != engine:
+        raise ValueError(f"the checkpoint is of the {checkpoint['engine_name']!r} engine, not {engine!r}")
+    saved = {key: value for key, value in checkpoint["settings"].items() if key != "steps"}
+    current = {key: value for key, value in settings.to_dict().items() if key != "steps"}
+    changed = sorted(key for key in current if saved.get(key) != current[key])
+    if changed:
+        raise ValueError(f"cannot resume with changed MD settings {changed}: start a new run instead")
+
+
+def _progress_bar(enabled: bool, total: int, initial: int):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+
+
+def _update_bar(bar: Any, chunk: int, frame: Frame, counters: RunCounters, step: int) -> None:
+    if bar is None:
+        return
+    bar.update(chunk)
+    temperature = float(np.nanmean(frame.temperature_k)) if len(frame.temperature_k) else float("nan")
+    rate = step / counters.wall_seconds if counters.wall_seconds > 0 else 0.0
+    bar.set_postfix_str(f"{rate:.0f} steps/s, T {temperature:.0f} K, {len(frame.replicas)} live")
+
+
+def _summary(
+    potential_path: str | Path,
+    specs: list[str],
+    systems: list[Atoms],
+    settings: MDSettings,
+    engine: str,
+    md: Engine,
+    observers: list[tuple[StabilityObserver, RDFObserver]],
+    records: list[ReplicaRecord],
+    counters: RunCounters,
+) -> dict[str, Any]:
+    stability = [s.summary() | r.summary() for s, r in observers]
+    for entry, record, atoms in zip(stability, records, systems):
+        entry["mean_temperature_k"] = float(np.mean(record.temperature_k)) if record.temperature_k else None
+        entry["energy_drift_mev_per_ps_atom"] = energy_drift_mev_per_ps_atom(
+            np.array(record.times_fs), np.array(record.total_energy_ev), len(atoms)
+        )
+    throughput = throughput_measures(md.step, counters.wall_seconds, settings.timestep_fs, 0)
+    wall = counters.wall_seconds
+    throughput["atom_steps_per_second"] = counters.atom_steps / wall if wall > 0 else 0.0
+    throughput["ns_per_day_per_replica"] = throughput["ns_per_day"]
+    throughput["ns_per_day"] = counters.replica_steps * settings.timestep_fs * 1e-6 / wall * 86400.0 if wall else 0.0
+    seconds = md.potential_seconds
+    throughput["potential_time_fraction"] = seconds / wall if seconds is not None and wall > 0 else None
+    throughput["replicas"] = len(systems)
+    return {
+        "potential": str(potential_path),
+        "structure": specs or "the potential's start frames",
+        "atoms": [len(atoms) for atoms in systems],
+        "engine": engine,
+        "settings": settings.to_dict(),
+        "stability": _stability_summary(stability, settings),
+        "throughput": throughput,
+    }
+
+
+def _stability_summary(per_replica: list[dict[str, Any]], settings: MDSettings) -> dict[str, Any]:
+    """Over replicas: collapsed if any collapsed, stable time mean and min, the largest deviation, the
+    mean h(r) MAE, the mean temperature and NVE drift, and each replica's own summary."""
+    stable = [entry["stable_time_ps"] for entry in per_replica]
+    hr = [entry["hr_mae"] for entry in per_replica if entry["hr_mae"] is not None]
+    temperatures = [entry["mean_temperature_k"] for entry in per_replica if entry["mean_temperature_k"] is not None]
+    return {
+        "collapsed": any(entry["collapsed"] for entry in per_replica),
+        "collapsed_replicas": [k for k, entry in enumerate(per_replica) if entry["collapsed"]],
+        "replicas": len(per_replica),
+        "length_ps": settings.steps * settings.timestep_fs / 1000.0,
+        "stable_time_ps": min(stable),
+        "stable_time_ps_mean": float(np.mean(stable)),
+        "largest_bond_deviation_a": max(entry["largest_bond_deviation_a"] for entry in per_replica),
+        "bonds": per_replica[0]["bonds"],
+        "hr_mae": float(np.mean(hr)) if hr else None,
+        "mean_temperature_k": float(np.mean(temperatures)) if temperatures else None,
+        "energy_drift_mev_per_ps_atom": float(np.mean([e["energy_drift_mev_per_ps_atom"] for e in per_replica])),
+        "per_replica": per_replica,
+    }
+
+
+def _plots(directory: Path, observers: list[tuple[StabilityObserver, RDFObserver]], settings: MDSettings) -> None:
+    series = {k: (s.times_fs, s.deviations_a) for k, (s, _) in enumerate(observers)}
+    plot_bond_deviation(directory / "bond_deviation.png", series, settings.max_bond_deviation_a)
+    rdf = observers[0][1]
+    densities = {f"replica {k}": r.density for k, (_, r) in enumerate(observers) if r.frames_seen}
+    if rdf.reference_density is not None:
+        densities["reference"] = rdf.reference_density
+    plot_hr(directory / "hr.png", rdf.bin_centres_a, densities)

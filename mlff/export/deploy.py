@@ -107,6 +107,21 @@ def export_checkpoint(
     return export_model(model, output, metadata, dtype, ModelConfig(**config["model"]))
 
 
+def replace_reference(potential_path: str | os.PathLike, reference: dict[str, Any], output: str | os.PathLike) -> Path:
+    """Write `output`: the potential file with its reference statistics (start frames, bonds, mean bond
+    lengths, h(r); `mlff.data.reference.reference_statistics`) replaced; weights are copied untouched."""
+    from mlff.export.load import read_metadata
+
+    metadata = read_metadata(potential_path)
+    metadata["reference"] = reference
+    with torchscript_without_deprecation_warning():
+        module = torch.jit.load(str(potential_path), map_location="cpu")
+    text = json.dumps(metadata, default=_to_json, indent=1)
+    path = Path(output)
+    _atomic_jit_save(module, path, {METADATA_FILE: text})
+    return path
+
+
 def _core_metadata(model: EnergyModel, dtype: torch.dtype, config: ModelConfig | None) -> dict[str, Any]:
     """The entries every potential file carries."""
     return {
