@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "md": "mlff.cli.md",
     "bench": "mlff.cli.bench",
     "data": "mlff.cli.data",
+    "inspect": "mlff.cli.inspect",
 }
 
 
