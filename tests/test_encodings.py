@@ -220,7 +220,8 @@ def test_spline_rejects_bad_options():
 # Every registered encoding
 
 
-def build_float64(name: str, size: int = SIZE):
+def build_float64(name: str, size: int | None = None):
+    size = (1 if name == "raw" else SIZE) if size is None else size
     options = {"n_bins": N_BINS, "r_min": R_MIN} if name == "spline" else {}
     torch.manual_seed(0)
     return build_encoding(name, size, CUTOFF, **options).to(torch.float64)
@@ -232,16 +233,16 @@ def encoding(request):
 
 
 def test_registry_holds_the_paper_encodings():
-    assert {"spline", "gaussian", "bessel", "mlp"} <= set(ENCODINGS)
+    assert {"spline", "gaussian", "bessel", "mlp", "raw"} <= set(ENCODINGS)
 
 
 def test_encoding_output_shape(encoding):
     for num_edges in (0, 1, 7):
         distances = torch.linspace(0.5, 6.0, num_edges, dtype=torch.float64)
         features = encoding(distances)
-        assert features.shape == (num_edges, SIZE)
+        assert features.shape == (num_edges, encoding.size)
         assert features.dtype == torch.float64
-        assert encoding.encode(distances).shape == (num_edges, SIZE)
+        assert encoding.encode(distances).shape == (num_edges, encoding.size)
     assert torch.isfinite(encoding(torch.linspace(0.3, 6.0, 50, dtype=torch.float64))).all()
 
 
@@ -249,7 +250,7 @@ def test_encoding_has_trainable_parameters_only_where_expected(encoding):
     count = sum(p.numel() for p in encoding.parameters())
     if isinstance(encoding, SplineEncoding):
         assert count == 2 * SIZE * N_BINS
-    elif type(encoding).__name__ in ("GaussianEncoding", "BesselEncoding"):
+    elif type(encoding).__name__ in ("GaussianEncoding", "BesselEncoding", "RawDistanceEncoding"):
         assert count == 0
     else:
         assert count > 0

@@ -1,8 +1,8 @@
 """Energy models (file format v1 forward): every backbone with every encoding.
 
 Each model is built once per session in float64 (hidden 16, 2 layers, 2 heads
-where the backbone has heads, encoding size 8, 16 spline bins, cutoff 5 A) and
-put in eval mode.
+where the backbone has heads, encoding size 8 (1 for raw), 16 spline bins,
+cutoff 5 A) and put in eval mode.
 """
 
 import copy
@@ -52,7 +52,7 @@ def model_config(backbone: str, encoding: str, dtype: str = "float64") -> ModelC
         backbone=backbone,
         backbone_options=dict(TINY_BACKBONE_OPTIONS[backbone]),
         encoding=encoding,
-        encoding_size=8,
+        encoding_size=1 if encoding == "raw" else 8,  # the raw distance is one feature
         encoding_options=options,
         cutoff=CUTOFF,
         dtype=dtype,

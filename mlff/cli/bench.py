@@ -1,7 +1,14 @@
-"""`mlff bench speed POTENTIAL ...`: calls/s; `mlff bench openmm POTENTIAL`: MD steps/s of three engines. JSON."""
+"""`mlff bench speed|openmm|md|ablation ...`: benchmarks that print a table and write JSON.
+
+speed: energy+force calls/s of potential files; openmm: MD steps/s of OpenMM's TorchForce, a
+PythonForce and ASE; md: steps/s and ns/day of the MD engines (`mlff.cli.bench_md`); ablation:
+the paper's encoding ablation (`mlff.cli.bench_ablation`).
+"""
 
 import argparse
 from typing import Any
+
+from mlff.cli import bench_ablation, bench_md
 
 
 def add_parser(subparsers: Any) -> None:
@@ -42,18 +49,14 @@ def add_parser(subparsers: Any) -> None:
     )
     md.add_argument("-o", "--output", default="bench_openmm.json", help="JSON output")
     md.set_defaults(run=run_openmm)
+    bench_md.add_parser(benches)
+    bench_ablation.add_parser(benches)
 
 
 def run_speed(args: argparse.Namespace) -> int:
     from mlff.bench.speed import speed_benchmark, write_json
-    from mlff.dynamics import load_structure
-    from mlff.export import read_metadata
 
-    if args.structure:
-        specs = dict(_name_and_spec(text) for text in args.structure)
-        structures = {name: load_structure(spec, {}) for name, spec in specs.items()}
-    else:
-        structures = {"start frame": load_structure(None, read_metadata(args.potentials[0]))}
+    structures = structures_from_args(args.structure, args.potentials[0])
     rows = speed_benchmark(args.potentials, structures, args.calls, args.device, args.dtype)
     write_json(rows, args.output)
     print(f"{'potential':40s} {'structure':12s} {'atoms':>5s} {'calls/s':>9s} {'ms/call':>8s} {'ratio':>6s}")
@@ -69,14 +72,8 @@ def run_speed(args: argparse.Namespace) -> int:
 def run_openmm(args: argparse.Namespace) -> int:
     from mlff.bench.openmm import openmm_benchmark
     from mlff.bench.speed import write_json
-    from mlff.dynamics import load_structure
-    from mlff.export import read_metadata
 
-    if args.structure:
-        specs = dict(_name_and_spec(text) for text in args.structure)
-        structures = {name: load_structure(spec, {}) for name, spec in specs.items()}
-    else:
-        structures = {"start frame": load_structure(None, read_metadata(args.potential))}
+    structures = structures_from_args(args.structure, args.potential)
     rows = openmm_benchmark(
         args.potential, structures, args.steps, args.warmup, args.dtype, args.timestep_fs, args.rounds
     )
@@ -90,6 +87,17 @@ def run_openmm(args: argparse.Namespace) -> int:
         )
     print(f"wrote {args.output}")
     return 0
+
+
+def structures_from_args(texts: list[str] | None, potential: str) -> dict[str, Any]:
+    """Named structures from --structure NAME=SPEC options, or the potential's first start frame."""
+    from mlff.dynamics import load_structure
+    from mlff.export import read_metadata
+
+    if not texts:
+        return {"start frame": load_structure(None, read_metadata(potential))}
+    specs = dict(_name_and_spec(text) for text in texts)
+    return {name: load_structure(spec, {}) for name, spec in specs.items()}
 
 
 def _name_and_spec(text: str) -> tuple[str, str]:

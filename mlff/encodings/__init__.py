@@ -6,7 +6,7 @@ Adding an encoding: write the class, add one line to `ENCODINGS`.
 from typing import Any
 
 from mlff.encodings.base import DistanceEncoding, cosine_envelope
-from mlff.encodings.basis import BesselEncoding, GaussianEncoding, MLPEncoding
+from mlff.encodings.basis import BesselEncoding, GaussianEncoding, MLPEncoding, RawDistanceEncoding
 from mlff.encodings.spline import SplineEncoding, smoothness_loss
 
 ENCODINGS: dict[str, type[DistanceEncoding]] = {
@@ -14,6 +14,7 @@ ENCODINGS: dict[str, type[DistanceEncoding]] = {
     "gaussian": GaussianEncoding,
     "bessel": BesselEncoding,
     "mlp": MLPEncoding,
+    "raw": RawDistanceEncoding,
 }
 
 
@@ -41,6 +42,7 @@ __all__ = [
     "GaussianEncoding",
     "BesselEncoding",
     "MLPEncoding",
+    "RawDistanceEncoding",
     "build_encoding",
     "cosine_envelope",
     "smoothness_loss",

@@ -1,4 +1,4 @@
-"""Fixed and MLP distance encodings: the baselines of the paper's ablation."""
+"""Fixed, MLP and raw-distance encodings: the baselines of the paper's ablation."""
 
 import math
 
@@ -51,3 +51,27 @@ class MLPEncoding(DistanceEncoding):
 
     def encode(self, distances: torch.Tensor) -> torch.Tensor:
         return self.net(distances.unsqueeze(-1))
+
+
+class RawDistanceEncoding(DistanceEncoding):
+    """The distance itself, in Angstrom, as a single feature: the paper's baseline rows.
+
+    Features are [E, 1], so `size` must be 1 (`model.encoding_size=1`); every backbone reads the
+    encoding through a linear layer of input size s. Unlike the other encodings the feature is
+    not multiplied by the cutoff envelope: r env(r) peaks at 0.416 r_c and falls after it, so two
+    distances would share each feature value, which is not the baseline the paper describes.
+    Energies and forces stay continuous at the cutoff all the same, because every backbone also
+    multiplies its messages or attention weights by the envelope (the cutoff-scan tests check it).
+    """
+
+    def __init__(self, size: int, cutoff: float) -> None:
+        super().__init__(size, cutoff)
+        if size != 1:
+            raise ValueError(f"the raw distance encoding has size 1, got size {size}: set model.encoding_size=1")
+
+    def encode(self, distances: torch.Tensor) -> torch.Tensor:
+        return distances.unsqueeze(-1)
+
+    def forward(self, distances: torch.Tensor) -> torch.Tensor:
+        """The distances [E] (Angstrom) as features [E, 1], no envelope (see the class docstring)."""
+        return self.encode(distances)
