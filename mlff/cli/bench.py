@@ -1,14 +1,15 @@
-"""`mlff bench speed|openmm|md|ablation ...`: benchmarks that print a table and write JSON.
+"""`mlff bench speed|openmm|md|ablation|stability ...`: benchmarks that print a table and write JSON.
 
 speed: energy+force calls/s of potential files; openmm: MD steps/s of OpenMM's TorchForce, a
 PythonForce and ASE; md: steps/s and ns/day of the MD engines (`mlff.cli.bench_md`); ablation:
-the paper's encoding ablation (`mlff.cli.bench_ablation`).
+the paper's encoding ablation (`mlff.cli.bench_ablation`); stability: the MD17 stability table
+(`mlff.cli.bench_stability`).
 """
 
 import argparse
 from typing import Any
 
-from mlff.cli import bench_ablation, bench_md
+from mlff.cli import bench_ablation, bench_md, bench_stability
 
 
 def add_parser(subparsers: Any) -> None:
@@ -51,6 +52,7 @@ def add_parser(subparsers: Any) -> None:
     md.set_defaults(run=run_openmm)
     bench_md.add_parser(benches)
     bench_ablation.add_parser(benches)
+    bench_stability.add_parser(benches)
 
 
 def run_speed(args: argparse.Namespace) -> int:

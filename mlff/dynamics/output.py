@@ -179,7 +179,8 @@ def plot_hr(path: Path, centres_a: np.ndarray, densities: dict[str, np.ndarray])
     figure = Figure(figsize=(7, 4))
     axes = figure.subplots()
     for name, density in densities.items():
-        axes.plot(centres_a, density, label=name, lw=1.2 if name == "reference" else 0.9)
+        style = {"color": "k", "lw": 1.4} if name == "reference" else {"lw": 1.0}
+        axes.plot(centres_a, density, label=name, **style)
     axes.set_xlabel("r (A)")
     axes.set_ylabel("h(r) (1/A)")
     axes.legend(fontsize=7)

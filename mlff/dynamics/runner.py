@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from mlff.data.reference import bond_lengths, find_bonds, reference_statistics
+from mlff.data.reference import bond_lengths, find_bonds, hr_density, reference_statistics
 from mlff.dynamics.engines import ENGINES, Engine, build_engine
 from mlff.dynamics.frame import Frame
 from mlff.dynamics.observers import RDFObserver, StabilityObserver
@@ -170,7 +170,7 @@ def run_md(
     checkpoint = None
     if resume:
         checkpoint = load_checkpoint(directory / "checkpoint.pt")
-        _check_resumable(checkpoint, engine, settings, str(potential_path))
+        _check_resumable(checkpoint, engine, settings)
         md.load_state_dict(checkpoint["engine"])
         for (stability, rdf), saved in zip(observers, checkpoint["observers"]):
             stability.load_state_dict(saved["stability"])
@@ -282,7 +282,20 @@ def _checkpoint(
     }
 
 
-def _check_resumable(checkpoint: dict[str, Any], engine: str, settings: MDSettings, potential_path: str) -> None:
+def can_resume(output_dir: str | Path, engine: str, settings: MDSettings) -> bool:
+    """Whether `output_dir` holds a checkpoint that `run_md(..., resume=True)` can continue with
+    this engine and these settings."""
+    path = Path(output_dir) / "checkpoint.pt"
+    if not path.is_file():
+        return False
+    try:
+        _check_resumable(load_checkpoint(path), engine, settings)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_resumable(checkpoint: dict[str, Any], engine: str, settings: MDSettings) -> None:
     """Refuse to continue a run with other physics: the checkpoint must be of this engine and settings
     (only `steps`, the run's length, may grow)."""
     if checkpoint.get("version") != CHECKPOINT_VERSION:
@@ -375,7 +388,10 @@ def _plots(directory: Path, observers: list[tuple[StabilityObserver, RDFObserver
     series = {k: (s.times_fs, s.deviations_a) for k, (s, _) in enumerate(observers)}
     plot_bond_deviation(directory / "bond_deviation.png", series, settings.max_bond_deviation_a)
     rdf = observers[0][1]
-    densities = {f"replica {k}": r.density for k, (_, r) in enumerate(observers) if r.frames_seen}
+    densities = {}
+    if len({r.bins for _, r in observers}) == 1 and any(r.frames_seen for _, r in observers):
+        pooled = sum(r.counts for _, r in observers)
+        densities["MD, all replicas before collapse"] = hr_density(pooled, rdf.r_max_a)
     if rdf.reference_density is not None:
         densities["reference"] = rdf.reference_density
     plot_hr(directory / "hr.png", rdf.bin_centres_a, densities)

@@ -1,0 +1,47 @@
+"""`mlff bench stability`: the table over potentials, reports, reuse of finished runs."""
+
+import json
+import shutil
+
+import pytest
+from synthetic import write_md17_npz
+
+from mlff.bench.stability import shipped_targets
+from mlff.cli.main import main
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def test_stability_bench_of_a_potential_with_its_dataset(potential_file, tmp_path, capsys):
+    data = write_md17_npz(tmp_path / "mol.npz", num_frames=120)
+    out = tmp_path / "stability"
+    protocol = tmp_path / "cold.yaml"
+    protocol.write_text("time: 10fs\ntimestep_fs: 0.5\ntemperature_k: 10.0\nthermostat: nose-hoover\nsave_every: 5\n")
+    args = ["bench", "stability", "--potential", str(potential_file), "--data", str(data), "--seeds", "2"]
+    args += ["--protocol", str(protocol)]
+    assert main([*args, "--time", "20fs", "-o", str(out)]) == 0
+    report = json.loads((out / "stability.json").read_text())
+    (row,) = report["rows"]
+    assert row["molecule"] == "tiny" and row["seeds"] == 2 and len(row["stable_time_ps"]) == 2
+    assert row["force_mae_mev_per_a"] == 12.5 and row["hr_mae"] is not None and row["length_ps"] == 0.02
+    assert report["settings"]["thermostat"] == "nose-hoover" and report["settings"]["temperature_k"] == 10.0
+    assert row["collapsed_seeds"] == 0 and row["stable_time_ps"] == [0.02, 0.02]
+    assert "| tiny | 12.5 |" in (out / "report.md").read_text() and (out / "tiny" / "hr.png").is_file()
+    summary = out / "tiny" / "summary.json"
+    written = summary.stat().st_mtime_ns
+    assert main([*args, "--time", "20fs", "-o", str(out)]) == 0, "a finished run is reused"
+    assert summary.stat().st_mtime_ns == written
+    assert main([*args, "--time", "40fs", "-o", str(out)]) == 0, "a longer run continues the shorter one"
+    assert json.loads(summary.read_text())["throughput"]["steps"] == 80
+    assert "| tiny |" in capsys.readouterr().out
+
+
+def test_shipped_targets_pick_molecules(potential_file, tmp_path):
+    for name in ("ethanol", "aspirin"):
+        shutil.copy(potential_file, tmp_path / f"{name}.pt")
+    assert [t.name for t in shipped_targets(tmp_path)] == ["aspirin", "ethanol"]
+    assert [t.name for t in shipped_targets(tmp_path, ["ethanol"])] == ["ethanol"]
+    with pytest.raises(ValueError, match="benzene"):
+        shipped_targets(tmp_path, ["benzene"])
+    with pytest.raises(ValueError, match="no potential files"):
+        shipped_targets(tmp_path / "empty")
