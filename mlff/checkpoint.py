@@ -7,11 +7,13 @@ A checkpoint is a dict saved with torch.save:
     config            the full training config as a plain dict ("model" -> ModelConfig fields)
     command           the command line that started the run, or None
     species           [int] atomic numbers
-    element_energies_ev [float], energy_scale_ev float
+    element_energies_ev [float], energy_scale_ev float (fitted on the run's training frames, not trained;
+                      a resumed run rebuilds its model from these)
     model_state, ema_state   state dicts of the EnergyModel (raw and EMA weights)
     optimizer_state, scheduler_state, epoch (last finished, 1-based), best_val_force_mae
     history           list of per-epoch metric dicts
-    data_summary      dict (dataset path, frame counts, split)
+    data_summary      dict (dataset path(s), frame counts incl. equilibrium frames and frames with an
+                      energy label, split, equilibrium_path, init_from: the pretrained checkpoint or None)
     test_metrics      dict or None (filled when training finishes)
     reference         dict or None (structures and statistics shipped with a potential)
 """

@@ -253,7 +253,7 @@ def test_ctrl_c_then_resume_loses_no_frames(spring_potential_file, h4_file, tmp_
         "--engine",
         "torch",
         "--steps",
-        "6000",
+        "3000",
         "--save-every",
         "10",
         "--thermostat",
@@ -272,13 +272,13 @@ def test_ctrl_c_then_resume_loses_no_frames(spring_potential_file, h4_file, tmp_
     assert process.returncode == 130, err
     assert "interrupted" in out
     written = thermo.read_text().count("\n") - 1
-    assert 0 < written < 600, "interrupted part-way"
+    assert 0 < written < 300, "interrupted part-way"
     code = main(args[5:] + ["--resume"])
     assert code == 0
-    settings = MDSettings(steps=6000, save_every=10, thermostat="langevin")
+    settings = MDSettings(steps=3000, save_every=10, thermostat="langevin")
     run_md(spring_potential_file, str(h4_file), settings, tmp_path / "whole", engine="torch")
     resumed, whole = _frames(tmp_path / "md", 0), _frames(tmp_path / "whole", 0)
-    assert resumed.shape == whole.shape == (600, 4, 3)
+    assert resumed.shape == whole.shape == (300, 4, 3)
     np.testing.assert_allclose(resumed, whole, atol=1e-6)
 
 

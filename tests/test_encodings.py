@@ -257,6 +257,8 @@ def test_encoding_has_trainable_parameters_only_where_expected(encoding):
 
 
 def test_envelope_makes_features_and_derivative_vanish_at_cutoff(encoding):
+    if type(encoding).__name__ == "RawDistanceEncoding":
+        pytest.skip("the raw distance is the paper's un-enveloped baseline; the backbones' cutoff scans cover it")
     # Raw features and slopes just inside the cutoff: the scale to compare with.
     x = np.array([CUTOFF - 1e-4, CUTOFF - 1e-3, CUTOFF - 1e-2])
     raw_value, raw_slope = value_and_derivative(encoding, x, raw=True)

@@ -58,7 +58,7 @@ def test_dotted_overrides_merge_into_sections():
         None, ["train.loss_weights.smoothness=0.5", "model.encoding_options.n_bins=12", "train.epochs=7"]
     )
     assert config.train.loss_weights == {"energy": 1.0, "forces": 100.0, "smoothness": 0.5}
-    assert config.model.encoding_options["n_bins"] == 12 and "r_min" in config.model.encoding_options
+    assert config.model.encoding_options == {"n_bins": 12}, "the encoding's own defaults fill the rest"
     assert config.train.epochs == 7
 
 
@@ -161,3 +161,14 @@ def test_killed_training_process_resumes_from_its_last_checkpoint(tmp_path, data
     assert resumed.returncode == 0, resumed.stderr
     history = load_checkpoint(run / "last.pt")["history"]
     assert [h["epoch"] for h in history] == list(range(1, 41))
+
+
+def test_any_encoding_can_be_named_with_its_own_default_options():
+    from mlff.models import build_model
+    from mlff.training.config import load_config
+
+    for name in ("gaussian", "bessel", "mlp", "spline"):
+        config = load_config(None, [f"model.encoding={name}", "model.encoding_options={}"])
+        assert config.model.encoding_options == {}
+        model = build_model(config.model, [1, 6], [0.0, 0.0], 1.0)
+        assert type(model.backbone.encoding).__name__.lower().startswith(name[:4])

@@ -16,6 +16,8 @@ class Batch:
         positions: [N, 3] Angstrom. atomic_numbers: [N]. batch: [N] structure index.
         cell: [B, 3, 3] Angstrom (zeros: no box). pbc: [B, 3] bool (False).
         energies: [B] float64 eV. forces: [N, 3] eV/Angstrom. n_atoms: [B].
+        equilibrium: [B] bool, True for an equilibrium frame (None: all False).
+        has_energy: [B] bool, True where `energies` is a label to train on (None: all True).
     """
 
     positions: torch.Tensor
@@ -26,6 +28,15 @@ class Batch:
     energies: torch.Tensor
     forces: torch.Tensor
     n_atoms: torch.Tensor
+    equilibrium: torch.Tensor | None = None
+    has_energy: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        count, device = self.n_atoms.numel(), self.n_atoms.device
+        if self.equilibrium is None:
+            self.equilibrium = torch.zeros(count, dtype=torch.bool, device=device)
+        if self.has_energy is None:
+            self.has_energy = torch.ones(count, dtype=torch.bool, device=device)
 
     @property
     def num_structures(self) -> int:
@@ -49,6 +60,8 @@ class FrameTensors:
         self.atomic_numbers = torch.as_tensor(frames.atomic_numbers, dtype=torch.long, device=self.device)
         self.energies = torch.as_tensor(frames.energies, dtype=torch.float64, device=self.device)
         self.n_atoms = torch.as_tensor(frames.n_atoms, dtype=torch.long, device=self.device)
+        self.equilibrium = torch.as_tensor(frames.equilibrium, dtype=torch.bool, device=self.device)
+        self.has_energy = torch.as_tensor(frames.has_energy, dtype=torch.bool, device=self.device)
 
     def batch(self, frame_indices: np.ndarray) -> Batch:
         """The given frames as one Batch, in the given order."""
@@ -66,6 +79,8 @@ class FrameTensors:
             energies=self.energies[index],
             forces=self.forces[rows],
             n_atoms=n_atoms,
+            equilibrium=self.equilibrium[index],
+            has_energy=self.has_energy[index],
         )
 
     def batches(self, frame_indices: np.ndarray, batch_size: int):

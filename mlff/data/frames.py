@@ -2,6 +2,13 @@
 
 Structures of any size sit one after another: atoms of frame k are rows
 offsets[k]:offsets[k+1] of `positions`, `atomic_numbers` and `forces`.
+
+Every frame is either off-equilibrium (its forces are reference labels) or an
+equilibrium frame: a local minimum of the same potential-energy surface, whose
+forces are zero by definition (whatever small residual a file stores is not a
+label). `has_energy` says whether a frame's energy is a label to train on: a
+frame from another level of theory, or one with no energy at all, keeps its
+geometry (and its zero forces) but not its energy.
 """
 
 from dataclasses import dataclass, field
@@ -26,7 +33,10 @@ class Frames:
         forces: [A, 3] float64 eV/Angstrom.
         splits: named index arrays from the file, e.g. "split_train" [K, n].
         source: where the frames came from (a path).
-        extra: per-frame extra arrays from the file (e.g. "md17_index" [F]).
+        extra: per-frame extra arrays from the file (e.g. "md17_index" [F], "method" [F] str).
+        equilibrium: [F] bool, True for an equilibrium frame (None: all False).
+        has_energy: [F] bool, True where `energies` holds a label to train on (None: all True);
+            frames without one store energy 0.
     """
 
     positions: np.ndarray
@@ -37,9 +47,14 @@ class Frames:
     splits: dict[str, np.ndarray] = field(default_factory=dict)
     source: str = ""
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    equilibrium: np.ndarray | None = None
+    has_energy: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.n_atoms = np.asarray(self.n_atoms, dtype=np.int64)
+        count = self.n_atoms.shape[0]
+        self.equilibrium = np.zeros(count, bool) if self.equilibrium is None else np.asarray(self.equilibrium, bool)
+        self.has_energy = np.ones(count, bool) if self.has_energy is None else np.asarray(self.has_energy, bool)
         self.offsets = np.concatenate([[0], np.cumsum(self.n_atoms)]).astype(np.int64)
         self.validate()
 
@@ -66,6 +81,14 @@ class Frames:
                 f"energies have shape {self.energies.shape}, expected ({self.num_frames},)",
             ),
             (bool(np.all(self.n_atoms > 0)), "a frame has no atoms"),
+            (
+                self.equilibrium.shape == (self.num_frames,),
+                f"equilibrium flags have shape {self.equilibrium.shape}, expected ({self.num_frames},)",
+            ),
+            (
+                self.has_energy.shape == (self.num_frames,),
+                f"has_energy flags have shape {self.has_energy.shape}, expected ({self.num_frames},)",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -105,6 +128,29 @@ class Frames:
             forces=self.forces[rows],
             source=self.source,
             extra={key: value[frame_indices] for key, value in self.extra.items()},
+            equilibrium=self.equilibrium[frame_indices],
+            has_energy=self.has_energy[frame_indices],
+        )
+
+    @classmethod
+    def concatenate(cls, parts: "list[Frames]") -> "Frames":
+        """The frames of `parts` one after another (splits dropped; extra keys kept where every part has them).
+
+        Frame k of parts[1] becomes frame len(parts[0]) + k, and so on.
+        """
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        shared = set.intersection(*(set(part.extra) for part in parts))
+        return cls(
+            positions=np.concatenate([part.positions for part in parts]),
+            atomic_numbers=np.concatenate([part.atomic_numbers for part in parts]),
+            n_atoms=np.concatenate([part.n_atoms for part in parts]),
+            energies=np.concatenate([part.energies for part in parts]),
+            forces=np.concatenate([part.forces for part in parts]),
+            source=" + ".join(part.source for part in parts),
+            extra={key: np.concatenate([part.extra[key] for part in parts]) for key in sorted(shared)},
+            equilibrium=np.concatenate([part.equilibrium for part in parts]),
+            has_energy=np.concatenate([part.has_energy for part in parts]),
         )
 
     def species(self) -> list[int]:
@@ -127,4 +173,6 @@ class Frames:
             "frames": self.num_frames,
             "species": self.species(),
             "atoms_per_frame": sorted({int(n) for n in self.n_atoms}),
+            "equilibrium_frames": int(self.equilibrium.sum()),
+            "frames_with_energy": int(self.has_energy.sum()),
         }

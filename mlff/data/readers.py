@@ -4,6 +4,10 @@
   as in the sGDML MD17 files and ../shared/data/md17: energies kcal/mol.
 - Official rMD17 npz (nuclear_charges, coords, energies, forces): kcal/mol.
 - Anything ASE reads with energies and forces (extxyz, ...): eV as ASE stores them.
+  Per-frame info keys of extxyz files (the contract of `mlff data generate`):
+  `equilibrium` (bool: a local minimum, forces zero), `method` and `molecule`
+  (str, kept in Frames.extra). An equilibrium frame may lack forces (taken as
+  zero) and an energy (then it has no energy label: Frames.has_energy False).
 """
 
 import zipfile
@@ -22,14 +26,18 @@ _LAYOUTS: dict[str, tuple[str, str, str, str]] = {
 }
 _SPLIT_KEYS = ("split_train", "split_test")
 _PER_FRAME_KEYS = ("md17_index", "old_indices")
+# extxyz info keys kept per frame in Frames.extra ("" where a frame lacks one).
+_INFO_TEXT_KEYS = ("method", "molecule")
 
 
-def read_frames(path: str | Path, energy_unit: str = "auto") -> Frames:
+def read_frames(path: str | Path, energy_unit: str = "auto", equilibrium: bool = False) -> Frames:
     """Read a dataset file into Frames.
 
     Args:
         path: an .npz file (MD17 or rMD17 layout) or any file ASE can read with energies and forces.
         energy_unit: "auto" (npz: kcal/mol, ASE: eV), "kcal/mol" or "eV"; forces use the same unit per Angstrom.
+        equilibrium: mark every frame as an equilibrium frame (a file of minima); otherwise only
+            the frames whose extxyz info says `equilibrium=True` are.
     """
     path = Path(path)
     if not path.is_file():
@@ -37,8 +45,11 @@ def read_frames(path: str | Path, energy_unit: str = "auto") -> Frames:
     if energy_unit != "auto" and energy_unit not in ENERGY_UNITS:
         raise ValueError(f"unknown energy unit {energy_unit!r}; known: {sorted(ENERGY_UNITS)}")
     if path.suffix == ".npz":
-        return _read_npz(path, "kcal/mol" if energy_unit == "auto" else energy_unit)
-    return _read_ase(path, "eV" if energy_unit == "auto" else energy_unit)
+        frames = _read_npz(path, "kcal/mol" if energy_unit == "auto" else energy_unit)
+        if equilibrium:
+            frames.equilibrium[:] = True
+        return frames
+    return _read_ase(path, "eV" if energy_unit == "auto" else energy_unit, equilibrium)
 
 
 def _read_npz(path: Path, energy_unit: str) -> Frames:
@@ -92,7 +103,7 @@ def _read_npz(path: Path, energy_unit: str) -> Frames:
     )
 
 
-def _read_ase(path: Path, energy_unit: str) -> Frames:
+def _read_ase(path: Path, energy_unit: str, all_equilibrium: bool = False) -> Frames:
     import ase.io
 
     try:
@@ -102,20 +113,51 @@ def _read_ase(path: Path, energy_unit: str) -> Frames:
     if not images:
         raise DatasetError(f"{path}: no structures")
     scale = ENERGY_UNITS[energy_unit]
-    energies, forces = [], []
-    for index, atoms in enumerate(images):
-        if atoms.calc is None:
-            raise DatasetError(f"{path}: structure {index} has no energy or forces")
-        try:
-            energies.append(atoms.get_potential_energy() * scale)
-            forces.append(atoms.get_forces() * scale)
-        except Exception as error:
-            raise DatasetError(f"{path}: structure {index} lacks energy or forces: {error}") from None
+    flags = [all_equilibrium or _info_flag(path, index, atoms.info) for index, atoms in enumerate(images)]
+    labels = [_ase_labels(path, index, atoms, flag) for index, (atoms, flag) in enumerate(zip(images, flags))]
+    extra = {
+        key: np.array([str(atoms.info.get(key, "")) for atoms in images])
+        for key in _INFO_TEXT_KEYS
+        if any(key in atoms.info for atoms in images)
+    }
     return Frames(
         positions=np.concatenate([atoms.get_positions() for atoms in images]),
         atomic_numbers=np.concatenate([atoms.get_atomic_numbers() for atoms in images]).astype(np.int64),
         n_atoms=np.array([len(atoms) for atoms in images]),
-        energies=np.array(energies, dtype=np.float64),
-        forces=np.concatenate(forces),
+        energies=np.array([0.0 if energy is None else energy * scale for energy, _ in labels], dtype=np.float64),
+        forces=np.concatenate([forces * scale for _, forces in labels]),
         source=str(path),
+        extra=extra,
+        equilibrium=np.array(flags, dtype=bool),
+        has_energy=np.array([energy is not None for energy, _ in labels], dtype=bool),
     )
+
+
+def _info_flag(path: Path, index: int, info: dict) -> bool:
+    """The `equilibrium` info key of a structure (absent: False)."""
+    value = info.get("equilibrium", False)
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "t", "false", "f"):
+        return value.strip().lower() in ("true", "t")
+    raise DatasetError(f"{path}: structure {index} has equilibrium={value!r}; expected a boolean")
+
+
+def _ase_labels(path: Path, index: int, atoms, equilibrium: bool) -> tuple[float | None, np.ndarray]:
+    """(energy or None, forces [n, 3]) as the file stores them.
+
+    An off-equilibrium frame needs both. An equilibrium frame's forces are zero
+    by definition when absent, and a missing energy leaves it without an energy label.
+    """
+    results = atoms.calc.results if atoms.calc is not None else {}
+    energy = results.get("energy", results.get("free_energy"))
+    forces = results.get("forces")
+    if equilibrium:
+        zeros = np.zeros((len(atoms), 3))
+        return (None if energy is None else float(energy)), (zeros if forces is None else np.asarray(forces, float))
+    if atoms.calc is None:
+        raise DatasetError(f"{path}: structure {index} has no energy or forces")
+    try:
+        return float(atoms.get_potential_energy()), np.asarray(atoms.get_forces(), dtype=np.float64)
+    except Exception as error:
+        raise DatasetError(f"{path}: structure {index} lacks energy or forces: {error}") from None

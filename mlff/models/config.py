@@ -14,7 +14,8 @@ class ModelConfig:
             transformer and et: hidden, heads, layers).
         encoding: a key of `mlff.encodings.ENCODINGS`.
         encoding_size: s, the feature size of the distance encoding.
-        encoding_options: the encoding's own keyword arguments (spline: n_bins, r_min, r_max, init).
+        encoding_options: the encoding's own keyword arguments (spline: n_bins, r_min, r_max, init);
+            empty by default, so that the encoding's own defaults apply whichever encoding is named.
         cutoff: Angstrom; pairs beyond it do not interact.
         dtype: the network's dtype, "float32" or "float64" (reference energies are always float64).
     """
@@ -23,7 +24,7 @@ class ModelConfig:
     backbone_options: dict[str, Any] = field(default_factory=lambda: {"hidden": 128, "layers": 4})
     encoding: str = "spline"
     encoding_size: int = 32
-    encoding_options: dict[str, Any] = field(default_factory=lambda: {"n_bins": 64, "r_min": 0.0})
+    encoding_options: dict[str, Any] = field(default_factory=dict)
     cutoff: float = 5.0
     dtype: str = "float32"
 

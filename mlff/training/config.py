@@ -35,6 +35,15 @@ class DataConfig:
         n_test: cap on test frames (None: the whole test split).
         seed: seeds the split.
         train_pool: "split" (the file's split_train[k]) or "all" (every frame not in split_test[k]).
+        energy_consistent: the energies of `path` all come from one level of theory and are trained on;
+            false keeps only its forces (and equilibrium geometries), e.g. for a corpus mixing methods.
+        energy_method: when set, only frames whose `method` (extxyz info) equals it keep their energy
+            labels (in `path` and in `equilibrium_path`); a file that records no method is an error.
+        equilibrium_path: an extra file of equilibrium frames (local minima of the same potential-energy
+            surface, e.g. DFT minima; forces taken as zero) added to the training frames only, never
+            to validation or test. None: no such file.
+        equilibrium_energies: also train on the energies of `equilibrium_path` (only when they were
+            computed at the same level of theory as `path`).
     """
 
     path: str = ""
@@ -45,12 +54,20 @@ class DataConfig:
     n_test: int | None = None
     seed: int = 0
     train_pool: str = "split"
+    energy_consistent: bool = True
+    energy_method: str | None = None
+    equilibrium_path: str | None = None
+    equilibrium_energies: bool = False
 
     def __post_init__(self) -> None:
         if self.train_pool not in ("split", "all"):
             raise ConfigError(f"data.train_pool must be 'split' or 'all', got {self.train_pool!r}")
         if self.n_val < 1:
             raise ConfigError(f"data.n_val must be >= 1, got {self.n_val}")
+        for name in ("n_train", "n_test"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"data.{name} must be >= 0, got {value}")
 
 
 @dataclass
@@ -58,9 +75,12 @@ class TrainConfig:
     """Optimisation.
 
     Loss = sum over `loss_weights` of weight * term; the terms are registered in
-    `mlff.training.losses.LOSSES` (energy: MSE of total energy, eV^2; forces:
-    MSE of force components, (eV/A)^2; smoothness: the encoding's regulariser,
-    its weight is the paper's lambda).
+    `mlff.training.losses.LOSSES` (energy: MSE of total energy over frames with an
+    energy label, eV^2; forces: MSE of force components of off-equilibrium frames,
+    (eV/A)^2; zero_force: mean squared predicted force component on equilibrium
+    frames, (eV/A)^2; denoising: MSE between the predicted force at a perturbed
+    equilibrium geometry and the harmonic restoring force, (eV/A)^2; smoothness:
+    the encoding's regulariser, its weight is the paper's lambda).
 
     Attributes:
         epochs: passes over the training frames.
@@ -76,6 +96,10 @@ class TrainConfig:
             stops after the epoch that crosses it, and the cosine schedule ends there.
         seed: seeds weights and batch order; a fixed epoch count reproduces a run.
         device: "cpu", "cuda", "cuda:1", ...
+        denoising_sigma: Angstrom, scale of the Gaussian noise of the denoising term.
+        denoising_temperature_k: Kelvin, T of the denoising term's harmonic well: its force
+            constant per coordinate is k_B T / sigma^2 (the default 300 K with sigma 0.04 A gives
+            16 eV/A^2, between typical Cartesian bend (~3) and bond-stretch (~30) force constants).
     """
 
     epochs: int = 100
@@ -94,6 +118,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     eval_batch_size: int = 100
+    denoising_sigma: float = 0.04
+    denoising_temperature_k: float = 300.0
 
     def __post_init__(self) -> None:
         if self.schedule not in ("cosine", "plateau", "constant"):
@@ -105,19 +131,35 @@ class TrainConfig:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"train.ema_decay must lie in [0, 1), got {self.ema_decay}")
+        from mlff.training.losses import LOSSES
+
         for name, weight in self.loss_weights.items():
+            if name not in LOSSES:
+                raise ConfigError(f"unknown loss term train.loss_weights.{name}; known: {sorted(LOSSES)}")
             if weight < 0:
                 raise ConfigError(f"train.loss_weights.{name} must be >= 0, got {weight}")
+        for name in ("denoising_sigma", "denoising_temperature_k"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"train.{name} must be > 0, got {getattr(self, name)}")
 
 
 @dataclass
 class Config:
-    """A whole training run: data, model, optimisation, and where outputs go."""
+    """A whole training run: data, model, optimisation, and where outputs go.
+
+    Attributes:
+        init_from: a training checkpoint (e.g. a pretraining run's best.pt) to fine-tune: the
+            model is built from `model` (which must equal the checkpoint's, dtype aside), takes
+            the checkpoint's weights and species, and re-fits its per-element reference energies
+            on this run's training frames (see `mlff.training.finetune`). None: a fresh model.
+            `--resume` continues the run's own last.pt and ignores it.
+    """
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     output_dir: str = "runs/default"
+    init_from: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

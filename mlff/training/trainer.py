@@ -3,8 +3,13 @@
 Every epoch ends with a validation pass on the EMA weights, one JSON line in
 `metrics.jsonl` and an atomically written `last.pt`; the best validation force
 MAE also writes `best.pt`. `train(config, resume=True)` continues from
-`last.pt`. Batch order is drawn from (seed, epoch), so a resumed run follows
-the same sequence as an uninterrupted one.
+`last.pt`. Batch order and the denoising noise (a torch.Generator) are drawn
+from (seed, epoch), and checkpoints are written at epoch ends, so a resumed run
+follows the same sequence as an uninterrupted one with no RNG state saved.
+
+The model starts fresh (reference energies fitted on the training frames), from
+a pretrained checkpoint (`init_from`: `mlff.training.finetune`), or, with
+`resume`, from the run's own last.pt (never from init_from).
 """
 
 import json
@@ -22,13 +27,15 @@ from tqdm import tqdm
 
 from mlff._version import __version__
 from mlff.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_torch_save, load_checkpoint
-from mlff.data import Split, make_split, read_frames
+from mlff.data import Frames, Split
 from mlff.data.batch import FrameTensors
 from mlff.data.reference import reference_statistics
 from mlff.evaluate import evaluate
 from mlff.models import DTYPES, EnergyModel, build_model
 from mlff.training.config import Config
-from mlff.training.losses import check_loss_weights, total_loss
+from mlff.training.dataset import TrainingData, load_training_data
+from mlff.training.finetune import pretrained_model
+from mlff.training.losses import LossSettings, check_loss_weights, total_loss
 from mlff.training.references import fit_element_energies, force_rms
 
 
@@ -54,6 +61,8 @@ def train(config: Config, resume: bool = False, progress: bool = True, command: 
     """
     if not config.data.path:
         raise ValueError("data.path names no dataset file (set it in the config or with data.path=FILE)")
+    if config.init_from is not None and not resume and not Path(config.init_from).is_file():
+        raise FileNotFoundError(f"init_from: no checkpoint at {config.init_from}")
     check_loss_weights(config.train.loss_weights)
     output_dir = Path(config.output_dir)
     last_path = output_dir / "last.pt"
@@ -65,21 +74,16 @@ def train(config: Config, resume: bool = False, progress: bool = True, command: 
     (output_dir / "config.yaml").write_text(_yaml(config.to_dict()))
 
     device = torch.device(config.train.device)
-    frames = read_frames(config.data.path, config.data.energy_unit)
-    data_cfg = config.data
-    split = make_split(
-        frames, data_cfg.split, data_cfg.n_val, data_cfg.n_train, data_cfg.n_test, data_cfg.seed, data_cfg.train_pool
-    )
+    training_data = load_training_data(config.data)
+    frames, split = training_data.frames, training_data.split
     data = FrameTensors(frames, dtype=DTYPES[config.model.dtype], device=device)
     _seed_everything(config.train.seed)
-    species = frames.species()
-    element_energies = fit_element_energies(frames, split.train, species)
-    energy_scale = force_rms(frames, split.train)
-    model = build_model(config.model, species, element_energies, energy_scale).to(device)
+    last = load_checkpoint(last_path) if resume else None
+    model = initial_model(config, frames, split, last).to(device)
     state = _TrainingState(config, model, len(split.train), command)
-    data_summary = {**frames.summary(), "split": data_cfg.split, "train_pool": data_cfg.train_pool, **split.summary()}
-    if resume:
-        state.restore(load_checkpoint(last_path))
+    data_summary = {**training_data.summary(config.data), "init_from": config.init_from}
+    if last is not None:
+        state.restore(last)
 
     history: list[dict[str, Any]] = state.history
     stopped_because = "epochs"
@@ -114,8 +118,28 @@ def train(config: Config, resume: bool = False, progress: bool = True, command: 
                 stopped_because = f"wall-clock cap of {config.train.max_minutes} minutes"
                 break
     bar.close()
-    test_metrics = _finish(output_dir, frames, data, split, stopped_because)
+    test_metrics = _finish(output_dir, training_data, data, stopped_because)
     return TrainResult(output_dir, state.epoch, state.best_val, test_metrics, stopped_because)
+
+
+def initial_model(config: Config, frames: Frames, split: Split, last: dict[str, Any] | None = None) -> EnergyModel:
+    """The model a run starts from, before any restored state.
+
+    Args:
+        config: the run.
+        frames, split: its data.
+        last: the run's own last checkpoint when resuming: the model is then built with the
+            species, reference energies and energy scale recorded there (its weights come with
+            the restored state), whatever init_from says.
+    """
+    if last is not None:
+        return build_model(config.model, last["species"], last["element_energies_ev"], last["energy_scale_ev"])
+    if config.init_from is not None:
+        return pretrained_model(config, frames, split.train)
+    species = frames.species()
+    return build_model(
+        config.model, species, fit_element_energies(frames, split.train, species), force_rms(frames, split.train)
+    )
 
 
 class _TrainingState:
@@ -186,17 +210,22 @@ def _run_epoch(state: _TrainingState, data: FrameTensors, split: Split, epoch: i
     model = state.model
     model.train()
     order = np.random.default_rng([cfg.seed, epoch]).permutation(split.train)
+    generator = torch.Generator(device=data.device).manual_seed(noise_seed(cfg.seed, epoch))
+    settings = LossSettings(cfg.denoising_sigma, cfg.denoising_temperature_k)
     sums: dict[str, float] = {}
     steps = 0
     started = time.monotonic()
     for batch in data.batches(order, cfg.batch_size):
         energy, forces = model(batch.positions, batch.atomic_numbers, batch.batch, batch.cell, batch.pbc)
-        loss, parts = total_loss(cfg.loss_weights, model, batch, energy, forces)
+        loss, parts = total_loss(cfg.loss_weights, model, batch, energy, forces, settings, generator)
         state.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        state.optimizer.step()
+        # A batch can give every weighted term nothing to act on (e.g. only equilibrium frames
+        # and only a force weight): its loss is a constant and the step is skipped.
+        if loss.requires_grad:
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            state.optimizer.step()
         if state.ema is not None:
             state.ema.update_parameters(model)
         if cfg.schedule in ("cosine", "constant"):
@@ -206,7 +235,7 @@ def _run_epoch(state: _TrainingState, data: FrameTensors, split: Split, epoch: i
             sums[key] = sums.get(key, 0.0) + value
         steps += 1
     train_seconds = time.monotonic() - started
-    val = evaluate(state.eval_model.eval(), data, split.val, cfg.eval_batch_size)
+    val = evaluate_labelled(state.eval_model.eval(), data, split.val, cfg.eval_batch_size)
     if cfg.schedule == "plateau":
         state.scheduler.step(val["force_mae_mev_per_a"])
     record: dict[str, Any] = {"epoch": epoch, "lr": state.optimizer.param_groups[0]["lr"], "seconds": train_seconds}
@@ -215,15 +244,23 @@ def _run_epoch(state: _TrainingState, data: FrameTensors, split: Split, epoch: i
     return record
 
 
-def _finish(output_dir: Path, frames, data: FrameTensors, split: Split, stopped_because: str) -> dict[str, float]:
-    """Evaluate the best EMA weights on the test split; store metrics and reference data in the checkpoints."""
+def _finish(
+    output_dir: Path, training_data: TrainingData, data: FrameTensors, stopped_because: str
+) -> dict[str, float]:
+    """Evaluate the best EMA weights on the test split; store metrics and reference data in the checkpoints.
+
+    A run with no test frames (data.n_test = 0, e.g. pretraining on every frame) records empty test metrics.
+    """
     from mlff.checkpoint import model_from_checkpoint
 
     best_path = output_dir / "best.pt"
     best = load_checkpoint(best_path)
-    model = model_from_checkpoint(best).to(data.device).eval()
-    test = evaluate(model, data, split.test, best["config"]["train"]["eval_batch_size"])
-    reference = reference_statistics(frames, split)
+    split = training_data.split
+    test: dict[str, float] = {}
+    if split.test.size:
+        model = model_from_checkpoint(best).to(data.device).eval()
+        test = evaluate_labelled(model, data, split.test, best["config"]["train"]["eval_batch_size"])
+    reference = reference_statistics(training_data.base_frames, training_data.base_split)
     for path in (best_path, output_dir / "last.pt"):
         checkpoint = load_checkpoint(path)
         checkpoint["test_metrics"] = test
@@ -232,6 +269,29 @@ def _finish(output_dir: Path, frames, data: FrameTensors, split: Split, stopped_
     summary = {"best_epoch": best["best_epoch"], "stopped_because": stopped_because, "test": test}
     (output_dir / "results.json").write_text(json.dumps(summary, indent=2))
     return test
+
+
+def evaluate_labelled(
+    model: EnergyModel, data: FrameTensors, frame_indices: np.ndarray, batch_size: int
+) -> dict[str, float]:
+    """`mlff.evaluate.evaluate`, with the energy errors over the frames that have an energy label only.
+
+    Force errors cover every frame (an equilibrium frame's label is zero force); energy errors
+    leave out frames without an energy label (their stored 0 is no label), and are NaN if none has one.
+    """
+    metrics = evaluate(model, data, frame_indices, batch_size)
+    frame_indices = np.asarray(frame_indices)
+    labelled = frame_indices[data.frames.has_energy[frame_indices]]
+    if labelled.size == frame_indices.size:
+        return metrics
+    energy_keys = [key for key in metrics if key.startswith("energy_")]
+    energies = evaluate(model, data, labelled, batch_size) if labelled.size else dict.fromkeys(energy_keys, math.nan)
+    return {**metrics, **{key: energies[key] for key in energy_keys}}
+
+
+def noise_seed(seed: int, epoch: int) -> int:
+    """The seed of epoch `epoch`'s denoising noise generator (independent of the batch-order stream)."""
+    return int(np.random.SeedSequence([seed, epoch, 1]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 class _Clock:

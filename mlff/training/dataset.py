@@ -1,0 +1,94 @@
+"""The frames a run trains, validates and tests on, as `data` in the config says.
+
+`data.path` is split into train / validation / test (`mlff.data.make_split`);
+the frames of `data.equilibrium_path`, if any, are appended after it as
+equilibrium frames and join the training frames only, so validation and test
+(and `mlff eval` with the run's recorded split) see the same frames with or
+without them. Which frames keep their energy labels follows
+`data.energy_consistent`, `data.energy_method` and `data.equilibrium_energies`;
+energies of more than one level of theory are never trained together.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mlff.data import DatasetError, Frames, Split, make_split, read_frames
+from mlff.training.config import DataConfig
+
+
+@dataclass
+class TrainingData:
+    """The run's frames and split.
+
+    Attributes:
+        frames: the frames of data.path followed by those of data.equilibrium_path.
+        split: indices into `frames` (the equilibrium_path frames are in `train` only).
+        base_frames: the frames of data.path alone.
+        base_split: the split of data.path alone (indices into `base_frames`).
+    """
+
+    frames: Frames
+    split: Split
+    base_frames: Frames
+    base_split: Split
+
+    def summary(self, config: DataConfig) -> dict[str, Any]:
+        """JSON-able description of the data (for checkpoints, potential metadata and model cards)."""
+        return {
+            **self.frames.summary(),
+            "split": config.split,
+            "train_pool": config.train_pool,
+            "equilibrium_path": config.equilibrium_path,
+            **self.split.summary(),
+        }
+
+
+def load_training_data(config: DataConfig) -> TrainingData:
+    """Read, label and split the data of a run.
+
+    Raises:
+        DatasetError: a file is unreadable, or the energy labels would mix levels of theory.
+    """
+    if not config.path:
+        raise ValueError("data.path names no dataset file (set it in the config or with data.path=FILE)")
+    base = read_frames(config.path, config.energy_unit)
+    base.has_energy = energy_labels(base, config.energy_consistent, config.energy_method)
+    split = make_split(base, config.split, config.n_val, config.n_train, config.n_test, config.seed, config.train_pool)
+    if config.equilibrium_path is None:
+        _check_one_method(base, base.has_energy)
+        return TrainingData(base, split, base, split)
+    minima = read_frames(config.equilibrium_path, config.energy_unit, equilibrium=True)
+    minima.has_energy = energy_labels(minima, config.equilibrium_energies, config.energy_method)
+    frames = Frames.concatenate([base, minima])
+    _check_one_method(frames, frames.has_energy)
+    extra = base.num_frames + np.arange(minima.num_frames)
+    combined = Split(train=np.concatenate([split.train, extra]), val=split.val, test=split.test)
+    return TrainingData(frames, combined, base, split)
+
+
+def energy_labels(frames: Frames, consistent: bool, method: str | None) -> np.ndarray:
+    """[F] bool: which frames keep their energy as a training label.
+
+    A frame keeps it when it has one, its file's energies are declared consistent
+    and, when `method` is set, its recorded `method` equals it.
+    """
+    labels = frames.has_energy & consistent
+    if method is None:
+        return labels
+    if "method" not in frames.extra:
+        raise DatasetError(f"data.energy_method is {method!r} but {frames.source} records no per-frame method")
+    return labels & (frames.extra["method"] == method)
+
+
+def _check_one_method(frames: Frames, labels: np.ndarray) -> None:
+    """Refuse energy labels of more than one recorded method (their energy zeros differ)."""
+    if "method" not in frames.extra:
+        return
+    methods = sorted(set(frames.extra["method"][labels].tolist()) - {""})
+    if len(methods) > 1:
+        raise DatasetError(
+            f"{frames.source}: energy labels from {len(methods)} methods {methods} would be trained together; "
+            "set data.energy_method to one of them or data.energy_consistent=false"
+        )
