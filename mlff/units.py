@@ -26,3 +26,10 @@ EV_PER_ANGSTROM_TO_KJ_PER_MOL_PER_NM: float = EV_TO_KJ_PER_MOL * NM_TO_ANGSTROM
 # (eV/amu = 96.485 kJ/g = 9.6485e7 m^2/s^2); kinetic energy 0.5 m v^2 in amu Angstrom^2/fs^2
 # divided by this constant is eV.
 EV_PER_ANGSTROM_AMU_TO_ANGSTROM_PER_FS2: float = EV_TO_KJ_PER_MOL * 1e-4
+
+# Atomic units (CODATA 2018): quantum-chemistry codes (pyscf) work in Hartree and Bohr.
+HARTREE_TO_EV: float = 27.211386245988
+BOHR_TO_ANGSTROM: float = 0.529177210903
+ANGSTROM_TO_BOHR: float = 1.0 / BOHR_TO_ANGSTROM
+# A gradient in Hartree/Bohr is HARTREE_TO_EV / BOHR_TO_ANGSTROM eV/Angstrom (51.42 eV/A per Hartree/Bohr).
+HARTREE_PER_BOHR_TO_EV_PER_ANGSTROM: float = HARTREE_TO_EV / BOHR_TO_ANGSTROM

@@ -1,21 +1,35 @@
-"""`mlff data fetch md17|rmd17 MOLECULE [--cache DIR] [--source URL_PREFIX]`: download, verify, convert.
+"""`mlff data fetch|generate|minimize`: benchmark datasets and labelled data of our own.
+
+- `mlff data fetch md17|rmd17 MOLECULE [--cache DIR] [--source URL_PREFIX]`: download, verify, convert.
+- `mlff data generate --method gfn2-xtb|pbe/def2-svp [--g2] [--xyz FILES...] [--smiles S... | --smiles-file F]
+  -o corpus.extxyz`: optimised conformers and Langevin MD frames with energies and forces
+  (`mlff.data.generate` documents the extxyz contract).
+- `mlff data minimize MOLECULE|DATASET [--frames 0 5 ...] -o minima.extxyz`: dataset frames optimised at
+  PBE/def2-SVP (rMD17's level), written as equilibrium frames of the same contract.
 
 Library imports happen inside `run`: building the parser imports every
 subcommand module, and `mlff --help` should not import torch.
 """
 
 import argparse
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlff.data.generate import GenerateConfig
+    from mlff.data.molecules import MoleculeSpec
 
 
 def add_parser(subparsers: Any) -> None:
     """Register the `data` command and its `fetch` subcommand."""
     parser = subparsers.add_parser(
         "data",
-        help="download benchmark datasets",
+        help="download benchmark datasets, generate labelled data",
         description="Dataset tools. `mlff data fetch DATASET MOLECULE` downloads MD17 or rMD17 into a cache, "
-        "checks its SHA-256 and converts it to the MD17 layout that `mlff train` reads.",
+        "checks its SHA-256 and converts it to the MD17 layout that `mlff train` reads; `mlff data generate` "
+        "labels molecules (GFN2-xTB or PBE/def2-SVP) into an extxyz corpus; `mlff data minimize` optimises "
+        "dataset frames into minima of the PBE/def2-SVP surface.",
     )
     actions = parser.add_subparsers(dest="data_command", metavar="ACTION")
     actions.required = True
@@ -42,13 +56,157 @@ def add_parser(subparsers: Any) -> None:
         help="fetch <URL_PREFIX>/<file name> instead of the official address (a mirror: http(s)://, file:// "
         "or a directory)",
     )
+    _add_generate_parser(actions)
+    _add_minimize_parser(actions)
     parser.set_defaults(run=run)
+
+
+# mlff.data.generate.METHODS, repeated so that building the parser imports no numpy or ase.
+METHODS = ("gfn2-xtb", "pbe/def2-svp")
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by generate and minimize: method, optimisation, parallelism, output."""
+    parser.add_argument("-o", "--output", type=Path, required=True, help="the extxyz file to write")
+    parser.add_argument(
+        "--basis",
+        default=None,
+        help="basis set overriding the pyscf method's (e.g. sto-3g for quick tests); not for gfn2-xtb",
+    )
+    parser.add_argument(
+        "--fmax", type=float, default=1e-3, metavar="EV_PER_A", help="optimisation threshold (default 1e-3)"
+    )
+    parser.add_argument("--max-opt-steps", type=int, default=1000, help="BFGS steps, then as many FIRE steps")
+    parser.add_argument("--workers", type=int, default=1, help="molecules computed at once (processes)")
+    parser.add_argument("--threads-per-worker", type=int, default=1, help="OpenMP/BLAS threads of each worker")
+    parser.add_argument("--seed", type=int, default=0, help="base random seed (conformers, MD)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_generate_parser(actions: Any) -> None:
+    generate = actions.add_parser(
+        "generate",
+        help="label molecules: optimised conformers and Langevin MD frames with energies and forces",
+        description="For each molecule: starting geometries (the input geometry, or RDKit ETKDG conformers of a "
+        "SMILES) optimised on the method's surface (equilibrium frames), then Langevin MD at each temperature "
+        "from the minima (off-equilibrium frames). Writes an extxyz corpus (info keys equilibrium, method, "
+        "molecule, source, temperature_k), OUTPUT_STEM.summary.json with per-molecule counts and errors, and "
+        "resumes from OUTPUT_STEM.parts/ when rerun. A failing molecule is reported and skipped.",
+    )
+    generate.add_argument("--method", choices=METHODS, default="gfn2-xtb", help="level of theory")
+    generate.add_argument("--g2", action="store_true", help="the closed-shell H/C/N/O molecules of ASE's G2 set")
+    generate.add_argument("--xyz", nargs="+", default=[], metavar="FILE", help="XYZ/SDF files (each structure)")
+    smiles = generate.add_mutually_exclusive_group()
+    smiles.add_argument("--smiles", nargs="+", default=[], metavar="SMILES", help="SMILES strings (needs rdkit)")
+    smiles.add_argument("--smiles-file", type=Path, default=None, help="a file of 'SMILES [name]' lines")
+    generate.add_argument("--conformers", type=int, default=3, help="ETKDG conformers per SMILES (default 3)")
+    generate.add_argument(
+        "--temperatures", type=float, nargs="+", default=[300.0, 500.0, 800.0], metavar="K", help="MD temperatures"
+    )
+    generate.add_argument("--md-frames", type=int, default=20, help="MD frames kept per temperature (default 20)")
+    generate.add_argument("--timestep-fs", type=float, default=0.5, help="MD time step, fs (default 0.5)")
+    generate.add_argument("--friction-per-fs", type=float, default=0.02, help="Langevin friction, 1/fs")
+    generate.add_argument(
+        "--equilibration-steps", type=int, default=200, help="MD steps discarded per temperature (default 200)"
+    )
+    generate.add_argument("--sample-every", type=int, default=20, help="MD steps between kept frames (default 20)")
+    _add_run_options(generate)
+
+
+def _add_minimize_parser(actions: Any) -> None:
+    minimize = actions.add_parser(
+        "minimize",
+        help="optimise dataset frames into minima of the PBE/def2-SVP (rMD17) surface",
+        description="Optimise frames of an MD17-layout dataset (a path, or an MD17 molecule name looked up as "
+        "rMD17 in the fetch cache) at PBE/def2-SVP, keeping the dataset's atom order, and write them as "
+        "equilibrium frames of the `mlff data generate` extxyz contract (plus info dataset_frame).",
+    )
+    minimize.add_argument("target", metavar="MOLECULE|DATASET", help="e.g. ethanol or path/to/rmd17_ethanol.npz")
+    minimize.add_argument("--frames", type=int, nargs="+", default=[0], help="frame indices (default 0)")
+    minimize.add_argument("--method", choices=METHODS, default="pbe/def2-svp", help="level of theory")
+    minimize.add_argument("--cache", type=Path, default=None, metavar="DIR", help="fetch cache for MOLECULE names")
+    _add_run_options(minimize)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen `data` action."""
-    from mlff.data.fetch import fetch_dataset
+    if args.data_command == "fetch":
+        from mlff.data.fetch import fetch_dataset
 
-    path = fetch_dataset(args.dataset, args.molecule, cache_dir=args.cache, source=args.source, report=print)
-    print(f"ready: {path}")
-    return 0
+        path = fetch_dataset(args.dataset, args.molecule, cache_dir=args.cache, source=args.source, report=print)
+        print(f"ready: {path}")
+        return 0
+    from mlff.data.optional import MissingDependencyError
+
+    try:
+        return _run_generate(args) if args.data_command == "generate" else _run_minimize(args)
+    except MissingDependencyError as error:
+        print(f"mlff data {args.data_command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    from mlff.data import molecules
+    from mlff.data.generate import GenerateConfig
+
+    config = GenerateConfig(
+        method=args.method,
+        basis=args.basis,
+        conformers=args.conformers,
+        temperatures_k=tuple(args.temperatures),
+        md_frames=args.md_frames,
+        timestep_fs=args.timestep_fs,
+        friction_per_fs=args.friction_per_fs,
+        equilibration_steps=args.equilibration_steps,
+        sample_every=args.sample_every,
+        fmax_ev_per_a=args.fmax,
+        max_opt_steps=args.max_opt_steps,
+        seed=args.seed,
+        workers=args.workers,
+        threads_per_worker=args.threads_per_worker,
+    )
+    specs = molecules.g2_molecules() if args.g2 else []
+    specs += molecules.structure_file_molecules(args.xyz)
+    if args.smiles:
+        specs += molecules.smiles_molecules(args.smiles)
+    if args.smiles_file is not None:
+        specs += molecules.smiles_molecules(*molecules.read_smiles_file(args.smiles_file))
+    if not specs:
+        raise ValueError("no molecules: give --g2, --xyz FILES, --smiles SMILES... or --smiles-file FILE")
+    return _label(specs, config, args)
+
+
+def _run_minimize(args: argparse.Namespace) -> int:
+    from mlff.data import molecules
+    from mlff.data.generate import GenerateConfig
+
+    path, name = molecules.resolve_dataset(args.target, args.cache)
+    config = GenerateConfig(
+        method=args.method,
+        basis=args.basis,
+        conformers=1,
+        temperatures_k=(),
+        md_frames=0,
+        fmax_ev_per_a=args.fmax,
+        max_opt_steps=args.max_opt_steps,
+        seed=args.seed,
+        workers=args.workers,
+        threads_per_worker=args.threads_per_worker,
+    )
+    return _label(molecules.dataset_molecules(path, args.frames, name), config, args)
+
+
+def _label(specs: "list[MoleculeSpec]", config: "GenerateConfig", args: argparse.Namespace) -> int:
+    """Run the generator, print the per-molecule table; exit 1 only if no molecule succeeded."""
+    from mlff.data.generate import format_table, generate
+
+    print(f"{len(specs)} molecules, method {config.method_label}, {config.workers} worker(s) -> {args.output}")
+    report = generate(specs, config, args.output, progress=not args.no_progress)
+    print(format_table(report.results, config.temperatures_k))
+    ok = len(report.results) - len(report.failed)
+    frames = sum(r.total_frames for r in report.results if r.status == "ok")
+    print(f"{ok} of {len(report.results)} molecules labelled, {frames} frames -> {report.output}")
+    print(f"summary: {report.summary_path}")
+    if report.failed:
+        print(f"{len(report.failed)} molecule(s) failed (see the table and the summary)", file=sys.stderr)
+    return 0 if ok else 1

@@ -1,0 +1,628 @@
+"""Labelled-data generator: optimised conformers and Langevin MD frames of molecules, with energies and forces.
+
+For each molecule (`mlff.data.molecules`: G2, structure files, SMILES, dataset frames):
+
+1. equilibrium frames: each starting geometry (the input geometry, or RDKit ETKDG
+   conformers of a SMILES) optimised on the method's surface with ase.optimize.BFGS (FIRE
+   if BFGS stalls) to a largest atomic force below `fmax_ev_per_a`; a conformer that does
+   not converge, or reaches a minimum already found, is dropped and counted;
+2. off-equilibrium frames: for each temperature, ASE Langevin MD from one of the minima
+   (conformers in turn), `equilibration_steps` discarded, then `md_frames` frames taken
+   every `sample_every` steps.
+
+Methods: "gfn2-xtb" (tblite's ASE calculator) and "pbe/def2-svp" (`PySCFCalculator`,
+rMD17's level; `basis` overrides the basis, e.g. "sto-3g" in tests, and the method label
+then reads "pbe/sto-3g").
+
+Output contract (read by mlff's dataset readers): an extxyz file written by ase.io.write,
+one frame per labelled structure, in eV and Angstrom:
+
+    energy                  total energy, eV (ASE SinglePointCalculator)
+    forces                  [n, 3] eV/Angstrom (per-atom column)
+    info["equilibrium"]     bool: True for an optimised minimum, False for an MD frame
+    info["method"]          str: "gfn2-xtb", "pbe/def2-svp" (or "pbe/<basis>")
+    info["molecule"]        str: molecule name (G2 name, file stem, SMILES name or SMILES)
+    info["source"]          str: "g2:NAME", "xyz:PATH#K", "smiles:SMILES", "dataset:PATH#FRAME"
+    info["temperature_k"]   float: Langevin temperature, MD frames only
+    info["conformer"]       int: the minimum the frame is (equilibrium) or its MD run started from
+    info["fmax_ev_per_a"]   float: largest atomic force norm, equilibrium frames only
+    info["dataset_frame"]   int: frame index in the dataset, `mlff data minimize` frames only
+
+Strings are kept extxyz-safe (backslashes of SMILES become "%5C"; see
+`molecules.extxyz_safe`). Atom order is that of the input (never reordered).
+
+Files: OUTPUT (the corpus), OUTPUT's stem + ".summary.json" (per-molecule counts, times and
+errors) and the work directory OUTPUT's stem + ".parts/" holding config.json and one
+<key>.extxyz + <key>.json per finished molecule, each written atomically. A rerun with the
+same settings skips finished molecules (failed ones are retried) and rebuilds the corpus,
+also atomically, from the parts in input order; molecules can be added to a rerun.
+Molecules run in worker processes (spawned, `workers` at a time); a molecule that raises,
+or whose worker dies, is reported in the summary with its error and left out.
+"""
+
+import concurrent.futures
+import dataclasses
+import json
+import multiprocessing
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from mlff.data.molecules import MoleculeSpec, embed_smiles, is_closed_shell
+from mlff.data.optional import import_optional, require
+
+METHODS: tuple[str, ...] = ("gfn2-xtb", "pbe/def2-svp")
+# The package each method's calculator needs (the `generate` extra holds them all).
+METHOD_PACKAGES: dict[str, str] = {"gfn2-xtb": "tblite", "pbe/def2-svp": "pyscf"}
+PYSCF_METHODS: dict[str, tuple[str, str]] = {"pbe/def2-svp": ("pbe", "def2-svp")}
+# Settings that do not change the labels: a rerun may change them and still resume.
+_RUN_ONLY_FIELDS: frozenset[str] = frozenset({"workers", "threads_per_worker"})
+# tblite's SCF thresholds scale with `accuracy`: at its default 1.0, forces depend on the SCF guess by ~2e-4 eV/A
+# (a warm-started MD step vs a fresh call); 0.01 brings that below 1e-6 eV/A for ~20% more time per call.
+XTB_ACCURACY: float = 0.01
+_THREAD_VARIABLES: tuple[str, ...] = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@dataclass
+class GenerateConfig:
+    """What to compute for every molecule.
+
+    Attributes:
+        method: one of METHODS.
+        basis: basis set overriding the pyscf method's own (None keeps it); not for gfn2-xtb.
+        conformers: ETKDG conformers embedded per SMILES (geometry inputs use their one geometry).
+        temperatures_k: Langevin temperatures, K; one MD run each.
+        md_frames: frames kept per temperature.
+        timestep_fs: MD time step, fs.
+        friction_per_fs: Langevin friction, 1/fs.
+        equilibration_steps: MD steps discarded at the start of each run.
+        sample_every: MD steps between kept frames.
+        fmax_ev_per_a: optimisation threshold on the largest atomic force norm, eV/Angstrom.
+        max_opt_steps: BFGS steps, then as many FIRE steps, before a conformer counts as unconverged.
+        seed: base random seed (each molecule derives its own from it and its source).
+        workers: molecules computed at once, each in its own process.
+        threads_per_worker: OpenMP/BLAS threads of each worker process.
+    """
+
+    method: str = "gfn2-xtb"
+    basis: str | None = None
+    conformers: int = 3
+    temperatures_k: tuple[float, ...] = (300.0, 500.0, 800.0)
+    md_frames: int = 20
+    timestep_fs: float = 0.5
+    friction_per_fs: float = 0.02
+    equilibration_steps: int = 200
+    sample_every: int = 20
+    fmax_ev_per_a: float = 1e-3
+    max_opt_steps: int = 1000
+    seed: int = 0
+    workers: int = 1
+    threads_per_worker: int = 1
+
+    def __post_init__(self) -> None:
+        self.temperatures_k = tuple(float(t) for t in self.temperatures_k)
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; known: {', '.join(METHODS)}")
+        if self.basis is not None and self.method not in PYSCF_METHODS:
+            raise ValueError(f"--basis applies to the pyscf methods ({', '.join(PYSCF_METHODS)}), not {self.method}")
+        positive = {
+            "conformers": self.conformers,
+            "timestep_fs": self.timestep_fs,
+            "sample_every": self.sample_every,
+            "fmax_ev_per_a": self.fmax_ev_per_a,
+            "max_opt_steps": self.max_opt_steps,
+            "workers": self.workers,
+            "threads_per_worker": self.threads_per_worker,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        for name, value in {"md_frames": self.md_frames, "equilibration_steps": self.equilibration_steps}.items():
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        if self.friction_per_fs < 0:
+            raise ValueError(f"friction_per_fs must be >= 0, got {self.friction_per_fs}")
+        if any(t <= 0 for t in self.temperatures_k):
+            raise ValueError(f"temperatures must be positive (K), got {list(self.temperatures_k)}")
+
+    @property
+    def method_label(self) -> str:
+        """The `method` written to every frame: the method, with the basis override if any."""
+        if self.basis is None:
+            return self.method
+        return f"{PYSCF_METHODS[self.method][0]}/{self.basis}"
+
+    def label_settings(self) -> dict[str, Any]:
+        """The settings that determine the labels (JSON-able), recorded in the work directory."""
+        settings = {k: v for k, v in dataclasses.asdict(self).items() if k not in _RUN_ONLY_FIELDS}
+        return json.loads(json.dumps(settings))
+
+
+@dataclass
+class MoleculeResult:
+    """What happened to one molecule (a row of the summary).
+
+    Attributes:
+        unconverged_conformers: starting geometries whose optimisation did not reach fmax (dropped).
+        duplicate_conformers: optimised conformers that reached a minimum already found (dropped).
+        md_frames: frames kept per temperature, keyed by the temperature in K as a string.
+        seconds: wall time of the molecule's computation (that of the original run if resumed).
+        resumed: True if taken from a finished part file of an earlier run.
+    """
+
+    name: str
+    source: str
+    key: str
+    status: str = "failed"
+    atoms: int = 0
+    formula: str = ""
+    equilibrium_frames: int = 0
+    unconverged_conformers: int = 0
+    duplicate_conformers: int = 0
+    md_frames: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    error: str = ""
+    resumed: bool = False
+
+    @property
+    def total_frames(self) -> int:
+        return self.equilibrium_frames + sum(self.md_frames.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "total_frames": self.total_frames}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "MoleculeResult":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class GenerateReport:
+    """The corpus written, its summary file and the per-molecule results in input order."""
+
+    output: Path
+    summary_path: Path
+    results: list[MoleculeResult]
+
+    @property
+    def failed(self) -> list[MoleculeResult]:
+        return [r for r in self.results if r.status != "ok"]
+
+
+def make_calculator(method: str, basis: str | None = None) -> Calculator:
+    """A fresh ASE calculator for `method` (eV, eV/Angstrom); imports tblite or pyscf here."""
+    if method == "gfn2-xtb":
+        tblite_ase = import_optional("tblite.ase", "the gfn2-xtb method")
+        return tblite_ase.TBLite(method="GFN2-xTB", accuracy=XTB_ACCURACY, verbosity=0)
+    if method in PYSCF_METHODS:
+        from mlff.data.pyscf_calc import PySCFCalculator, PySCFSettings
+
+        xc, default_basis = PYSCF_METHODS[method]
+        return PySCFCalculator(PySCFSettings(xc=xc, basis=basis or default_basis))
+    raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+
+
+def max_force(forces: np.ndarray) -> float:
+    """Largest atomic force norm of forces [n, 3] (ASE's fmax), same unit as the forces."""
+    return float(np.sqrt((np.asarray(forces) ** 2).sum(axis=1)).max())
+
+
+def optimise(atoms: Atoms, fmax_ev_per_a: float, max_steps: int) -> bool:
+    """Relax `atoms` (with its calculator) in place: BFGS, then FIRE if BFGS did not converge."""
+    from ase.optimize import BFGS, FIRE
+
+    if BFGS(atoms, logfile=None).run(fmax=fmax_ev_per_a, steps=max_steps):
+        return True
+    # BFGS can stall on a flat or noisy surface where FIRE's damped dynamics still get down.
+    FIRE(atoms, logfile=None).run(fmax=fmax_ev_per_a, steps=max_steps)
+    return max_force(atoms.get_forces()) < fmax_ev_per_a
+
+
+def same_minimum(a: Atoms, b: Atoms, distance_tolerance_a: float = 0.05, energy_tolerance_ev: float = 1e-3) -> bool:
+    """Whether two optimised geometries of one molecule are the same minimum: energies within
+    `energy_tolerance_ev` and sorted interatomic distances within `distance_tolerance_a` Angstrom.
+
+    Sorted distances ignore atom labels and handedness: a rotated methyl group (its hydrogens
+    permuted) or a mirror image is the same minimum, with the same energies.
+    """
+    if abs(a.get_potential_energy() - b.get_potential_energy()) > energy_tolerance_ev:
+        return False
+    upper = np.triu_indices(len(a), k=1)
+    distances_a = np.sort(a.get_all_distances()[upper])
+    distances_b = np.sort(b.get_all_distances()[upper])
+    return bool(np.abs(distances_a - distances_b).max(initial=0.0) < distance_tolerance_a)
+
+
+def labelled_frame(atoms: Atoms, info: dict[str, Any]) -> Atoms:
+    """A bare copy of `atoms` (numbers, positions) carrying its energy and forces and `info`."""
+    frame = Atoms(numbers=atoms.get_atomic_numbers(), positions=atoms.get_positions())
+    # Raw forces: a constraint (FixCom in MD) would otherwise adjust the labels.
+    forces = atoms.get_forces(apply_constraint=False)
+    frame.calc = SinglePointCalculator(frame, energy=atoms.get_potential_energy(), forces=forces)
+    frame.info.update(info)
+    return frame
+
+
+def md_frames(
+    start: Atoms, calculator: Calculator, temperature_k: float, config: GenerateConfig, rng: np.random.Generator
+) -> list[Atoms]:
+    """`config.md_frames` Langevin frames at `temperature_k` from `start` (not modified), without labels' info."""
+    from ase import units
+    from ase.constraints import FixCom
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+
+    atoms = Atoms(numbers=start.get_atomic_numbers(), positions=start.get_positions())
+    atoms.calc = calculator
+    # ASE's recommended replacement of Langevin's deprecated fixcm: the centre of mass stays put.
+    atoms.set_constraint(FixCom())
+    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_k, rng=rng)
+    Stationary(atoms)
+    # A linear molecule has a zero moment of inertia; ASE selects it away after dividing.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ZeroRotation(atoms)
+    dynamics = Langevin(
+        atoms,
+        timestep=config.timestep_fs * units.fs,
+        temperature_K=temperature_k,
+        friction=config.friction_per_fs / units.fs,
+        fixcm=False,
+        rng=rng,
+        logfile=None,
+    )
+    if config.equilibration_steps:
+        dynamics.run(config.equilibration_steps)
+    frames = []
+    for _ in range(config.md_frames):
+        dynamics.run(config.sample_every)
+        frames.append(labelled_frame(atoms, {}))
+    return frames
+
+
+def starting_geometries(spec: MoleculeSpec, config: GenerateConfig) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Atomic numbers [n] and starting geometries ([n, 3] Angstrom each) of a molecule."""
+    if spec.smiles is not None:
+        return embed_smiles(spec.smiles, config.conformers, spec.seed(config.seed))
+    if spec.numbers is None or not spec.geometries:
+        raise ValueError(f"molecule {spec.name} ({spec.source}) has neither a geometry nor a SMILES")
+    return np.asarray(spec.numbers, dtype=np.int64), [np.asarray(g, dtype=np.float64) for g in spec.geometries]
+
+
+def label_molecule(
+    spec: MoleculeSpec, config: GenerateConfig, calculator: Calculator
+) -> tuple[list[Atoms], MoleculeResult]:
+    """All frames of one molecule (equilibrium first, then MD by temperature) and their counts.
+
+    Raises ValueError (open shell, bad SMILES) or RuntimeError (no conformer converged);
+    calculator errors propagate.
+    """
+    numbers, geometries = starting_geometries(spec, config)
+    if not is_closed_shell(numbers, spec.charge):
+        raise ValueError(f"{int(numbers.sum()) - spec.charge} electrons: only closed-shell molecules are labelled")
+    base_info: dict[str, Any] = {
+        "method": config.method_label,
+        "molecule": spec.name,
+        "source": spec.source,
+        **spec.info,
+    }
+    result = MoleculeResult(name=spec.name, source=spec.source, key=spec.key, atoms=len(numbers))
+    frames: list[Atoms] = []
+    minima: list[tuple[int, Atoms]] = []
+    for conformer, positions in enumerate(geometries):
+        atoms = Atoms(numbers=numbers, positions=positions)
+        result.formula = atoms.get_chemical_formula()
+        atoms.calc = calculator
+        if not optimise(atoms, config.fmax_ev_per_a, config.max_opt_steps):
+            result.unconverged_conformers += 1
+            continue
+        if any(same_minimum(atoms, other) for _, other in minima):
+            result.duplicate_conformers += 1
+            continue
+        minima.append((conformer, atoms))
+        info = {"equilibrium": True, "conformer": conformer, "fmax_ev_per_a": max_force(atoms.get_forces())}
+        frames.append(labelled_frame(atoms, {**base_info, **info}))
+    if not minima:
+        raise RuntimeError(
+            f"no conformer converged to fmax {config.fmax_ev_per_a} eV/A in {config.max_opt_steps} BFGS + FIRE steps"
+        )
+    result.equilibrium_frames = len(frames)
+    rng = np.random.default_rng(spec.seed(config.seed))
+    for run, temperature in enumerate(config.temperatures_k):
+        conformer, start = minima[run % len(minima)]
+        sampled = md_frames(start, calculator, temperature, config, rng)
+        for frame in sampled:
+            frame.info.update({**base_info, "equilibrium": False, "temperature_k": temperature, "conformer": conformer})
+        frames.extend(sampled)
+        key = f"{temperature:g}"
+        result.md_frames[key] = result.md_frames.get(key, 0) + len(sampled)
+    result.status = "ok"
+    return frames, result
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call write(temporary path) in `path`'s directory, then rename over `path` (all or nothing)."""
+    # A name unique to this process and call (not mkstemp: its 0600 mode would ignore the umask).
+    temporary = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    _atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=2) + "\n"))
+
+
+def write_extxyz_atomic(path: Path, frames: Sequence[Atoms]) -> None:
+    import ase.io
+
+    _atomic_write(path, lambda p: ase.io.write(p, list(frames), format="extxyz"))
+
+
+def _set_worker_threads(threads: int, method: str) -> None:
+    """Thread counts inside a worker: env for OpenMP libraries loaded later (tblite), pyscf's own setting."""
+    for name in _THREAD_VARIABLES:
+        os.environ[name] = str(threads)
+    if method in PYSCF_METHODS:
+        import_optional("pyscf.lib", "the pyscf methods").num_threads(threads)
+
+
+def run_molecule(spec: MoleculeSpec, config: GenerateConfig, parts_dir: Path) -> MoleculeResult:
+    """Worker entry: label one molecule, write its part files; any exception becomes a failed result."""
+    start = time.perf_counter()
+    try:
+        _set_worker_threads(config.threads_per_worker, config.method)
+        frames, result = label_molecule(spec, config, make_calculator(config.method, config.basis))
+        result.seconds = round(time.perf_counter() - start, 3)
+        write_extxyz_atomic(parts_dir / f"{spec.key}.extxyz", frames)
+        # The json is the "finished" marker: written last, so a part without it is redone.
+        write_json_atomic(parts_dir / f"{spec.key}.json", result.to_dict())
+        return result
+    except Exception as error:
+        return MoleculeResult(
+            name=spec.name,
+            source=spec.source,
+            key=spec.key,
+            error=f"{type(error).__name__}: {error}",
+            seconds=round(time.perf_counter() - start, 3),
+        )
+
+
+@contextmanager
+def _child_thread_environment(threads: int) -> Iterator[None]:
+    """Thread variables set while worker processes are spawned (they inherit the environment).
+
+    numpy's OpenBLAS reads OPENBLAS_NUM_THREADS when it loads, which in a spawned worker is
+    before any of our code runs; the parent's own libraries are already loaded, so this
+    changes nothing for it, and the previous values are restored afterwards.
+    """
+    saved = {name: os.environ.get(name) for name in _THREAD_VARIABLES}
+    os.environ.update({name: str(threads) for name in _THREAD_VARIABLES})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _run_pool(
+    specs: Sequence[MoleculeSpec],
+    config: GenerateConfig,
+    parts_dir: Path,
+    workers: int,
+    done: Callable[[MoleculeResult], None],
+) -> list[MoleculeSpec]:
+    """Run `specs` in a pool of `workers` spawned processes, calling done(result) for each; the specs lost
+    to a dead worker process (BrokenProcessPool), in input order."""
+    lost: list[MoleculeSpec] = []
+    context = multiprocessing.get_context("spawn")
+    with _child_thread_environment(config.threads_per_worker):
+        executor = concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, len(specs)), mp_context=context)
+        try:
+            futures = {executor.submit(run_molecule, spec, config, parts_dir): spec for spec in specs}
+            for future in concurrent.futures.as_completed(futures):
+                try:
+                    done(future.result())
+                except BrokenProcessPool:
+                    lost.append(futures[future])
+        except BaseException:
+            # Ctrl-C: do not wait for running molecules; finished ones are in the work directory.
+            executor.shutdown(wait=False, cancel_futures=True)
+            raise
+        executor.shutdown(wait=True)
+    order = {spec.key: k for k, spec in enumerate(specs)}
+    return sorted(lost, key=lambda spec: order[spec.key])
+
+
+def _run_all(
+    specs: Sequence[MoleculeSpec], config: GenerateConfig, parts_dir: Path, done: Callable[[MoleculeResult], None]
+) -> None:
+    """Run every spec; a worker death is retried, then pinned on its molecule by running it alone."""
+    todo = list(specs)
+    # A dead worker takes the molecules beside it down too: they get a second parallel pass ...
+    for _ in range(2):
+        if not todo:
+            return
+        todo = _run_pool(todo, config, parts_dir, config.workers, done)
+    # ... and what dies twice runs alone, so a crash is charged to the molecule that caused it.
+    for spec in todo:
+        if _run_pool([spec], config, parts_dir, 1, done):
+            done(
+                MoleculeResult(
+                    name=spec.name,
+                    source=spec.source,
+                    key=spec.key,
+                    error="worker process died (crash in a native library?) while labelling this molecule",
+                )
+            )
+
+
+def work_directory(output: Path) -> Path:
+    """The work directory of `output`: its stem + ".parts" beside it."""
+    return output.parent / f"{output.stem}.parts"
+
+
+def summary_path(output: Path) -> Path:
+    """The summary JSON of `output`: its stem + ".summary.json" beside it."""
+    return output.parent / f"{output.stem}.summary.json"
+
+
+def _prepare_work_directory(parts_dir: Path, config: GenerateConfig) -> None:
+    """Create the work directory, or check that an existing one was made with the same label settings."""
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    config_path = parts_dir / "config.json"
+    settings = config.label_settings()
+    if config_path.is_file():
+        recorded = json.loads(config_path.read_text())
+        changed = sorted(k for k in set(settings) | set(recorded) if settings.get(k) != recorded.get(k))
+        if changed:
+            details = ", ".join(f"{k}: {recorded.get(k)!r} -> {settings.get(k)!r}" for k in changed)
+            raise ValueError(
+                f"work directory {parts_dir} holds molecules made with other settings ({details}); "
+                "remove it to start afresh or write to another output"
+            )
+        return
+    write_json_atomic(config_path, settings)
+
+
+def _finished(spec: MoleculeSpec, parts_dir: Path) -> MoleculeResult | None:
+    """The result of an earlier run if both of the molecule's part files exist and it succeeded."""
+    marker = parts_dir / f"{spec.key}.json"
+    if not marker.is_file() or not (parts_dir / f"{spec.key}.extxyz").is_file():
+        return None
+    try:
+        result = MoleculeResult.from_dict(json.loads(marker.read_text()))
+    except (ValueError, TypeError):
+        return None
+    if result.status != "ok" or result.source != spec.source:
+        return None
+    result.resumed = True
+    return result
+
+
+def _concatenate(output: Path, parts: Sequence[Path]) -> None:
+    def write(path: Path) -> None:
+        with path.open("wb") as target:
+            for part in parts:
+                with part.open("rb") as source:
+                    shutil.copyfileobj(source, target)
+
+    _atomic_write(output, write)
+
+
+def _unique(specs: Sequence[MoleculeSpec], report: Callable[[str], None]) -> list[MoleculeSpec]:
+    seen: set[str] = set()
+    unique = []
+    for spec in specs:
+        if spec.source in seen:
+            report(f"skipping a repeat of {spec.source}")
+            continue
+        seen.add(spec.source)
+        unique.append(spec)
+    return unique
+
+
+def generate(
+    specs: Sequence[MoleculeSpec],
+    config: GenerateConfig,
+    output: str | Path,
+    progress: bool = True,
+    report: Callable[[str], None] = print,
+) -> GenerateReport:
+    """Label `specs` with `config`, resuming from the work directory, and write the corpus and summary.
+
+    Returns the report; failed molecules are in it (and in the summary) with their errors.
+    """
+    from tqdm import tqdm
+
+    output = Path(output)
+    specs = _unique(specs, report)
+    if not specs:
+        raise ValueError("no molecules to label")
+    require(METHOD_PACKAGES[config.method], f"the {config.method} method")
+    if any(spec.smiles is not None for spec in specs):
+        require("rdkit", "building molecules from SMILES")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    parts_dir = work_directory(output)
+    _prepare_work_directory(parts_dir, config)
+    results: dict[str, MoleculeResult] = {}
+    for spec in specs:
+        finished = _finished(spec, parts_dir)
+        if finished is not None:
+            results[spec.key] = finished
+    todo = [spec for spec in specs if spec.key not in results]
+    if results:
+        report(f"resuming: {len(results)} of {len(specs)} molecules already finished in {parts_dir}")
+    with tqdm(total=len(specs), initial=len(results), desc="molecules", unit="mol", disable=not progress) as bar:
+
+        def done(result: MoleculeResult) -> None:
+            results[result.key] = result
+            bar.set_postfix_str(f"{result.name} {result.status}", refresh=False)
+            bar.update(1)
+
+        if todo:
+            _run_all(todo, config, parts_dir, done)
+    ordered = [results[spec.key] for spec in specs]
+    _concatenate(output, [parts_dir / f"{r.key}.extxyz" for r in ordered if r.status == "ok"])
+    summary = summary_path(output)
+    write_json_atomic(summary, summary_document(output, config, ordered))
+    return GenerateReport(output=output, summary_path=summary, results=ordered)
+
+
+def summary_document(output: Path, config: GenerateConfig, results: Sequence[MoleculeResult]) -> dict[str, Any]:
+    """The summary JSON: settings, totals and one entry per molecule."""
+    ok = [r for r in results if r.status == "ok"]
+    return {
+        "output": str(output),
+        "method": config.method_label,
+        "settings": config.label_settings(),
+        "totals": {
+            "molecules": len(results),
+            "ok": len(ok),
+            "failed": len(results) - len(ok),
+            "frames": sum(r.total_frames for r in ok),
+            "equilibrium_frames": sum(r.equilibrium_frames for r in ok),
+            "md_frames": sum(sum(r.md_frames.values()) for r in ok),
+            "seconds": round(sum(r.seconds for r in results), 3),
+        },
+        "molecules": [r.to_dict() for r in results],
+    }
+
+
+def format_table(results: Sequence[MoleculeResult], temperatures_k: Sequence[float]) -> str:
+    """A plain-text table of per-molecule counts: equilibrium frames, MD frames per temperature, time, status."""
+    temperature_keys = [f"{t:g}" for t in temperatures_k]
+    header = ["molecule", "atoms", "eq", *[f"md@{t}K" for t in temperature_keys], "frames", "s", "status"]
+    rows = []
+    for r in results:
+        status = "ok (resumed)" if r.resumed else r.status
+        if r.status != "ok":
+            status = f"FAILED: {r.error}"
+        counts = [str(r.md_frames.get(t, 0)) for t in temperature_keys]
+        rows.append(
+            [r.name, str(r.atoms), str(r.equilibrium_frames), *counts, str(r.total_frames), f"{r.seconds:.1f}", status]
+        )
+    widths = [max(len(row[k]) for row in [header, *rows]) for k in range(len(header) - 1)]
+
+    def line(row: list[str]) -> str:
+        return "  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1]
+
+    return "\n".join([line(header), *(line(row) for row in rows)])
