@@ -53,3 +53,15 @@ def write_md17_npz(path: Path, num_frames: int = 60, seed: int = 0, with_splits:
         arrays["split_test"] = order[half:][None]
     np.savez(path, **arrays)
     return Path(path)
+
+
+# Config overrides that shrink the example EGNN config to a model that trains in seconds.
+TINY_TRAINING_OVERRIDES = [
+    "model.backbone_options.hidden=8",
+    "model.backbone_options.layers=1",
+    "model.encoding_size=4",
+    "model.encoding_options.n_bins=8",
+    "train.batch_size=8",
+    "train.eval_batch_size=32",
+    "data.n_val=4",
+]

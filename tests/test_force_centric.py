@@ -9,7 +9,14 @@ import torch
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from conftest import build_tiny_model
-from synthetic import EQUILIBRIUM, NUMBERS, harmonic_energy_forces, make_frames, write_md17_npz
+from synthetic import (
+    EQUILIBRIUM,
+    NUMBERS,
+    TINY_TRAINING_OVERRIDES,
+    harmonic_energy_forces,
+    make_frames,
+    write_md17_npz,
+)
 from torch import nn
 
 import mlff.training.trainer as trainer_module
@@ -36,15 +43,7 @@ from mlff.training.references import fit_element_energies
 from mlff.units import BOLTZMANN_EV_PER_K, KCAL_PER_MOL_TO_EV
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-TINY = [
-    "model.backbone_options.hidden=8",
-    "model.backbone_options.layers=1",
-    "model.encoding_size=4",
-    "model.encoding_options.n_bins=8",
-    "train.batch_size=8",
-    "train.eval_batch_size=32",
-    "data.n_val=4",
-]
+TINY = TINY_TRAINING_OVERRIDES
 FORCE_CENTRIC = [
     "train.loss_weights.zero_force=100",
     "train.loss_weights.denoising=10",

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from synthetic import write_md17_npz
+from synthetic import TINY_TRAINING_OVERRIDES, write_md17_npz
 
 import mlff.training.trainer as trainer_module
 from mlff.checkpoint import load_checkpoint
@@ -19,16 +19,7 @@ from mlff.training import ConfigError, load_config, train
 from mlff.training.references import fit_element_energies
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-TINY = [
-    "model.backbone_options.hidden=8",
-    "model.backbone_options.layers=1",
-    "model.encoding_size=4",
-    "model.encoding_options.n_bins=8",
-    "train.batch_size=8",
-    "train.eval_batch_size=32",
-    "data.n_val=4",
-    "train.loss_weights.smoothness=0.01",
-]
+TINY = [*TINY_TRAINING_OVERRIDES, "train.loss_weights.smoothness=0.01"]
 
 
 def tiny_config(tmp_path, data, epochs=3, extra=()):

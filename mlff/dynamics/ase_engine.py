@@ -19,7 +19,7 @@ from ase.md.nose_hoover_chain import NoseHooverChainNVT
 from ase.md.verlet import VelocityVerlet
 
 from mlff.calculators.ase import MLFFCalculator
-from mlff.dynamics.frame import Frame
+from mlff.dynamics.frame import Frame, frame_of, kept
 from mlff.dynamics.settings import MDSettings
 from mlff.dynamics.thermo import kinetic_energy_ev, maxwell_boltzmann_velocities, temperature_k
 from mlff.dynamics.torch_engine import replica_generators
@@ -97,18 +97,12 @@ class ASEEngine:
             potential.append(atoms.get_potential_energy() if finite else np.nan)
             kinetic.append(kinetic_energy_ev(atoms.get_masses(), velocities))
             temperatures.append(temperature_k(atoms.get_masses(), velocities))
-        return Frame(
-            step=self._step,
-            time_fs=self._step * self.settings.timestep_fs,
-            replicas=list(self.replicas),
-            positions_a=positions,
-            potential_energy_ev=np.array(potential),
-            kinetic_energy_ev=np.array(kinetic),
-            temperature_k=np.array(temperatures),
+        return frame_of(
+            self._step, self.settings.timestep_fs, self.replicas, positions, potential, kinetic, temperatures
         )
 
     def drop(self, replicas: Sequence[int]) -> None:
-        keep = [b for b, k in enumerate(self.replicas) if k not in set(replicas)]
+        keep = kept(self.replicas, replicas)
         self.replicas = [self.replicas[b] for b in keep]
         self.atoms = [self.atoms[b] for b in keep]
         self.dynamics = [self.dynamics[b] for b in keep]

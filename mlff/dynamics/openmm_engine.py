@@ -19,7 +19,7 @@ import openmm
 from ase import Atoms
 from openmm import unit
 
-from mlff.dynamics.frame import Frame
+from mlff.dynamics.frame import Frame, frame_of, kept
 from mlff.dynamics.settings import MDSettings
 from mlff.dynamics.thermo import kinetic_energy_ev, maxwell_boltzmann_velocities, temperature_k
 from mlff.dynamics.torch_engine import masses_of, replica_generators
@@ -113,18 +113,12 @@ class OpenMMEngine:
             potential.append(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) / EV_TO_KJ_PER_MOL)
             kinetic.append(kinetic_energy_ev(masses, velocities_a_per_fs))
             temperatures.append(temperature_k(masses, velocities_a_per_fs))
-        return Frame(
-            step=self._step,
-            time_fs=self._step * self.settings.timestep_fs,
-            replicas=list(self.replicas),
-            positions_a=positions,
-            potential_energy_ev=np.array(potential),
-            kinetic_energy_ev=np.array(kinetic),
-            temperature_k=np.array(temperatures),
+        return frame_of(
+            self._step, self.settings.timestep_fs, self.replicas, positions, potential, kinetic, temperatures
         )
 
     def drop(self, replicas: Sequence[int]) -> None:
-        keep = [b for b, k in enumerate(self.replicas) if k not in set(replicas)]
+        keep = kept(self.replicas, replicas)
         self.replicas = [self.replicas[b] for b in keep]
         self.contexts = [self.contexts[b] for b in keep]
         self.masses = [self.masses[b] for b in keep]

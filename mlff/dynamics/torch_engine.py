@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from ase import Atoms
 
-from mlff.dynamics.frame import Frame
+from mlff.dynamics.frame import Frame, kept
 from mlff.dynamics.settings import MDSettings
 from mlff.dynamics.thermo import (
     centre_of_mass_velocity,
@@ -320,7 +320,7 @@ class TorchEngine:
 
     def drop(self, replicas: Sequence[int]) -> None:
         """Stop integrating these replicas (collapsed ones): the batch shrinks, the others go on unchanged."""
-        keep = [b for b, k in enumerate(self.replicas) if k not in set(replicas)]
+        keep = kept(self.replicas, replicas)
         if len(keep) == len(self.replicas):
             return
         atom_keep = torch.as_tensor([b in keep for b in range(len(self.replicas))], device=self.device)[
