@@ -35,28 +35,32 @@ def evaluate(
         batch_size: structures per call.
 
     Returns:
-        energy_mae_mev, energy_rmse_mev, energy_mae_mev_per_atom, force_mae_mev_per_a,
-        force_rmse_mev_per_a (over force components), frames.
+        energy_mae_mev, energy_rmse_mev, energy_mae_mev_per_atom (over the frames with an energy
+        label: NaN if none has one), force_mae_mev_per_a, force_rmse_mev_per_a (over force
+        components of every frame; an equilibrium frame's label is zero force), frames,
+        frames_with_energy.
     """
     energy_errors, per_atom_errors, force_errors = [], [], []
     for batch in data.batches(np.asarray(frame_indices), batch_size):
         energy, forces = potential(batch.positions, batch.atomic_numbers, batch.batch, batch.cell, batch.pbc)
-        energy_error = (energy.detach().to(torch.float64) - batch.energies).cpu()
+        # A frame without an energy label (an equilibrium frame of another method) stores 0: no error to count.
+        labelled = batch.has_energy.cpu()
+        energy_error = (energy.detach().to(torch.float64) - batch.energies).cpu()[labelled]
         energy_errors.append(energy_error)
-        per_atom_errors.append(energy_error / batch.n_atoms.cpu())
+        per_atom_errors.append(energy_error / batch.n_atoms.cpu()[labelled])
         force_errors.append((forces.detach().to(torch.float64) - batch.forces.to(torch.float64)).reshape(-1).cpu())
     energy_error = torch.cat(energy_errors)
     per_atom = torch.cat(per_atom_errors)
     force_error = torch.cat(force_errors)
     return {
-        "frames": int(energy_error.numel()),
+        "frames": int(np.asarray(frame_indices).size),
+        "frames_with_energy": int(energy_error.numel()),
         "energy_mae_mev": float(energy_error.abs().mean()) * EV_TO_MEV,
         "energy_rmse_mev": float(energy_error.pow(2).mean().sqrt()) * EV_TO_MEV,
         "energy_mae_mev_per_atom": float(per_atom.abs().mean()) * EV_TO_MEV,
         "force_mae_mev_per_a": float(force_error.abs().mean()) * EV_TO_MEV,
         "force_rmse_mev_per_a": float(force_error.pow(2).mean().sqrt()) * EV_TO_MEV,
     }
-
 
 SPLITS = ("test", "val", "train", "all")
 # Keys of a training config's "data" section -> make_split keyword arguments.

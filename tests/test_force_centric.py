@@ -360,18 +360,21 @@ def test_energies_of_two_methods_are_refused_unless_one_is_chosen(tmp_path):
 # --- the trainer: force-centric runs, resume, fine-tuning ----------------------------------------
 
 
-def test_validation_energy_errors_leave_out_frames_without_an_energy_label():
+def test_energy_errors_leave_out_frames_without_an_energy_label():
+    from mlff.evaluate import evaluate
+
     frames = _mixed_frames()
+    model = build_tiny_model()
+    everything = evaluate(model, FrameTensors(frames, torch.float64), np.arange(4), 8)
     frames.energies[2] = 1e6
     frames.has_energy[2] = False
-    data, model = FrameTensors(frames, torch.float64), build_tiny_model()
-    metrics = trainer_module.evaluate_labelled(model, data, np.arange(4), 8)
-    labelled = trainer_module.evaluate(model, data, np.array([0, 1, 3]), 8)
-    everything = trainer_module.evaluate(model, data, np.arange(4), 8)
+    metrics = evaluate(model, FrameTensors(frames, torch.float64), np.arange(4), 8)
+    labelled = evaluate(model, FrameTensors(frames, torch.float64), np.array([0, 1, 3]), 8)
     assert metrics["energy_mae_mev"] == labelled["energy_mae_mev"] != everything["energy_mae_mev"]
     assert metrics["force_mae_mev_per_a"] == everything["force_mae_mev_per_a"]
+    assert (metrics["frames"], metrics["frames_with_energy"]) == (4, 3)
     frames.has_energy[:] = False
-    assert np.isnan(trainer_module.evaluate_labelled(model, data, np.arange(4), 8)["energy_mae_mev"])
+    assert np.isnan(evaluate(model, FrameTensors(frames, torch.float64), np.arange(4), 8)["energy_mae_mev"])
 
 
 def _config(tmp_path, data, epochs=2, extra=()):

@@ -235,7 +235,7 @@ def _run_epoch(state: _TrainingState, data: FrameTensors, split: Split, epoch: i
             sums[key] = sums.get(key, 0.0) + value
         steps += 1
     train_seconds = time.monotonic() - started
-    val = evaluate_labelled(state.eval_model.eval(), data, split.val, cfg.eval_batch_size)
+    val = evaluate(state.eval_model.eval(), data, split.val, cfg.eval_batch_size)
     if cfg.schedule == "plateau":
         state.scheduler.step(val["force_mae_mev_per_a"])
     record: dict[str, Any] = {"epoch": epoch, "lr": state.optimizer.param_groups[0]["lr"], "seconds": train_seconds}
@@ -259,7 +259,7 @@ def _finish(
     test: dict[str, float] = {}
     if split.test.size:
         model = model_from_checkpoint(best).to(data.device).eval()
-        test = evaluate_labelled(model, data, split.test, best["config"]["train"]["eval_batch_size"])
+        test = evaluate(model, data, split.test, best["config"]["train"]["eval_batch_size"])
     reference = reference_statistics(training_data.base_frames, training_data.base_split)
     for path in (best_path, output_dir / "last.pt"):
         checkpoint = load_checkpoint(path)
@@ -269,24 +269,6 @@ def _finish(
     summary = {"best_epoch": best["best_epoch"], "stopped_because": stopped_because, "test": test}
     (output_dir / "results.json").write_text(json.dumps(summary, indent=2))
     return test
-
-
-def evaluate_labelled(
-    model: EnergyModel, data: FrameTensors, frame_indices: np.ndarray, batch_size: int
-) -> dict[str, float]:
-    """`mlff.evaluate.evaluate`, with the energy errors over the frames that have an energy label only.
-
-    Force errors cover every frame (an equilibrium frame's label is zero force); energy errors
-    leave out frames without an energy label (their stored 0 is no label), and are NaN if none has one.
-    """
-    metrics = evaluate(model, data, frame_indices, batch_size)
-    frame_indices = np.asarray(frame_indices)
-    labelled = frame_indices[data.frames.has_energy[frame_indices]]
-    if labelled.size == frame_indices.size:
-        return metrics
-    energy_keys = [key for key in metrics if key.startswith("energy_")]
-    energies = evaluate(model, data, labelled, batch_size) if labelled.size else dict.fromkeys(energy_keys, math.nan)
-    return {**metrics, **{key: energies[key] for key in energy_keys}}
 
 
 def noise_seed(seed: int, epoch: int) -> int:
