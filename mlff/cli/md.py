@@ -30,7 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=None, help="replica k is seeded seed + k (default 0)")
     parser.add_argument("--replicas", type=int, default=None, help="independent replicas (default 1)")
     parser.add_argument(
-        "--engine", choices=["torch", "openmm", "ase"], default="ase", help="integrators of torch, OpenMM or ASE"
+        "--engine", choices=["torch", "openmm", "ase"], default="torch", help="torch (default; batched), OpenMM or ASE"
     )
     parser.add_argument(
         "--reference-data", default=None, help="dataset whose bonds, h(r) and start frames replace the potential's"

@@ -131,7 +131,7 @@ def run_md(
     output_dir: str | Path | None = None,
     device: str = "cpu",
     dtype: str | None = "float64",
-    engine: str = "ase",
+    engine: str = "torch",
     reference_data: str | Path | None = None,
     resume: bool = False,
     progress: bool = False,
