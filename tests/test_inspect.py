@@ -309,3 +309,24 @@ def test_cli_names_a_file_that_is_no_model(tmp_path, capsys):
     np.savez(bad, x=np.zeros(3))
     assert main(["inspect", str(bad), "-o", str(tmp_path / "out")]) == 2
     assert "neither an mlff potential file nor an mlff training checkpoint" in capsys.readouterr().err
+
+
+def test_labels_of_different_files_are_told_apart_by_their_folders(tmp_path):
+    from mlff.inspect.report import unique_labels
+
+    runs = [
+        tmp_path / "ethanol" / "spline" / "seed0" / "best.pt",
+        tmp_path / "malonaldehyde" / "spline" / "seed0" / "best.pt",
+    ]
+    potentials = [tmp_path / "a" / "ethanol.pt", tmp_path / "b" / "ethanol.pt", tmp_path / "a" / "ethanol.pt"]
+    for path in runs + potentials:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    labels = unique_labels([*runs, *potentials])
+    assert labels == [
+        "ethanol/spline/seed0-best",
+        "malonaldehyde/spline/seed0-best",
+        "a/ethanol",
+        "b/ethanol",
+        "a/ethanol #2",
+    ]

@@ -52,13 +52,37 @@ def layer_metrics(layer: SampledLayer) -> dict[str, Optional[float]]:
 
 
 def unique_labels(paths: Sequence[Path]) -> list[str]:
-    """default_label of each path, with " #2", " #3", ... appended to repeats."""
-    labels: list[str] = []
-    for path in paths:
-        label = default_label(path)
-        repeats = sum(1 for other in labels if other == label or other.startswith(f"{label} #"))
-        labels.append(f"{label} #{repeats + 1}" if repeats else label)
-    return labels
+    """default_label of each path; where different files share a label, the parent folders that tell
+    them apart go in front ("ethanol/spline/seed0-best"), and " #2", " #3", ... mark a file given twice."""
+    labels = [default_label(path) for path in paths]
+    depths = [0] * len(labels)
+    changed = True
+    while changed:
+        changed = False
+        for label in set(labels):
+            group = [i for i, other in enumerate(labels) if other == label]
+            if len(group) < 2 or len({Path(paths[i]).resolve() for i in group}) == 1:
+                continue
+            for i in group:
+                depths[i] += 1
+                longer = _with_parents(paths[i], depths[i])
+                changed = changed or longer != labels[i]
+                labels[i] = longer
+    numbered: list[str] = []
+    for label in labels:
+        repeats = sum(1 for other in numbered if other == label or other.startswith(f"{label} #"))
+        numbered.append(f"{label} #{repeats + 1}" if repeats else label)
+    return numbered
+
+
+def _with_parents(path: Path, depth: int) -> str:
+    """default_label behind `depth` more folders, e.g. "ethanol/spline/seed0-best" for a checkpoint
+    (whose label already names its run folder) or "potentials/ethanol" for a potential file."""
+    label = default_label(path)
+    parents = Path(path).resolve().parent.parts
+    skip = 1 if label.startswith(f"{parents[-1]}-") else 0
+    folders = parents[max(len(parents) - skip - depth, 0) : len(parents) - skip]
+    return "/".join([*folders, label])
 
 
 def file_stem(label: str) -> str:
