@@ -6,18 +6,9 @@ paper has no standard deviations for NequIP and no rows for the equivariant tran
 The numbers are for the original MD17 labels only: never compare them with rMD17 results.
 """
 
-SOURCE = "Gao et al. 2022, Learning Regularized Positional Encoding for Molecular Prediction, Table 1"
+from mlff.data.fetch import MOLECULES
 
-MOLECULES: tuple[str, ...] = (
-    "aspirin",
-    "benzene",
-    "ethanol",
-    "malonaldehyde",
-    "naphthalene",
-    "salicylic",
-    "toluene",
-    "uracil",
-)
+SOURCE = "Gao et al. 2022, Learning Regularized Positional Encoding for Molecular Prediction, Table 1"
 
 # The paper's three rows per backbone: the raw distance ("baseline"), the learned positional
 # encoding without smoothness ("posenc", +PosEnc) and with it ("smooth", +Smooth).
