@@ -18,13 +18,7 @@ def add_parser(subparsers: Any) -> None:
     benches.required = True
     speed = benches.add_parser("speed", help="energy+force calls per second of potential files")
     speed.add_argument("potentials", nargs="+", help="potential files (.pt); ratios are to the first")
-    speed.add_argument(
-        "--structure",
-        action="append",
-        default=None,
-        metavar="NAME=SPEC",
-        help="structure to time, SPEC a FILE or DATASET:INDEX (repeatable; default: each potential's start frame)",
-    )
+    add_structure_argument(speed)
     speed.add_argument("--calls", type=int, default=100, help="timed calls per structure")
     speed.add_argument("--device", default="cpu")
     speed.add_argument("--dtype", choices=["float32", "float64"], default=None, help="default: the file's")
@@ -34,13 +28,7 @@ def add_parser(subparsers: Any) -> None:
         "openmm", help="MD steps/s: OpenMM TorchForce vs OpenMM PythonForce vs ASE (Langevin, 0.5 fs, 300 K)"
     )
     md.add_argument("potential", help="potential file (.pt)")
-    md.add_argument(
-        "--structure",
-        action="append",
-        default=None,
-        metavar="NAME=SPEC",
-        help="molecule, SPEC a FILE or DATASET:INDEX (repeatable; default: the potential's start frame)",
-    )
+    add_structure_argument(md)
     md.add_argument("--steps", type=int, default=200, help="timed MD steps per engine and round")
     md.add_argument("--rounds", type=int, default=5, help="timed rounds, engines taking turns (median reported)")
     md.add_argument("--warmup", type=int, default=20, help="untimed MD steps first")
@@ -89,6 +77,17 @@ def run_openmm(args: argparse.Namespace) -> int:
         )
     print(f"wrote {args.output}")
     return 0
+
+
+def add_structure_argument(parser: argparse.ArgumentParser) -> None:
+    """The repeatable --structure NAME=SPEC option that structures_from_args reads."""
+    parser.add_argument(
+        "--structure",
+        action="append",
+        default=None,
+        metavar="NAME=SPEC",
+        help="molecule, SPEC a FILE or DATASET:INDEX (repeatable; default: the potential's start frame)",
+    )
 
 
 def structures_from_args(texts: list[str] | None, potential: str) -> dict[str, Any]:

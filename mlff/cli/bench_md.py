@@ -5,17 +5,13 @@ from typing import Any
 
 
 def add_parser(benches: Any) -> None:
+    from mlff.cli.bench import add_structure_argument
+
     parser = benches.add_parser(
         "md", help="MD steps/s and ns/day of the torch (1, 8, 64 replicas), OpenMM and ASE engines"
     )
     parser.add_argument("potential", help="potential file (.pt)")
-    parser.add_argument(
-        "--structure",
-        action="append",
-        default=None,
-        metavar="NAME=SPEC",
-        help="molecule, SPEC a FILE or DATASET:INDEX (repeatable; default: the potential's start frame)",
-    )
+    add_structure_argument(parser)
     parser.add_argument(
         "--engines",
         nargs="+",
