@@ -62,6 +62,7 @@ def evaluate(
         "force_rmse_mev_per_a": float(force_error.pow(2).mean().sqrt()) * EV_TO_MEV,
     }
 
+
 SPLITS = ("test", "val", "train", "all")
 # Keys of a training config's "data" section -> make_split keyword arguments.
 SPLIT_SETTINGS: dict[str, str] = {

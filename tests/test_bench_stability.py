@@ -4,10 +4,12 @@ import json
 import shutil
 
 import pytest
+import yaml
 from synthetic import write_md17_npz
 
 from mlff.bench.stability import shipped_targets
 from mlff.cli.main import main
+from mlff.export.card import write_model_card
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -45,3 +47,23 @@ def test_shipped_targets_pick_molecules(potential_file, tmp_path):
         shipped_targets(tmp_path, ["benzene"])
     with pytest.raises(ValueError, match="no potential files"):
         shipped_targets(tmp_path / "empty")
+
+
+def test_update_cards_records_each_row_in_the_potentials_card(potential_file, tmp_path):
+    directory = tmp_path / "potentials"
+    directory.mkdir()
+    potential = shutil.copy(potential_file, directory / "ethanol.pt")
+    card_path = write_model_card(potential)
+    before = yaml.safe_load(card_path.read_text())
+    protocol = tmp_path / "cold.yaml"
+    protocol.write_text("time: 10fs\ntimestep_fs: 0.5\ntemperature_k: 10.0\nthermostat: nose-hoover\nsave_every: 5\n")
+    data = write_md17_npz(tmp_path / "mol.npz", num_frames=120)
+    args = ["bench", "stability", "--potential", str(potential), "--data", str(data), "--seeds", "2"]
+    args += ["--protocol", str(protocol)]
+    assert main([*args, "--update-cards", "-o", str(tmp_path / "out")]) == 0
+    card = yaml.safe_load(card_path.read_text())
+    row = json.loads((tmp_path / "out" / "stability.json").read_text())["rows"][0]
+    assert card["stability"]["protocol"] == str(protocol)
+    assert card["stability"]["stable_time_ps"] == row["stable_time_ps"] == [0.01, 0.01]
+    assert card["stability"]["steps_per_second"] == row["steps_per_second"]
+    assert {key: value for key, value in card.items() if key != "stability"} == before

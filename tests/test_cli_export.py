@@ -20,6 +20,7 @@ from mlff.data import make_split, read_frames
 from mlff.data.batch import FrameTensors
 from mlff.evaluate import evaluate
 from mlff.export import load_potential, read_metadata
+from mlff.export.card import check_frames, write_model_card
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -164,3 +165,31 @@ def test_python_dash_m_runs_the_cli(potential_file):
     )
     assert completed.returncode == 0, completed.stderr
     assert "mlff-potential v1" in completed.stdout
+
+
+def test_check_data_records_errors_on_fixed_test_frames_kept_while_the_file_is_unchanged(
+    tmp_path, checkpoint, dataset, capsys
+):
+    output = tmp_path / "potential.pt"
+    assert main(["export", str(checkpoint), "-o", str(output), "--check-data", str(dataset)]) == 0
+    check = yaml.safe_load(output.with_suffix(".yaml").read_text())["check"]
+    frames = read_frames(dataset)
+    test_split = make_split(frames, split_index=0, n_val=5).test
+    assert check["frame_indices"] == sorted(test_split.tolist()) and check["data"] == dataset.name
+    expected = evaluate(load_potential(output), FrameTensors(frames, torch.float64), np.array(check["frame_indices"]))
+    assert check["force_mae_mev_per_a"] == pytest.approx(expected["force_mae_mev_per_a"], rel=1e-12)
+    assert check["energy_mae_mev"] == pytest.approx(expected["energy_mae_mev"], rel=1e-12)
+
+    card_path = write_model_card(output)
+    assert yaml.safe_load(card_path.read_text())["check"] == check, "re-writing the card keeps the measured check"
+    assert main(["export", str(checkpoint), "-o", str(output), "--weights", "raw"]) == 0
+    assert "check" not in yaml.safe_load(card_path.read_text()), "a new file drops the old file's check"
+    assert main(["export", str(checkpoint), "-o", str(output), "--check-data", str(dataset), "--no-card"]) != 0
+    assert "cannot go with --no-card" in capsys.readouterr().err
+
+
+def test_check_frames_spread_evenly_over_the_test_split():
+    chosen = check_frames(np.arange(300, 100, -1), 50)
+    assert chosen.size == 50 and np.unique(chosen).size == 50
+    assert chosen[0] == 101 and chosen[-1] == 300 and np.all(np.diff(chosen) > 0)
+    np.testing.assert_array_equal(check_frames(np.array([7, 3, 5]), 50), [3, 5, 7])

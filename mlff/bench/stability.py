@@ -92,6 +92,22 @@ def stability_row(target: StabilityTarget, summary: dict[str, Any]) -> dict[str,
     }
 
 
+def record_in_card(target: StabilityTarget, row: dict[str, Any], protocol: str) -> Path:
+    """Write `row` (with the protocol) as the stability section of the model card beside the potential."""
+    from mlff.export.card import write_model_card
+
+    card_path = target.potential.with_suffix(".yaml")
+    if not card_path.is_file():
+        raise FileNotFoundError(f"{target.potential} has no model card {card_path} to record its stability in")
+    if row["interrupted"]:
+        raise ValueError(f"the stability run of {target.name} was interrupted; its card keeps what it had")
+    section = {
+        "protocol": protocol,
+        **{key: value for key, value in row.items() if key not in ("molecule", "potential")},
+    }
+    return write_model_card(target.potential, card_path, stability=section)
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
     """The rows as a Markdown table."""
     lines = [

@@ -23,6 +23,11 @@ def add_parser(benches: Any) -> None:
     parser.add_argument("--time", default=None, help="override the protocol's length, e.g. 10ps")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=["float32", "float64"], default=None, help="default: the file's")
+    parser.add_argument(
+        "--update-cards",
+        action="store_true",
+        help="write each finished molecule's row into the stability section of its potential's model card",
+    )
     parser.add_argument("-o", "--output-dir", default="runs/stability", help="runs, stability.json and report.md")
     parser.set_defaults(run=run)
 
@@ -32,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
         QUICK_TIME,
         StabilityTarget,
         format_table,
+        record_in_card,
         run_target,
         shipped_targets,
         write_report,
@@ -44,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if args.quick or args.time:
         overrides["time"] = args.time or QUICK_TIME
     settings = load_protocol(args.protocol, **overrides)
+    protocol = args.protocol + (f" ({overrides['time']})" if "time" in overrides else "")
     if args.potential:
         if args.molecules:
             raise ValueError("give --potential (with --data) or --molecules, not both")
@@ -57,9 +64,9 @@ def run(args: argparse.Namespace) -> int:
     for target in targets:
         print(f"{target.name}: {settings.replicas} seeds x {settings.steps} steps ...", flush=True)
         rows.append(run_target(target, settings, output_dir, args.device, args.dtype))
-    report = write_report(
-        output_dir, rows, settings, args.protocol + (f" ({overrides['time']})" if "time" in overrides else "")
-    )
+        if args.update_cards:
+            print(f"updated {record_in_card(target, rows[-1], protocol)}")
+    report = write_report(output_dir, rows, settings, protocol)
     print(format_table(rows))
     print(f"wrote {output_dir / 'stability.json'} and {report}")
     return 0

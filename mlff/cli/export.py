@@ -34,6 +34,12 @@ def add_parser(subparsers: Any) -> None:
         help="dataset of the molecule: its start frames, bond lengths and h(r) become the file's reference "
         "statistics (for MD stability checks with no dataset)",
     )
+    parser.add_argument(
+        "--check-data",
+        default=None,
+        help="the labelled dataset of the training run: the card records the potential's errors on a fixed "
+        "subset of its test split (frame indices and MAE), for anyone to reproduce",
+    )
     parser.add_argument("--no-card", action="store_true", help="do not write the model card (OUTPUT with .yaml)")
     parser.set_defaults(run=run)
 
@@ -45,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
     from mlff.export.card import write_model_card
     from mlff.export.load import read_metadata
 
+    if args.check_data and args.no_card:
+        raise ValueError("--check-data fills the model card's check section; it cannot go with --no-card")
     path = _export(args)
     metadata = read_metadata(path)
     training = metadata.get("training") or {}
@@ -57,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if args.reference_data:
         print(f"reference statistics from {args.reference_data}")
     if not args.no_card:
-        print(f"wrote model card {write_model_card(path)}")
+        print(f"wrote model card {write_model_card(path, check_data=args.check_data)}")
     return 0
 
 
