@@ -118,6 +118,7 @@ def test_plain_torch_jit_load_reproduces_the_card(path):
         ("format_version", "format_version"),
         ("units", "units"),
         ("architecture", "model"),
+        ("core_repulsion", "core_repulsion"),
         ("test_metrics", "test_metrics"),
     ):
         assert card[card_key] == metadata[metadata_key], card_key

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if args.quick or args.time:
         overrides["time"] = args.time or QUICK_TIME
     settings = load_protocol(args.protocol, **overrides)
-    protocol = args.protocol + (f" ({overrides['time']})" if "time" in overrides else "")
+    protocol = protocol_label(args.protocol) + (f" ({overrides['time']})" if "time" in overrides else "")
     if args.potential:
         if args.molecules:
             raise ValueError("give --potential (with --data) or --molecules, not both")
@@ -70,3 +70,10 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(rows))
     print(f"wrote {output_dir / 'stability.json'} and {report}")
     return 0
+
+
+def protocol_label(protocol: str) -> str:
+    """The protocol's path relative to the repository when it lies inside (reports and cards read the same
+    on every machine), else as given."""
+    path = Path(protocol).resolve()
+    return str(path.relative_to(REPOSITORY)) if path.is_relative_to(REPOSITORY) else protocol

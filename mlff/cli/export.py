@@ -35,6 +35,14 @@ def add_parser(subparsers: Any) -> None:
         "statistics (for MD stability checks with no dataset)",
     )
     parser.add_argument(
+        "--core-repulsion",
+        type=float,
+        default=0.0,
+        metavar="EV_PER_A3",
+        help="k > 0: pairs closer than the shortest distance of their species pair in the training frames "
+        "add k (r0 - r)^3 eV, so MD cannot fall into unlearnt short distances (default 0: off)",
+    )
+    parser.add_argument(
         "--check-data",
         default=None,
         help="the labelled dataset of the training run: the card records the potential's errors on a fixed "
@@ -81,10 +89,18 @@ def _export(args: argparse.Namespace) -> Path:
     except PotentialError:
         is_potential = False
     if is_potential:
+        if args.core_repulsion:
+            raise ValueError("--core-repulsion needs the training checkpoint (its data), not a potential file")
         if not args.reference_data:
             raise ValueError(f"{args.checkpoint} is a potential file already; --reference-data is all export can add")
         return replace_reference(args.checkpoint, dataset_reference(args.reference_data), args.output)
-    path = export_checkpoint(args.checkpoint, args.output, weights=args.weights, dtype=args.dtype)
+    path = export_checkpoint(
+        args.checkpoint,
+        args.output,
+        weights=args.weights,
+        dtype=args.dtype,
+        core_repulsion_ev_per_a3=args.core_repulsion,
+    )
     if args.reference_data:
         replace_reference(path, dataset_reference(args.reference_data), path)
     return path

@@ -85,3 +85,23 @@ def reference_statistics(frames: Frames, split: Split, num_starts: int = 5, seed
         "hr": {"r_max_a": HR_MAX_A, "density": hr_density(distance_counts(positions)).tolist()},
         "source": frames.source,
     }
+
+
+def shortest_pair_distances(frames: Frames, frame_indices: np.ndarray, species: list[int]) -> np.ndarray:
+    """[S, S] Angstrom: the shortest distance between atoms of species a and b over the given frames
+    (0 for a pair of species that never meet in one frame): the core repulsion's onsets
+    (`mlff.models.EnergyModel.set_core_repulsion`)."""
+    position = {z: index for index, z in enumerate(species)}
+    shortest = np.full((len(species), len(species)), np.inf)
+    for frame in np.asarray(frame_indices, dtype=np.int64):
+        rows = frames.atom_indices(np.array([frame]))
+        numbers, coordinates = frames.atomic_numbers[rows], frames.positions[rows]
+        unknown = sorted(set(numbers.tolist()) - set(position))
+        if unknown:
+            raise ValueError(f"frame {frame} has atomic numbers {unknown} outside the species {species}")
+        kinds = np.array([position[z] for z in numbers.tolist()])
+        first, second = np.triu_indices(numbers.size, k=1)
+        distances = np.linalg.norm(coordinates[first] - coordinates[second], axis=-1)
+        np.minimum.at(shortest, (kinds[first], kinds[second]), distances)
+        np.minimum.at(shortest, (kinds[second], kinds[first]), distances)
+    return np.where(np.isfinite(shortest), shortest, 0.0)

@@ -40,6 +40,7 @@ def model_card(potential_path: str | os.PathLike) -> dict[str, Any]:
         "dtype": metadata.get("dtype"),
         "units": metadata.get("units"),
         "architecture": metadata.get("model"),
+        "core_repulsion": metadata.get("core_repulsion"),
         "data": {
             "file": (training_config.get("data") or {}).get("path"),
             "summary": metadata.get("training_data"),

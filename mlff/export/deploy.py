@@ -77,6 +77,7 @@ def export_checkpoint(
     output: str | os.PathLike,
     weights: str = "ema",
     dtype: str | torch.dtype = "float64",
+    core_repulsion_ev_per_a3: float = 0.0,
 ) -> Path:
     """Export a training checkpoint as a potential file.
 
@@ -85,6 +86,10 @@ def export_checkpoint(
         output: the potential file to write.
         weights: "ema" (the averaged weights; raw ones if the checkpoint has none) or "raw".
         dtype: network dtype of the file, "float64" or "float32".
+        core_repulsion_ev_per_a3: k > 0 switches on the model's core repulsion (`EnergyModel`) with
+            onsets at the shortest distance of each species pair in the run's training and
+            validation frames (read again from the data file the checkpoint names): zero on
+            every frame the model learnt from, so the weights need no retraining.
 
     Returns:
         The path written.
@@ -104,7 +109,30 @@ def export_checkpoint(
         "test_metrics": checkpoint.get("test_metrics"),
         "reference": checkpoint.get("reference"),
     }
+    if core_repulsion_ev_per_a3 > 0:
+        metadata["core_repulsion"] = add_core_repulsion(model, config.get("data") or {}, core_repulsion_ev_per_a3)
     return export_model(model, output, metadata, dtype, ModelConfig(**config["model"]))
+
+
+def add_core_repulsion(model: EnergyModel, data_config: dict[str, Any], strength_ev_per_a3: float) -> dict[str, Any]:
+    """Switch on `model`'s core repulsion, onsets from the training run's train + val frames; its metadata."""
+    from mlff.data import read_frames
+    from mlff.data.reference import shortest_pair_distances
+    from mlff.evaluate import select_frames, split_settings
+
+    if not data_config.get("path"):
+        raise ValueError("the checkpoint names no training data file: the core repulsion's onsets cannot be fitted")
+    frames = read_frames(data_config["path"])
+    settings = split_settings(data_config)
+    seen = np.concatenate([select_frames(frames, "train", settings), select_frames(frames, "val", settings)])
+    onsets = shortest_pair_distances(frames, seen, model.species)
+    model.set_core_repulsion(torch.as_tensor(onsets, dtype=model.energy_scale.dtype), strength_ev_per_a3)
+    return {
+        "strength_ev_per_a3": strength_ev_per_a3,
+        "species": model.species,
+        "onsets_a": onsets.round(6).tolist(),
+        "fitted_on": f"{seen.size} train + val frames of {data_config['path']}",
+    }
 
 
 def replace_reference(potential_path: str | os.PathLike, reference: dict[str, Any], output: str | os.PathLike) -> Path:

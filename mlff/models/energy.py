@@ -7,8 +7,16 @@ This module is what a potential file holds. Its forward is file format v1:
                                                        forces [N, 3] eV/Angstrom)
 
 Energy = sum of scaled atomic outputs of the backbone (in the network dtype,
-float32 or float64) + per-element reference energies added in float64: a
-float32 total of -4,000 eV would move in 0.5 meV steps.
+float32 or float64) + an optional core repulsion + per-element reference energies
+added in float64: a float32 total of -4,000 eV would move in 0.5 meV steps.
+
+The core repulsion guards the distances a model never saw. A learned potential is
+free to be attractive where its training frames have no pairs (two hydrogens 1 A
+apart), and MD that wanders there collapses. With onsets r0[a, b] (Angstrom, per
+pair of species, e.g. the shortest distance of that pair in the training frames,
+`mlff.data.reference.shortest_pair_distances`) and a strength k (eV/A^3), each pair
+closer than r0 adds k (r0 - r)^3: zero, with zero force and zero curvature, at and
+beyond r0, so the training frames see none of it. All onsets 0 (the default) switch it off.
 """
 
 from typing import Optional
@@ -63,6 +71,28 @@ class EnergyModel(nn.Module):
         self.register_buffer("species_table", table)
         self.register_buffer("element_energies_nev", references)
         self.register_buffer("energy_scale", torch.tensor(float(energy_scale_ev)))
+        self.register_buffer("repulsion_onset", torch.zeros(len(species), len(species)))
+        self.register_buffer("repulsion_strength", torch.zeros(()))
+
+    def set_core_repulsion(self, onsets_a: torch.Tensor, strength_ev_per_a3: float) -> None:
+        """Switch on the core repulsion: onsets_a [S, S] Angstrom (symmetric, species order), k in eV/A^3."""
+        count = len(self.species)
+        if onsets_a.shape != (count, count):
+            raise ValueError(
+                f"onsets must have shape [{count}, {count}] (species x species), got {list(onsets_a.shape)}"
+            )
+        if not torch.equal(onsets_a, onsets_a.T) or bool((onsets_a < 0).any()) or bool((onsets_a >= self.cutoff).any()):
+            raise ValueError(f"onsets must be symmetric and lie in [0, cutoff = {self.cutoff}) Angstrom")
+        if strength_ev_per_a3 < 0:
+            raise ValueError(f"the core repulsion strength must be >= 0 eV/A^3, got {strength_ev_per_a3}")
+        self.repulsion_onset.copy_(onsets_a)
+        self.repulsion_strength.fill_(float(strength_ev_per_a3))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # Checkpoints written before the core repulsion existed have no such buffers: they load with it off.
+        for name in ("repulsion_onset", "repulsion_strength"):
+            state_dict.setdefault(prefix + name, torch.zeros_like(getattr(self, name)))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.jit.export
     def element_energies(self) -> torch.Tensor:
@@ -85,6 +115,7 @@ class EnergyModel(nn.Module):
         species = self.species_table[atomic_numbers]
         edge_index, vectors, distances = neighbor_pairs(positions, batch, num_structures, self.cutoff)
         atomic = self.backbone(species, edge_index, vectors, distances) * self.energy_scale
+        atomic = atomic + self._core_repulsion(species, edge_index, distances)
         network_energy = torch.zeros(num_structures, dtype=dtype, device=positions.device).index_add(0, batch, atomic)
         forces = torch.zeros_like(positions)
         if network_energy.requires_grad:
@@ -99,6 +130,14 @@ class EnergyModel(nn.Module):
             0, batch, references
         )
         return network_energy.to(torch.float64) + reference_energy, forces
+
+    def _core_repulsion(self, species: torch.Tensor, edge_index: torch.Tensor, distances: torch.Tensor) -> torch.Tensor:
+        """Atomic energies [N] eV of the core repulsion; each pair appears as two directed edges, half each."""
+        onset = self.repulsion_onset[species[edge_index[0]], species[edge_index[1]]]
+        pair_energy = 0.5 * self.repulsion_strength * torch.relu(onset - distances).pow(3)
+        return torch.zeros(species.size(0), dtype=distances.dtype, device=distances.device).index_add(
+            0, edge_index[0], pair_energy
+        )
 
     def _check_inputs(
         self,
