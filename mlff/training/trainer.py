@@ -101,9 +101,11 @@ def train(config: Config, resume: bool = False, progress: bool = True, command: 
                 state.best_epoch = epoch
             state.epoch = epoch
             checkpoint = state.checkpoint(data_summary)
-            atomic_torch_save(checkpoint, last_path)
+            # best.pt first: a process killed between the two saves must not leave a last.pt
+            # whose run has no best.pt to finish from (the resumed run replays the epoch).
             if improved:
                 atomic_torch_save(checkpoint, output_dir / "best.pt")
+            atomic_torch_save(checkpoint, last_path)
             bar.set_postfix(
                 loss=f"{record['loss']:.4g}",
                 val_F=f"{record['val_force_mae_mev_per_a']:.2f}",
