@@ -339,6 +339,21 @@ def test_equilibrium_file_joins_training_only_and_energy_labels_follow_the_confi
     assert not none.frames.has_energy.any()
 
 
+def test_equilibrium_repeat_puts_each_minimum_that_many_times_in_training_only(tmp_path):
+    base = write_md17_npz(tmp_path / "mol.npz", num_frames=20)
+    minima = _extxyz_frames(tmp_path / "minima.extxyz", num_off=0, num_minima=2, method="PBE")
+    overrides = [f"data.path={base}", f"data.equilibrium_path={minima}", "data.n_val=2"]
+    once = load_training_data(load_config(None, overrides).data)
+    thrice = load_training_data(load_config(None, [*overrides, "data.equilibrium_repeat=3"]).data)
+    train = thrice.split.train.tolist()
+    assert [train.count(i) for i in (20, 21)] == [3, 3]
+    assert thrice.split.train.size == once.split.train.size + 4
+    assert thrice.split.val.tolist() == once.split.val.tolist()
+    assert thrice.split.test.tolist() == once.split.test.tolist()
+    with pytest.raises(ConfigError, match="equilibrium_repeat"):
+        load_config(None, [*overrides, "data.equilibrium_repeat=0"])
+
+
 def _overrides(config) -> list[str]:
     return [f"data.path={config.data.path}", f"data.equilibrium_path={config.data.equilibrium_path}", "data.n_val=2"]
 

@@ -44,6 +44,9 @@ class DataConfig:
             to validation or test. None: no such file.
         equilibrium_energies: also train on the energies of `equilibrium_path` (only when they were
             computed at the same level of theory as `path`).
+        equilibrium_repeat: each frame of `equilibrium_path` joins the training frames this many
+            times per epoch; one minimum among ~1000 frames otherwise meets the regularisers in one
+            batch an epoch (about len(train) / batch_size repeats puts it in every batch on average).
     """
 
     path: str = ""
@@ -58,12 +61,15 @@ class DataConfig:
     energy_method: str | None = None
     equilibrium_path: str | None = None
     equilibrium_energies: bool = False
+    equilibrium_repeat: int = 1
 
     def __post_init__(self) -> None:
         if self.train_pool not in ("split", "all"):
             raise ConfigError(f"data.train_pool must be 'split' or 'all', got {self.train_pool!r}")
         if self.n_val < 1:
             raise ConfigError(f"data.n_val must be >= 1, got {self.n_val}")
+        if self.equilibrium_repeat < 1:
+            raise ConfigError(f"data.equilibrium_repeat must be >= 1, got {self.equilibrium_repeat}")
         for name in ("n_train", "n_test"):
             value = getattr(self, name)
             if value is not None and value < 0:

@@ -24,7 +24,8 @@ class TrainingData:
 
     Attributes:
         frames: the frames of data.path followed by those of data.equilibrium_path.
-        split: indices into `frames` (the equilibrium_path frames are in `train` only).
+        split: indices into `frames` (the equilibrium_path frames are in `train` only, each
+            `data.equilibrium_repeat` times).
         base_frames: the frames of data.path alone.
         base_split: the split of data.path alone (indices into `base_frames`).
     """
@@ -63,7 +64,7 @@ def load_training_data(config: DataConfig) -> TrainingData:
     minima.has_energy = energy_labels(minima, config.equilibrium_energies, config.energy_method)
     frames = Frames.concatenate([base, minima])
     _check_one_method(frames, frames.has_energy)
-    extra = base.num_frames + np.arange(minima.num_frames)
+    extra = np.tile(base.num_frames + np.arange(minima.num_frames), config.equilibrium_repeat)
     combined = Split(train=np.concatenate([split.train, extra]), val=split.val, test=split.test)
     return TrainingData(frames, combined, base, split)
 
