@@ -354,6 +354,20 @@ def test_equilibrium_repeat_puts_each_minimum_that_many_times_in_training_only(t
         load_config(None, [*overrides, "data.equilibrium_repeat=0"])
 
 
+def test_equilibrium_repeat_leaves_the_fitted_reference_energies_unchanged(tmp_path):
+    base = write_md17_npz(tmp_path / "mol.npz", num_frames=20)
+    minima = _extxyz_frames(tmp_path / "minima.extxyz", num_off=0, num_minima=2, method="PBE")
+    overrides = [f"data.path={base}", f"data.equilibrium_path={minima}", "data.n_val=2"]
+    overrides.append("data.equilibrium_energies=true")
+    energies = []
+    for repeat in (1, 50):
+        config = load_config(None, [*overrides, f"data.equilibrium_repeat={repeat}"])
+        data = load_training_data(config.data)
+        model = trainer_module.initial_model(config, data.frames, data.split)
+        energies.append(model.element_energies().detach().clone())
+    torch.testing.assert_close(energies[0], energies[1])
+
+
 def _overrides(config) -> list[str]:
     return [f"data.path={config.data.path}", f"data.equilibrium_path={config.data.equilibrium_path}", "data.n_val=2"]
 

@@ -136,11 +136,13 @@ def initial_model(config: Config, frames: Frames, split: Split, last: dict[str, 
     """
     if last is not None:
         return build_model(config.model, last["species"], last["element_energies_ev"], last["energy_scale_ev"])
+    # Statistics over distinct frames: data.equilibrium_repeat repeats minima for sampling only.
+    train_frames = np.unique(split.train)
     if config.init_from is not None:
-        return pretrained_model(config, frames, split.train)
+        return pretrained_model(config, frames, train_frames)
     species = frames.species()
     return build_model(
-        config.model, species, fit_element_energies(frames, split.train, species), force_rms(frames, split.train)
+        config.model, species, fit_element_energies(frames, train_frames, species), force_rms(frames, train_frames)
     )
 
 
