@@ -19,12 +19,12 @@ A checkpoint is a dict saved with torch.save:
 """
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from mlff.utils import atomic_write
 from mlff.models import EnergyModel, ModelConfig, build_model
 
 CHECKPOINT_FORMAT = "mlff-checkpoint"
@@ -32,23 +32,8 @@ CHECKPOINT_VERSION = 1
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save to a temporary file in the same folder, then rename over `path`.
-
-    A reader never sees a half-written file, and a crash mid-write keeps the old one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(obj, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    """torch.save through `mlff.utils.atomic_write`: a crash mid-write keeps the old file."""
+    atomic_write(path, lambda stream: torch.save(obj, stream))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -100,6 +100,10 @@ class TrainConfig:
             validation force MAE (0 disables).
         max_minutes: wall-clock cap on training, summed over resumed processes (0: none); the run
             stops after the epoch that crosses it, and the cosine schedule ends there.
+        max_cpu_minutes: CPU-time cap on training (the process's user + system time summed over
+            its threads, counted across resumes; 0: none). Unlike wall time it does not grow when
+            other processes load the machine, so runs capped by it are comparable. With both caps
+            set, the run stops and the cosine schedule ends at whichever is reached first.
         seed: seeds weights and batch order; a fixed epoch count reproduces a run.
         device: "cpu", "cuda", "cuda:1", ...
         denoising_sigma: Angstrom, scale of the Gaussian noise of the denoising term.
@@ -121,6 +125,7 @@ class TrainConfig:
     loss_weights: dict[str, float] = field(default_factory=lambda: {"energy": 1.0, "forces": 100.0, "smoothness": 0.0})
     early_stopping_patience: int = 0
     max_minutes: float = 0.0
+    max_cpu_minutes: float = 0.0
     seed: int = 0
     device: str = "cpu"
     eval_batch_size: int = 100
@@ -144,6 +149,9 @@ class TrainConfig:
                 raise ConfigError(f"unknown loss term train.loss_weights.{name}; known: {sorted(LOSSES)}")
             if weight < 0:
                 raise ConfigError(f"train.loss_weights.{name} must be >= 0, got {weight}")
+        for name in ("max_minutes", "max_cpu_minutes"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0 (0: no cap), got {getattr(self, name)}")
         for name in ("denoising_sigma", "denoising_temperature_k"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be > 0, got {getattr(self, name)}")

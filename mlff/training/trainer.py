@@ -1,8 +1,9 @@
 """The training loop: AdamW, schedule, EMA, clipping, early stopping, checkpoints, resume.
 
 Every epoch ends with a validation pass on the EMA weights, one JSON line in
-`metrics.jsonl` and an atomically written `last.pt`; the best validation force
-MAE also writes `best.pt`. `train(config, resume=True)` continues from
+`metrics.jsonl` (with wall and CPU time and optimizer steps so far), the
+learning curve `curve.png` and an atomically written `last.pt`; the best
+validation force MAE also writes `best.pt`. `train(config, resume=True)` continues from
 `last.pt`. Batch order and the denoising noise (a torch.Generator) are drawn
 from (seed, epoch), and checkpoints are written at epoch ends, so a resumed run
 follows the same sequence as an uninterrupted one with no RNG state saved.
@@ -32,7 +33,8 @@ from mlff.data.batch import FrameTensors
 from mlff.data.reference import reference_statistics
 from mlff.evaluate import evaluate
 from mlff.models import DTYPES, EnergyModel, build_model
-from mlff.training.config import Config
+from mlff.training.config import Config, TrainConfig
+from mlff.training.curves import write_learning_curve
 from mlff.training.dataset import TrainingData, load_training_data
 from mlff.training.finetune import pretrained_model
 from mlff.training.losses import LossSettings, check_loss_weights, total_loss
@@ -95,6 +97,7 @@ def train(config: Config, resume: bool = False, progress: bool = True, command: 
             record = _run_epoch(state, data, split, epoch)
             history.append(record)
             log.write(json.dumps(record) + "\n")
+            write_learning_curve(history, output_dir / "curve.png")
             improved = record["val_force_mae_mev_per_a"] < state.best_val
             if improved:
                 state.best_val = record["val_force_mae_mev_per_a"]
@@ -116,8 +119,9 @@ def train(config: Config, resume: bool = False, progress: bool = True, command: 
             if patience and epoch - state.best_epoch >= patience:
                 stopped_because = f"early stopping: no better validation force MAE for {patience} epochs"
                 break
-            if config.train.max_minutes and state.clock.elapsed() > 60.0 * config.train.max_minutes:
-                stopped_because = f"wall-clock cap of {config.train.max_minutes} minutes"
+            cap = state.clock.cap_reached(config.train)
+            if cap:
+                stopped_because = cap
                 break
     bar.close()
     test_metrics = _finish(output_dir, training_data, data, stopped_because)
@@ -186,6 +190,7 @@ class _TrainingState:
             "scheduler_state": self.scheduler.state_dict() if self.scheduler is not None else None,
             "epoch": self.epoch,
             "elapsed_seconds": self.clock.elapsed(),
+            "cpu_seconds": self.clock.cpu_elapsed(),
             "best_val_force_mae": self.best_val,
             "best_epoch": self.best_epoch,
             "history": list(self.history),
@@ -204,6 +209,9 @@ class _TrainingState:
             self.scheduler.load_state_dict(checkpoint["scheduler_state"])
         self.epoch = int(checkpoint["epoch"])
         self.clock.before = float(checkpoint.get("elapsed_seconds", 0.0))
+        # Checkpoints written before the CPU clock existed count their wall time as CPU time
+        # (one thread per run: an upper bound that keeps a resumed cap conservative).
+        self.clock.cpu_before = float(checkpoint.get("cpu_seconds", self.clock.before))
         self.best_val = float(checkpoint["best_val_force_mae"])
         self.best_epoch = int(checkpoint.get("best_epoch", self.epoch))
         self.history = list(checkpoint.get("history", []))
@@ -242,7 +250,14 @@ def _run_epoch(state: _TrainingState, data: FrameTensors, split: Split, epoch: i
     val = evaluate(state.eval_model.eval(), data, split.val, cfg.eval_batch_size)
     if cfg.schedule == "plateau":
         state.scheduler.step(val["force_mae_mev_per_a"])
-    record: dict[str, Any] = {"epoch": epoch, "lr": state.optimizer.param_groups[0]["lr"], "seconds": train_seconds}
+    record: dict[str, Any] = {
+        "epoch": epoch,
+        "lr": state.optimizer.param_groups[0]["lr"],
+        "seconds": train_seconds,
+        "steps": epoch * state.steps_per_epoch,
+        "wall_seconds_total": state.clock.elapsed(),
+        "cpu_seconds_total": state.clock.cpu_elapsed(),
+    }
     record.update({key: value / steps for key, value in sums.items()})
     record.update({f"val_{key}": value for key, value in val.items() if key != "frames"})
     return record
@@ -281,25 +296,51 @@ def noise_seed(seed: int, epoch: int) -> int:
 
 
 class _Clock:
-    """Training wall time in seconds, summed over the processes of a resumed run."""
+    """Training wall and CPU time in seconds, each summed over the processes of a resumed run.
+
+    CPU time is `time.process_time()`: user + system time of this process summed over its threads.
+    """
 
     def __init__(self) -> None:
         self.before = 0.0
+        self.cpu_before = 0.0
         self.started: float | None = None
+        self.cpu_started = 0.0
 
     def start(self) -> None:
         self.started = time.monotonic()
+        self.cpu_started = time.process_time()
 
     def elapsed(self) -> float:
         return self.before + (time.monotonic() - self.started if self.started is not None else 0.0)
+
+    def cpu_elapsed(self) -> float:
+        return self.cpu_before + (time.process_time() - self.cpu_started if self.started is not None else 0.0)
+
+    def fraction(self, cfg: TrainConfig) -> float:
+        """How much of the tighter of the wall and CPU caps is spent (0 when neither is set)."""
+        parts = [0.0]
+        if cfg.max_minutes:
+            parts.append(self.elapsed() / (60.0 * cfg.max_minutes))
+        if cfg.max_cpu_minutes:
+            parts.append(self.cpu_elapsed() / (60.0 * cfg.max_cpu_minutes))
+        return max(parts)
+
+    def cap_reached(self, cfg: TrainConfig) -> str | None:
+        """Why the run must stop now, or None."""
+        if cfg.max_minutes and self.elapsed() > 60.0 * cfg.max_minutes:
+            return f"wall-clock cap of {cfg.max_minutes:g} minutes"
+        if cfg.max_cpu_minutes and self.cpu_elapsed() > 60.0 * cfg.max_cpu_minutes:
+            return f"CPU-time cap of {cfg.max_cpu_minutes:g} minutes"
+        return None
 
 
 def _scheduler(optimizer: torch.optim.Optimizer, config: Config, steps_per_epoch: int, clock: _Clock):
     """The learning-rate schedule.
 
-    The cosine runs over the configured epochs or, when train.max_minutes caps
-    the run, over whichever of the two ends first, so that a capped run still
-    ends at min_lr. (A capped run depends on the machine's speed; a run with
+    The cosine runs over the configured epochs or, when train.max_minutes or
+    train.max_cpu_minutes caps the run, over whichever ends first, so that a
+    capped run still ends at min_lr. (A capped run depends on the machine's speed; a run with
     only an epoch count is reproducible.)
     """
     cfg = config.train
@@ -315,8 +356,7 @@ def _scheduler(optimizer: torch.optim.Optimizer, config: Config, steps_per_epoch
         if step < warmup:
             return (step + 1) / warmup
         progress_fraction = (step - warmup) / (total - warmup)
-        if cfg.max_minutes:
-            progress_fraction = max(progress_fraction, clock.elapsed() / (60.0 * cfg.max_minutes))
+        progress_fraction = max(progress_fraction, clock.fraction(cfg))
         progress_fraction = min(progress_fraction, 1.0)
         return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress_fraction))
 

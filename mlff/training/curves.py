@@ -1,0 +1,36 @@
+"""The learning curve of a run: validation force MAE against epochs, optimizer steps and CPU-hours."""
+
+from pathlib import Path
+from typing import Any
+
+from mlff.utils import atomic_write
+
+
+def write_learning_curve(history: list[dict[str, Any]], path: str | Path) -> None:
+    """Plot `history` (the per-epoch records of metrics.jsonl) as a three-panel PNG at `path`.
+
+    Panels share the y axis, validation force MAE in meV/A (log scale): against epochs, against
+    optimizer steps, and against CPU-hours (the `cpu_seconds_total` of each record; records from
+    before the CPU clock existed are left out of that panel).
+    """
+    from matplotlib.figure import Figure  # pyplot-free: no global backend state
+
+    epochs = [r["epoch"] for r in history]
+    mae = [r["val_force_mae_mev_per_a"] for r in history]
+    figure = Figure(figsize=(12, 3.6), constrained_layout=True)
+    axes = figure.subplots(1, 3, sharey=True)
+    axes[0].plot(epochs, mae, marker=".")
+    axes[0].set_xlabel("epoch")
+    steps = [(r["steps"], r["val_force_mae_mev_per_a"]) for r in history if "steps" in r]
+    if steps:
+        axes[1].plot(*zip(*steps), marker=".")
+    axes[1].set_xlabel("optimizer steps")
+    cpu = [(r["cpu_seconds_total"] / 3600.0, r["val_force_mae_mev_per_a"]) for r in history if "cpu_seconds_total" in r]
+    if cpu:
+        axes[2].plot(*zip(*cpu), marker=".")
+    axes[2].set_xlabel("CPU-hours")
+    axes[0].set_ylabel("validation force MAE (meV/A)")
+    for ax in axes:
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+    atomic_write(path, lambda stream: figure.savefig(stream, format="png", dpi=90))
