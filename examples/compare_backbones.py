@@ -5,7 +5,10 @@ epoch budget and wall-clock cap), exports each best checkpoint, evaluates the
 test split and times energy+force calls on ethanol and aspirin. Writes
 OUT/table.md and OUT/results.json. Usage:
 
-    python examples/compare_backbones.py [--minutes 30] [--out runs/backbones] [--skip-training]
+    python examples/compare_backbones.py [--minutes 30] [--out runs/backbones] [--skip-training] [--data-dir DIR]
+
+The rMD17 files come from --data-dir (default: the `mlff data fetch` cache; `mlff data fetch rmd17
+ethanol` and `... aspirin` put them there).
 """
 
 import argparse
@@ -19,16 +22,15 @@ CONFIGS = {
     "transformer": "examples/rmd17_ethanol_transformer.yaml",
     "et": "examples/rmd17_ethanol_et.yaml",
 }
-DATA = Path("../shared/data/md17")
 
 
-def train_all(out: Path, minutes: float) -> None:
+def train_all(out: Path, minutes: float, data: Path) -> None:
     """Start the three trainings at once (one thread each) and wait for them."""
     out.mkdir(parents=True, exist_ok=True)
     processes = []
     for name, config in CONFIGS.items():
         command = ["mlff", "--threads", "1", "train", config, f"output_dir={out / name}"]
-        command += [f"train.max_minutes={minutes}", "--no-progress"]
+        command += [f"train.max_minutes={minutes}", f"data.path={data / 'rmd17_ethanol.npz'}", "--no-progress"]
         with open(out / f"{name}.log", "w") as log:
             processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
     for process in processes:
@@ -42,9 +44,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/backbones"))
     parser.add_argument("--skip-training", action="store_true", help="use the runs already in --out")
     parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--data-dir", type=Path, default=None, help="folder of rmd17_<molecule>.npz")
     args = parser.parse_args()
+    from mlff.data.fetch import default_cache_dir
+
+    data = args.data_dir or default_cache_dir()
     if not args.skip_training:
-        train_all(args.out, args.minutes)
+        train_all(args.out, args.minutes, data)
 
     import torch
 
@@ -56,14 +62,14 @@ def main() -> None:
 
     torch.set_num_threads(1)
     structures = {
-        "ethanol": load_structure(f"{DATA / 'rmd17_ethanol.npz'}:0", {}),
-        "aspirin": load_structure(f"{DATA / 'rmd17_aspirin.npz'}:0", {}),
+        "ethanol": load_structure(f"{data / 'rmd17_ethanol.npz'}:0", {}),
+        "aspirin": load_structure(f"{data / 'rmd17_aspirin.npz'}:0", {}),
     }
     potentials = {name: export_checkpoint(args.out / name / "best.pt", args.out / f"{name}.pt") for name in CONFIGS}
     speed = speed_benchmark(list(potentials.values()), structures, calls=args.calls)
     results = []
     for name, path in potentials.items():
-        accuracy = evaluate_file(path, DATA / "rmd17_ethanol.npz", split="test")
+        accuracy = evaluate_file(path, data / "rmd17_ethanol.npz", split="test")
         checkpoint = load_checkpoint(args.out / name / "last.pt")
         rows = {row["structure"]: row for row in speed if row["potential"] == str(path)}
         results.append(

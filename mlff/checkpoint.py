@@ -24,16 +24,14 @@ from typing import Any
 
 import torch
 
-from mlff.utils import atomic_write
 from mlff.models import EnergyModel, ModelConfig, build_model
+from mlff.models.energy import upgrade_state_dict
+
+# Re-exported: the trainer and tests save checkpoints through this name.
+from mlff.utils import atomic_torch_save as atomic_torch_save
 
 CHECKPOINT_FORMAT = "mlff-checkpoint"
 CHECKPOINT_VERSION = 1
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save through `mlff.utils.atomic_write`: a crash mid-write keeps the old file."""
-    atomic_write(path, lambda stream: torch.save(obj, stream))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -52,6 +50,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(
             f"{path} has checkpoint format version {version}; this mlff reads version {CHECKPOINT_VERSION}"
         )
+    # Weights saved before the priors existed come back under today's key names, for every reader
+    # (resume, init_from, export, evaluation) alike.
+    for name in ("model_state", "ema_state"):
+        if checkpoint.get(name):
+            checkpoint[name] = upgrade_state_dict(checkpoint[name])
     return checkpoint
 
 

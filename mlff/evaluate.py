@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from mlff.data import Frames, make_split, read_frames
+from mlff.data import read_frames
 from mlff.data.batch import FrameTensors
+from mlff.data.splits import SPLITS, select_frames, split_settings
 from mlff.units import EV_TO_MEV
 
 PotentialCallable = Callable[..., tuple[torch.Tensor, torch.Tensor]]
@@ -63,18 +64,6 @@ def evaluate(
     }
 
 
-SPLITS = ("test", "val", "train", "all")
-# Keys of a training config's "data" section -> make_split keyword arguments.
-SPLIT_SETTINGS: dict[str, str] = {
-    "split": "split_index",
-    "n_val": "n_val",
-    "n_train": "n_train",
-    "n_test": "n_test",
-    "seed": "seed",
-    "train_pool": "train_pool",
-}
-
-
 def evaluate_file(
     model_path: str | Path,
     data_path: str | Path,
@@ -121,40 +110,23 @@ def evaluate_file(
 def load_evaluation_model(
     path: str | Path, device: str, weights: str = "ema"
 ) -> tuple[PotentialCallable, str, dict[str, Any]]:
-    """A v1 callable from a potential file or, failing that, a training checkpoint.
+    """A v1 callable from a potential file or a training checkpoint (told apart by is_potential_file).
 
     Returns:
         (callable, "potential" or "checkpoint", the training config's "data" section or {}).
     """
     from mlff.checkpoint import load_checkpoint, model_from_checkpoint
-    from mlff.export.load import PotentialError, load_potential
+    from mlff.export.load import is_potential_file, load_potential
 
     path = Path(path)
-    try:
+    # A missing file goes to load_potential, whose error names the file.
+    if not path.is_file() or is_potential_file(path):
         potential = load_potential(path, device=device)
-    except PotentialError as potential_error:
-        if not path.is_file():
-            raise
-        try:
-            checkpoint = load_checkpoint(path)
-        except ValueError as checkpoint_error:
-            raise ValueError(
-                f"{path} is neither a potential file nor a training checkpoint; as a potential: "
-                f"{potential_error}; as a checkpoint: {checkpoint_error}"
-            ) from None
-        model = model_from_checkpoint(checkpoint, weights).to(device).eval()
-        return model, "checkpoint", checkpoint["config"].get("data") or {}
-    training = potential.metadata.get("training") or {}
-    return potential, "potential", (training.get("config") or {}).get("data") or {}
-
-
-def split_settings(data_config: dict[str, Any]) -> dict[str, Any]:
-    """make_split keyword arguments from a training config's "data" section (unknown keys ignored)."""
-    return {SPLIT_SETTINGS[key]: value for key, value in data_config.items() if key in SPLIT_SETTINGS}
-
-
-def select_frames(frames: Frames, split: str, settings: dict[str, Any]) -> np.ndarray:
-    """Frame indices of `split` ("all" or a part of make_split(frames, **settings))."""
-    if split == "all":
-        return np.arange(frames.num_frames)
-    return getattr(make_split(frames, **settings), split)
+        training = potential.metadata.get("training") or {}
+        return potential, "potential", (training.get("config") or {}).get("data") or {}
+    try:
+        checkpoint = load_checkpoint(path)
+    except ValueError as error:
+        raise ValueError(f"{path} is neither a potential file nor a training checkpoint: {error}") from None
+    model = model_from_checkpoint(checkpoint, weights).to(device).eval()
+    return model, "checkpoint", checkpoint["config"].get("data") or {}

@@ -18,6 +18,7 @@ from mlff.bench.ablation import AblationSettings, plan_cells
 from mlff.checkpoint import load_checkpoint
 from mlff.cli.main import main
 from mlff.encodings import build_encoding
+from mlff.resources import examples_dir
 from mlff.training import load_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -121,7 +122,7 @@ def test_table_has_every_treatment_beside_the_paper(finished):
 
 def test_cell_configs_change_only_the_ablated_keys(finished):
     _, _, report = finished
-    base = ablation._flatten(load_config(ablation.EXAMPLES_DIR / "rmd17_ethanol.yaml", TINY).to_dict())
+    base = ablation._flatten(load_config(examples_dir() / "rmd17_ethanol.yaml", TINY).to_dict())
     allowed = {"output_dir", "data.path", "model.encoding", "model.encoding_size", "model.encoding_options"}
     allowed |= {"train.epochs", "train.seed", "train.max_minutes", "train.loss_weights.smoothness"}
     for cell in report["cells"]:
@@ -143,7 +144,7 @@ def test_cell_configs_change_only_the_ablated_keys(finished):
 @pytest.mark.parametrize("backbone", ["egnn", "transformer", "et"])
 def test_every_backbone_starts_from_its_example_config(backbone, data_dir, tmp_path):
     settings = AblationSettings(backbone, ("ethanol",), 2, 7, output_dir=tmp_path, data_dir=data_dir)
-    example = load_config(ablation.EXAMPLES_DIR / ablation.EXAMPLE_CONFIGS[backbone])
+    example = load_config(examples_dir() / ablation.EXAMPLE_CONFIGS[backbone])
     cells = plan_cells(settings)
     assert [(cell.variant.name, cell.seed) for cell in cells] == [(v, s) for s in (0, 1) for v in VARIANT_NAMES]
     for cell in cells:
@@ -244,6 +245,14 @@ def test_settings_name_what_is_wrong(data_dir, tmp_path, capsys):
         AblationSettings("egnn", ("ethanol",), 1, 1, overrides=("train.loss_weights.smoothness=0.1",))
     assert main(ablation_command(data_dir, tmp_path, molecules=("benzene",))) == 2
     assert "md17_benzene.npz does not exist" in capsys.readouterr().err
+
+
+def test_data_comes_from_the_fetch_cache_unless_given(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLFF_CACHE_DIR", str(tmp_path / "cache"))
+    settings = AblationSettings("egnn", ("ethanol",), 1, 1)
+    assert settings.data_dir == tmp_path / "cache"
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'cache' / 'md17_ethanol.npz'} does not exist"):
+        plan_cells(settings)
 
 
 def test_paper_numbers():

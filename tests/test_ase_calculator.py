@@ -32,8 +32,59 @@ def test_energy_and_forces_equal_the_potential(potential_file, atoms):
 def test_accepts_a_loaded_potential(potential_file, atoms):
     potential = load_potential(potential_file, dtype="float32")
     atoms.calc = MLFFCalculator(potential)
-    assert atoms.calc.potential is potential and potential.dtype == torch.float64
+    assert atoms.calc.potential is potential and potential.dtype == torch.float32, "the dtype is left as loaded"
     assert np.isfinite(atoms.get_potential_energy())
+    MLFFCalculator(potential, dtype="float64")
+    assert potential.dtype == torch.float64, "an explicit dtype converts"
+
+
+def test_runs_in_the_files_dtype_unless_told(tmp_path, atoms):
+    """The dtype policy of every entry point: the file's dtype, unless the caller passes one."""
+    path = export_model(build_tiny_model(), tmp_path / "single.pt", dtype="float32", config=tiny_config())
+    assert MLFFCalculator(path).potential.dtype == torch.float32
+    assert MLFFCalculator(path, dtype="float64").potential.dtype == torch.float64
+    atoms.calc = MLFFCalculator(path)
+    assert atoms.get_forces().dtype == np.float64, "ASE gets float64 arrays whatever the network's dtype"
+
+
+def test_shipped_potential_by_name(atoms):
+    calculator = MLFFCalculator("ethanol")
+    assert calculator.potential.metadata["reference"]["atomic_numbers"], "the shipped ethanol potential"
+    assert calculator.potential.dtype == torch.float32, "the shipped files are float32 and run as such"
+    ethanol = Atoms(
+        numbers=calculator.potential.metadata["reference"]["atomic_numbers"],
+        positions=calculator.potential.metadata["reference"]["start_positions"][0],
+    )
+    ethanol.calc = calculator
+    assert np.isfinite(ethanol.get_potential_energy())
+    assert np.abs(ethanol.get_forces()).max() > 1e-3
+
+
+def test_unknown_name_lists_the_shipped_potentials():
+    with pytest.raises(FileNotFoundError, match="shipped: aspirin, benzene, ethanol"):
+        MLFFCalculator("ethanoll")
+
+
+def test_small_molecules_run_on_one_thread(potential_file, atoms, monkeypatch):
+    """Unless the user chose a thread count, the calculator sizes it to its atoms: 1 below the threshold."""
+    import mlff.threads
+
+    for name in mlff.threads.THREAD_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(mlff.threads, "_user_threads", None)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        atoms.calc = MLFFCalculator(potential_file)
+        atoms.get_potential_energy()
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        atoms.calc = MLFFCalculator(potential_file)
+        atoms.get_potential_energy()
+        assert torch.get_num_threads() == 2, "OMP_NUM_THREADS is the user's choice"
+    finally:
+        torch.set_num_threads(previous)
 
 
 def test_forces_are_minus_energy_gradient(potential_file, atoms):
@@ -131,3 +182,23 @@ def test_attention_backbones_run_through_the_calculator(backbone, atoms, tmp_pat
     assert np.abs(atoms.get_forces()).max() > 1e-5
     # No external field: the forces sum to zero.
     np.testing.assert_allclose(atoms.get_forces().sum(axis=0), 0.0, atol=1e-12)
+
+
+def test_thread_policy_sizes_by_atoms_and_yields_to_the_user(monkeypatch):
+    import mlff.threads
+
+    for name in mlff.threads.THREAD_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(mlff.threads, "_user_threads", None)
+    threshold = mlff.threads.SECOND_THREAD_MIN_ATOMS
+    assert mlff.threads.threads_for_atoms(threshold - 1, 8) == 1
+    assert mlff.threads.threads_for_atoms(threshold, 8) == 8
+    previous = torch.get_num_threads()
+    try:
+        assert mlff.threads.apply_thread_policy(9) == 1 and torch.get_num_threads() == 1
+        mlff.threads.set_user_threads(2)
+        assert mlff.threads.apply_thread_policy(9) is None and torch.get_num_threads() == 2
+        with pytest.raises(ValueError, match=">= 1"):
+            mlff.threads.set_user_threads(0)
+    finally:
+        torch.set_num_threads(previous)

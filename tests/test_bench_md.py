@@ -28,7 +28,11 @@ def test_bench_md_times_each_engine_and_replica_count(spring_potential_file, tmp
         assert row["atom_steps_per_second"] == pytest.approx(row["steps_per_second"] * 4 * row["replicas"])
     assert rows[0]["ns_per_day_ratio_to_first"] == 1.0
     assert rows[2]["potential_time_fraction"] is None and 0 < rows[1]["potential_time_fraction"] <= 1
-    assert "| h4 (4) | torch | 4 |" in capsys.readouterr().out
+    table = [[cell.strip() for cell in line.strip("|").split("|")] for line in capsys.readouterr().out.splitlines()]
+    assert table[0][:3] == ["structure (atoms)", "engine", "replicas"]
+    configurations = [("torch", "1"), ("torch", "4"), ("openmm", "1"), ("ase", "1")]
+    assert [row[:3] for row in table[2:6]] == [["h4 (4)", engine, replicas] for engine, replicas in configurations]
+    assert table[4][6] == "-" and table[3][6].endswith("%")
 
 
 def test_engine_configurations_parse():

@@ -8,8 +8,11 @@ import yaml
 from synthetic import write_md17_npz
 
 from mlff.bench.stability import shipped_targets
+from mlff.cli.bench_stability import protocol_label
 from mlff.cli.main import main
+from mlff.data.fetch import MOLECULES
 from mlff.export.card import write_model_card
+from mlff.resources import potentials_dir, protocol_path
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -67,3 +70,15 @@ def test_update_cards_records_each_row_in_the_potentials_card(potential_file, tm
     assert card["stability"]["stable_time_ps"] == row["stable_time_ps"] == [0.01, 0.01]
     assert card["stability"]["steps_per_second"] == row["steps_per_second"]
     assert {key: value for key, value in card.items() if key != "stability"} == before
+
+
+def test_defaults_are_the_shipped_potentials_and_protocol(tmp_path):
+    """Found inside the package, labelled as in the source tree whatever the install."""
+    assert [target.name for target in shipped_targets(potentials_dir())] == sorted(MOLECULES)
+    assert protocol_label(protocol_path("md17-stability-cpu")) == "md/md17-stability-cpu.yaml"
+    assert protocol_label(protocol_path("md/quick-500k.yaml")) == "md/quick-500k.yaml"
+    other = tmp_path / "mine.yaml"
+    other.write_text("steps: 10\n")
+    assert protocol_label(protocol_path(other)) == str(other)
+    with pytest.raises(FileNotFoundError, match="shipped: md17-stability, md17-stability-cpu, quick-500k"):
+        protocol_path("quick-500")

@@ -239,11 +239,46 @@ def test_resume_refuses_other_settings(spring_potential_file, h4_file, tmp_path)
         run_md(spring_potential_file, str(h4_file), settings, tmp_path / "new", engine="torch", resume=True)
 
 
+# `mlff md` in a child process whose run holds still after a given number of saved frames, inside an
+# observer (run_md(observers=...)), having said so through a file: the parent's SIGINT then lands
+# mid-run whatever the machine's load, never after the run has ended.
+PAUSING_MD = r"""
+import functools, sys, time
+from pathlib import Path
+import mlff.dynamics
+from mlff.cli.main import main
+
+ready, pause_after = Path(sys.argv[1]), int(sys.argv[2])
+
+class PauseAfter:
+    name = "pause"
+
+    def __init__(self):
+        self.frames = 0
+
+    def observe(self, frame):
+        self.frames += 1
+        if self.frames == pause_after:
+            ready.write_text(str(self.frames))
+            while True:
+                time.sleep(0.01)
+
+    def summary(self):
+        return {"frames": self.frames}
+
+    def state_dict(self):
+        return {"frames": self.frames}
+
+    def load_state_dict(self, saved):
+        self.frames = saved["frames"]
+
+mlff.dynamics.run_md = functools.partial(mlff.dynamics.run_md, observers=[PauseAfter()])
+sys.exit(main(sys.argv[3:]))
+"""
+
+
 def test_ctrl_c_then_resume_loses_no_frames(spring_potential_file, h4_file, tmp_path):
-    args = [
-        sys.executable,
-        "-m",
-        "mlff.cli.main",
+    md_args = [
         "--threads",
         "1",
         "md",
@@ -253,7 +288,7 @@ def test_ctrl_c_then_resume_loses_no_frames(spring_potential_file, h4_file, tmp_
         "--engine",
         "torch",
         "--steps",
-        "3000",
+        "1000",
         "--save-every",
         "10",
         "--thermostat",
@@ -262,23 +297,28 @@ def test_ctrl_c_then_resume_loses_no_frames(spring_potential_file, h4_file, tmp_
         "-o",
         str(tmp_path / "md"),
     ]
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    thermo = tmp_path / "md" / "thermo.csv"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (not thermo.exists() or thermo.read_text().count("\n") < 50):
+    ready = tmp_path / "paused"
+    process = subprocess.Popen(
+        [sys.executable, "-c", PAUSING_MD, str(ready), "30", *md_args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    while not ready.exists():
+        assert process.poll() is None, f"the run ended before pausing: {process.communicate()}"
         time.sleep(0.05)
     process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=60)
+    out, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
-    assert "interrupted" in out
-    written = thermo.read_text().count("\n") - 1
-    assert 0 < written < 300, "interrupted part-way"
-    code = main(args[5:] + ["--resume"])
+    assert "interrupted at step 300" in out, "the signal landed in the 30th saved frame"
+    # The 30th frame was not yet written when the signal came: 29 frames and their checkpoint are kept.
+    assert (tmp_path / "md" / "thermo.csv").read_text().count("\n") - 1 == 29
+    code = main(md_args[2:] + ["--resume"])
     assert code == 0
-    settings = MDSettings(steps=3000, save_every=10, thermostat="langevin")
+    settings = MDSettings(steps=1000, save_every=10, thermostat="langevin")
     run_md(spring_potential_file, str(h4_file), settings, tmp_path / "whole", engine="torch")
     resumed, whole = _frames(tmp_path / "md", 0), _frames(tmp_path / "whole", 0)
-    assert resumed.shape == whole.shape == (300, 4, 3)
+    assert resumed.shape == whole.shape == (100, 4, 3)
     np.testing.assert_allclose(resumed, whole, atol=1e-6)
 
 
@@ -386,3 +426,118 @@ def test_export_adds_reference_statistics_to_a_potential(potential_file, tmp_pat
     np.testing.assert_allclose(np.sum(reference["hr"]["density"]) * 10.0 / 500, 1.0)
     assert os.path.getsize(out) > 0
     assert main(["export", str(potential_file), "-o", str(out)]) == 2
+
+
+@pytest.fixture(scope="module")
+def spring_float32_file(tmp_path_factory):
+    """conftest's spring potential of H atoms, written in float32."""
+    from conftest import SpringBackbone
+
+    from mlff.encodings import build_encoding
+    from mlff.export.deploy import export_model
+    from mlff.models import EnergyModel
+
+    model = EnergyModel(SpringBackbone(1, build_encoding("gaussian", 4, 5.0)), [1], [-13.6], 1.0)
+    return export_model(model, tmp_path_factory.mktemp("spring32") / "spring32.pt", dtype="float32")
+
+
+@pytest.mark.parametrize(("asked", "expected"), [(None, "float32"), ("float64", "float64")])
+def test_run_md_keeps_the_files_dtype_unless_told(spring_float32_file, h4_file, asked, expected, tmp_path):
+    settings = MDSettings(steps=20, timestep_fs=0.5, thermostat="nve", save_every=10)
+    summary = run_md(spring_float32_file, str(h4_file), settings, tmp_path / "md", dtype=asked)
+    assert summary["dtype"] == expected
+    # A resumed run keeps the dtype it started in.
+    longer = MDSettings(**{**settings.to_dict(), "steps": 40})
+    assert run_md(spring_float32_file, str(h4_file), longer, tmp_path / "md", resume=True)["dtype"] == expected
+
+
+class RecordingObserver:
+    """Keeps every frame it is shown (an `Observer`)."""
+
+    name = "recorder"
+
+    def __init__(self):
+        self.frames = []
+
+    def observe(self, frame):
+        self.frames.append(frame)
+
+    def summary(self):
+        return {"frames": len(self.frames)}
+
+    def state_dict(self):
+        return {"frames": len(self.frames)}
+
+    def load_state_dict(self, saved):
+        self.restored = saved["frames"]
+
+
+@pytest.mark.parametrize("engine", ["torch", "ase"])
+def test_observers_see_positions_forces_and_energies_of_each_saved_state(
+    spring_potential_file, h4_file, tmp_path, engine
+):
+    import torch
+
+    from mlff.dynamics import ForceObserver
+
+    settings = MDSettings(steps=40, timestep_fs=0.5, thermostat="langevin", save_every=10, replicas=2)
+    recorder, forces = RecordingObserver(), ForceObserver()
+    summary = run_md(
+        spring_potential_file, str(h4_file), settings, tmp_path / "md", engine=engine, observers=[recorder, forces]
+    )
+    assert len(recorder.frames) == 4 and summary["observers"]["recorder"] == {"frames": 4}
+    potential = load_potential(spring_potential_file)
+    frame = recorder.frames[-1]
+    assert frame.replicas == [0, 1]
+    for b in range(2):
+        positions = torch.as_tensor(frame.positions_a[b])
+        numbers, batch = torch.ones(4, dtype=torch.long), torch.zeros(4, dtype=torch.long)
+        cell, pbc = torch.zeros(1, 3, 3, dtype=torch.float64), torch.zeros(1, 3, dtype=torch.bool)
+        energy, expected = potential(positions, numbers, batch, cell, pbc)
+        np.testing.assert_allclose(frame.forces_ev_per_a[b], expected.numpy(), rtol=1e-6, atol=1e-9)
+        assert frame.potential_energy_ev[b] == pytest.approx(float(energy[0]), rel=1e-9)
+    largest = summary["observers"]["forces"]["largest_force_ev_per_a"]
+    assert set(largest) == {"0", "1"} and all(value > 0 for value in largest.values())
+    longer = MDSettings(**{**settings.to_dict(), "steps": 60})
+    again = RecordingObserver()
+    run_md(spring_potential_file, str(h4_file), longer, tmp_path / "md", engine=engine, resume=True, observers=[again])
+    assert again.restored == 4 and len(again.frames) == 2
+
+
+def test_observers_need_distinct_names(spring_potential_file, h4_file):
+    with pytest.raises(ValueError, match="distinct names"):
+        run_md(spring_potential_file, str(h4_file), MDSettings(steps=10), observers=[RecordingObserver()] * 2)
+
+
+def test_a_nose_hoover_replica_is_unchanged_when_a_batch_mate_collapses_and_leaves(
+    spring_potential_file, h4_file, tmp_path
+):
+    # Replica 0: two hydrogens 0.5 A apart on 1.2 A springs fly apart and collapse within a few fs;
+    # replica 1, the H4 tetrahedron, goes on alone in the batch. Each has its own Nose-Hoover
+    # thermostat: the survivor's trajectory must be that of the same replica run by itself.
+    write(tmp_path / "squeezed.xyz", Atoms("H2", positions=[[0.0, 0.0, 0.0], [0.5, 0.0, 0.0]]))
+    settings = MDSettings(
+        steps=160, timestep_fs=0.5, temperature_k=300.0, thermostat="nose-hoover", save_every=2, replicas=2, seed=11
+    )
+    together = RecordingObserver()
+    summary = run_md(
+        spring_potential_file, [str(tmp_path / "squeezed.xyz"), str(h4_file)], settings, observers=[together]
+    )
+    assert summary["stability"]["collapsed_replicas"] == [0]
+    replicas_seen = [frame.replicas for frame in together.frames]
+    assert [0, 1] in replicas_seen and replicas_seen[-1] == [1], "the survivor ran in the batch, then alone in it"
+    assert replicas_seen.count([1]) > replicas_seen.count([0, 1]), "most of the run after the collapse"
+    # Replica k is seeded seed + k: alone, the survivor is replica 0 of a run seeded 12.
+    alone_settings = MDSettings(**{**settings.to_dict(), "replicas": 1, "seed": 12})
+    alone = RecordingObserver()
+    run_md(spring_potential_file, str(h4_file), alone_settings, observers=[alone])
+    assert len(alone.frames) == len(together.frames) == settings.steps // settings.save_every
+    for batched, single in zip(together.frames, alone.frames):
+        b = batched.replicas.index(1)
+        assert batched.step == single.step
+        np.testing.assert_array_equal(batched.positions_a[b], single.positions_a[0])
+        np.testing.assert_array_equal(batched.forces_ev_per_a[b], single.forces_ev_per_a[0])
+        assert batched.potential_energy_ev[b] == single.potential_energy_ev[0]
+        assert batched.kinetic_energy_ev[b] == single.kinetic_energy_ev[0]
+    temperatures = [frame.temperature_k[-1] for frame in together.frames]
+    assert np.ptp(temperatures) > 10.0, "the survivor moves: the comparison is not of a molecule at rest"

@@ -19,6 +19,7 @@ from mlff.export import (
     load_potential,
     read_metadata,
 )
+from mlff.export.load import is_potential_file
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -206,6 +207,15 @@ def test_torch_save_file_is_not_a_potential(tmp_path):
     torch.save({"format": "mlff-checkpoint"}, tmp_path / "checkpoint.pt")
     with pytest.raises(PotentialError, match="not a TorchScript file.*mlff export"):
         load_potential(tmp_path / "checkpoint.pt")
+
+
+def test_potential_files_are_told_from_checkpoints_by_content(tmp_path, potential_file):
+    checkpoint = tmp_path / "potential-looking-name.pt"
+    torch.save({"format": "mlff-checkpoint"}, checkpoint)
+    (tmp_path / "notes.pt").write_text("not a model")
+    assert is_potential_file(potential_file) and is_potential_file(save_plain_torchscript(tmp_path / "plain.pt"))
+    assert not is_potential_file(checkpoint)
+    assert not is_potential_file(tmp_path / "notes.pt") and not is_potential_file(tmp_path / "absent.pt")
 
 
 def test_unknown_format_version(tmp_path):

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.build import molecule
+from conftest import require_module
 
 from mlff.cli import data as cli_data
 from mlff.cli.main import main
@@ -63,7 +64,7 @@ def write_xyz(directory: Path, name: str, atoms: Atoms) -> Path:
 @pytest.fixture(scope="module")
 def xtb_corpus(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """`mlff data generate` (gfn2-xtb, 2 workers) on water and ammonia from XYZ files: paths and printed output."""
-    pytest.importorskip("tblite")
+    require_module("tblite")
     directory = tmp_path_factory.mktemp("xtb")
     files = [write_xyz(directory, name, molecule(name)) for name in ("H2O", "NH3")]
     output = directory / "corpus.extxyz"
@@ -136,8 +137,8 @@ def test_resume_skips_finished_molecules_and_redoes_unfinished(xtb_corpus: dict,
 
 
 def test_failing_molecules_are_reported_and_skipped(tmp_path: Path) -> None:
-    pytest.importorskip("tblite")
-    pytest.importorskip("rdkit")
+    require_module("tblite")
+    require_module("rdkit")
     radical = write_xyz(tmp_path, "methyl", molecule("CH3"))
     uranium = write_xyz(tmp_path, "uranium", Atoms("U2", positions=[[0, 0, 0], [0, 0, 2.5]]))
     specs = smiles_molecules(["C1CC", "O"]) + structure_file_molecules([radical, uranium])
@@ -158,7 +159,7 @@ def test_failing_molecules_are_reported_and_skipped(tmp_path: Path) -> None:
 @pytest.fixture
 def pyscf_one_thread() -> Iterator[None]:
     """pyscf on one OpenMP thread: on a busy 2-core machine two threads are several times slower."""
-    lib = pytest.importorskip("pyscf.lib")
+    lib = require_module("pyscf.lib")
     previous = lib.num_threads()
     lib.num_threads(1)
     yield
@@ -173,7 +174,7 @@ class ExitOnUnpickle:
 
 
 def test_a_dead_worker_fails_only_its_molecule(tmp_path: Path) -> None:
-    pytest.importorskip("tblite")
+    require_module("tblite")
     good = structure_file_molecules([write_xyz(tmp_path, "water", molecule("H2O"))])
     crash = structure_file_molecules([write_xyz(tmp_path, "ammonia", molecule("NH3"))])
     crash[0].info["poison"] = ExitOnUnpickle()
@@ -220,7 +221,7 @@ def test_pyscf_calculator_matches_pyscf_and_finite_differences(pyscf_one_thread:
 
 
 def test_minimize_gives_a_minimum_in_dataset_atom_order(tmp_path: Path) -> None:
-    pytest.importorskip("pyscf")
+    require_module("pyscf")
     numbers = np.array([1, 8, 1])  # hydrogen first: the order must survive
     positions = np.array([[[0.8, 0.0, -0.5], [0.0, 0.0, 0.1], [-0.7, 0.05, -0.45]]] * 2)
     dataset = tmp_path / "rmd17_water.npz"
@@ -286,7 +287,7 @@ def test_smiles_file_and_embedding(tmp_path: Path) -> None:
     path = tmp_path / "list.txt"
     path.write_text("# comment\nCCO ethanol\n\nc1ccccc1   # benzene, unnamed\nN#Cc1ccccc1 benzonitrile # C#N\n")
     assert read_smiles_file(path) == (["CCO", "c1ccccc1", "N#Cc1ccccc1"], ["ethanol", None, "benzonitrile"])
-    pytest.importorskip("rdkit")
+    require_module("rdkit")
     from mlff.data.molecules import embed_smiles
 
     numbers, geometries = embed_smiles("CCO", 3, seed=1)
@@ -319,3 +320,24 @@ def test_missing_package_names_the_extra(
     assert main(["data", "generate", "--xyz", str(xyz), "-o", str(tmp_path / "c.extxyz")]) == 2
     assert "the gfn2-xtb method needs the package 'tblite'" in capsys.readouterr().err
     assert not (tmp_path / "c.extxyz").exists()
+
+
+def test_results_table_has_a_column_per_temperature_and_names_failures() -> None:
+    done = generate_module.MoleculeResult(
+        name="water",
+        source="xyz:w#0",
+        key="w",
+        status="ok",
+        atoms=3,
+        equilibrium_frames=2,
+        md_frames={"300": 5, "500": 4},
+        seconds=1.25,
+        resumed=True,
+    )
+    failed = generate_module.MoleculeResult(name="methyl", source="smiles:[CH3]", key="m", error="not closed-shell")
+    table = generate_module.format_table([done, failed], [300.0, 500.0])
+    header, first, second = (line.split() for line in table.splitlines())
+    assert header == ["molecule", "atoms", "eq", "md@300K", "md@500K", "frames", "s", "status"]
+    assert first == ["water", "3", "2", "5", "4", "11", "1.2", "ok", "(resumed)"]
+    assert second[:7] == ["methyl", "0", "0", "0", "0", "0", "0.0"]
+    assert " ".join(second[7:]) == "FAILED: not closed-shell"

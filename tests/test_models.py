@@ -119,7 +119,7 @@ def model(request):
 def network_only(model):
     """The same model with zero reference energies (for finite differences)."""
     copied = copy.deepcopy(model)
-    copied.element_energies_nev.zero_()
+    copied.priors["element_reference"].energies_nev.zero_()
     return copied
 
 
@@ -430,7 +430,7 @@ def float32_models():
     """The same float32 network, with and without ~-1000 eV reference energies."""
     with_references = make_model("egnn", "spline", dtype="float32", seed=1)
     without = copy.deepcopy(with_references)
-    without.element_energies_nev.zero_()
+    without.priors["element_reference"].energies_nev.zero_()
     return with_references, without
 
 

@@ -9,6 +9,7 @@ import openmm
 import openmm.app
 import pytest
 from ase import Atoms
+from conftest import require_module
 from openmm import unit
 
 from mlff import MLFFCalculator
@@ -20,15 +21,16 @@ from mlff.calculators.openmm import (
     torch_force_module,
 )
 from mlff.export import read_metadata
+from mlff.resources import potential_path
 from mlff.units import ANGSTROM_TO_NM, EV_PER_ANGSTROM_TO_KJ_PER_MOL_PER_NM, EV_TO_KJ_PER_MOL
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-openmmml = pytest.importorskip("openmmml")
-pytest.importorskip("openmmtorch")
+openmmml = require_module("openmmml")
+require_module("openmmtorch")
 
 DATA = Path(__file__).parent / "data"
-ETHANOL = Path(__file__).parents[1] / "potentials" / "ethanol.pt"
+ETHANOL = potential_path("ethanol")
 TOLERANCE = {"single": 1e-5, "double": 1e-9}
 DTYPES = {"single": "float32", "double": "float64"}
 METHANOL_NAMES = ["C", "O", "H1", "H2", "H3", "HO"]
@@ -137,6 +139,21 @@ def test_openmmml_constructor_precision_is_the_default(potential_file, methanol_
     _, double = ase_energy_forces(potential_file, methanol_atoms, "double")
     assert relative(forces - single, single) < 1e-5
     assert relative(forces - double, double) > 1e-9
+
+
+def test_openmmml_loads_a_shipped_potential_by_name():
+    reference = read_metadata(ETHANOL)["reference"]
+    atoms = Atoms(numbers=reference["atomic_numbers"], positions=reference["start_positions"][0])
+    topology, positions = topology_from_atoms(atoms)
+    by_name = openmmml.MLPotential("mlff", modelPath="ethanol").createSystem(topology)
+    by_path = openmmml.MLPotential("mlff", modelPath=str(ETHANOL)).createSystem(topology)
+    named, pathed = (
+        openmm_energy_forces(system, positions.value_in_unit(unit.nanometer)) for system in (by_name, by_path)
+    )
+    assert named[0] == pathed[0]
+    np.testing.assert_array_equal(named[1], pathed[1])
+    with pytest.raises(FileNotFoundError, match="shipped: aspirin, benzene, ethanol"):
+        openmmml.MLPotential("mlff", modelPath="ethanoll")
 
 
 @pytest.mark.parametrize(

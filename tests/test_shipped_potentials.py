@@ -1,5 +1,9 @@
 """The potentials shipped in potentials/: one per MD17 molecule, loadable without mlff, described by
-their cards, reproducing the cards' errors, stable."""
+their cards, reproducing the cards' errors, stable.
+
+The cards' check frames (50 test frames per molecule) live in tests/data/check_frames/<molecule>.npz,
+copied from the rMD17 files of ../shared/data/md17, so the errors are checked wherever the tests run.
+"""
 
 import hashlib
 import json
@@ -10,16 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import SHARED_MD17
 
 from mlff.data.fetch import MOLECULES
 from mlff.dynamics import MDSettings, run_md
 from mlff.export import load_potential
+from mlff.resources import potentials_dir
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-ROOT = Path(__file__).resolve().parents[1]
-POTENTIALS = sorted((ROOT / "potentials").glob("*.pt"))
-SHARED_MD17 = ROOT.parent / "shared" / "data" / "md17"
+POTENTIALS = sorted(potentials_dir().glob("*.pt"))
+CHECK_FRAMES = Path(__file__).parent / "data" / "check_frames"
 
 # Run in a fresh interpreter where `import mlff` fails: the file must need torch alone. Prints the
 # file's metadata and, given the data file, the errors on the card's check frames.
@@ -59,6 +64,12 @@ def card_of(path: Path) -> dict:
     return yaml.safe_load(path.with_suffix(".yaml").read_text())
 
 
+def check_frames_of(path: Path) -> Path:
+    """tests/data/check_frames/<molecule>.npz: z, R, E, F of the card's check frames (kcal/mol, A),
+    frame_indices into the rMD17 file, source (its name) and source_sha256."""
+    return CHECK_FRAMES / f"{path.stem}.npz"
+
+
 def run_without_mlff(path: Path, data: Path | None, indices: list[int]) -> dict:
     """WITHOUT_MLFF's output for one potential file, run from outside the repository."""
     completed = subprocess.run(
@@ -76,7 +87,7 @@ def run_without_mlff(path: Path, data: Path | None, indices: list[int]) -> dict:
 def test_one_potential_per_md17_molecule_with_its_training_config():
     assert sorted(path.stem for path in POTENTIALS) == sorted(MOLECULES)
     for path in POTENTIALS:
-        config = ROOT / "potentials" / "configs" / f"{path.stem}.yaml"
+        config = potentials_dir() / "configs" / f"{path.stem}.yaml"
         assert config.is_file(), f"{path.name} has no training config {config}"
         assert card_of(path)["training"]["command"] == f"mlff train potentials/configs/{path.stem}.yaml"
         raw = yaml.safe_load(config.read_text())
@@ -94,21 +105,39 @@ def test_card_describes_the_file(path):
     assert path.stat().st_size < 5 * 2**20
     assert metadata["reference"]["start_positions"], "a shipped potential carries its start frames"
     assert len(card["check"]["frame_indices"]) == 50
-    split = np.load(SHARED_MD17 / card["check"]["data"])["split_test"][0] if SHARED_MD17.is_dir() else None
-    if split is not None:
-        assert set(card["check"]["frame_indices"]) <= set(split.tolist()), "check frames come from the test split"
+    with np.load(check_frames_of(path)) as frames:
+        assert frames["frame_indices"].tolist() == card["check"]["frame_indices"]
+        assert str(frames["source"]) == card["check"]["data"]
+        assert frames["R"].shape == frames["F"].shape == (50, len(frames["z"]), 3) and frames["E"].shape == (50,)
     stability = card["stability"]
     assert stability["seeds"] == len(stability["stable_time_ps"]) >= 5
     assert stability["length_ps"] >= 50.0
 
 
+@pytest.mark.skipif(not SHARED_MD17.is_dir(), reason=f"{SHARED_MD17} not present")
+@pytest.mark.parametrize("path", POTENTIALS, ids=lambda p: p.stem)
+def test_check_frames_are_the_cards_test_frames_of_the_shared_data(path):
+    """The stored check frames are copies of the card's frames of the rMD17 file, all from its test split."""
+    card = card_of(path)
+    source = SHARED_MD17 / card["check"]["data"]
+    indices = card["check"]["frame_indices"]
+    with np.load(source) as data, np.load(check_frames_of(path)) as frames:
+        assert set(indices) <= set(data["split_test"][0].tolist()), "check frames come from the test split"
+        assert str(frames["source_sha256"]) == hashlib.sha256(source.read_bytes()).hexdigest()
+        for key in ("R", "F"):
+            np.testing.assert_array_equal(frames[key], data[key][indices])
+        np.testing.assert_array_equal(frames["E"], data["E"][indices].reshape(-1))
+        np.testing.assert_array_equal(frames["z"], data["z"])
+
+
 @pytest.mark.parametrize("path", POTENTIALS, ids=lambda p: p.stem)
 def test_plain_torch_jit_load_reproduces_the_card(path):
     """In a process that cannot import mlff: the file loads, its metadata is the card's, and its
-    errors on the card's check frames are the card's."""
+    errors on the card's check frames (stored in tests/data) are the card's."""
     card = card_of(path)
-    data = SHARED_MD17 / card["check"]["data"]
-    result = run_without_mlff(path, data if data.is_file() else None, card["check"]["frame_indices"])
+    data = check_frames_of(path)
+    assert data.is_file(), f"{data} is missing: the card's check frames belong in the repository"
+    result = run_without_mlff(path, data, list(range(len(card["check"]["frame_indices"]))))
     metadata = result["metadata"]
     for card_key, metadata_key in (
         ("species", "species"),
@@ -123,8 +152,6 @@ def test_plain_torch_jit_load_reproduces_the_card(path):
     ):
         assert card[card_key] == metadata[metadata_key], card_key
     assert card["training"]["command"] == metadata["training"]["command"]
-    if not data.is_file():
-        pytest.skip(f"{data} not present: metadata checked, errors not")
     assert result["force_mae_mev_per_a"] == pytest.approx(card["check"]["force_mae_mev_per_a"], rel=1e-3)
     assert result["energy_mae_mev"] == pytest.approx(card["check"]["energy_mae_mev"], rel=1e-2, abs=0.05)
 

@@ -23,8 +23,13 @@ from mlff.utils import format_table, write_json
 HERE = Path(__file__).parent
 
 
-def arms(study: dict, section: str) -> list[tuple[str, str, str, list[str]]]:
-    """(molecule, data path, arm name, overrides) for every arm of a section, molecule-major."""
+def arms(study: dict, section: str) -> list[tuple[str, str | None, str, list[str]]]:
+    """(molecule, data path, arm name, overrides) for every arm of a section, molecule-major.
+
+    The pretrain section's entries name their own data: molecule "pretrain", no data path.
+    """
+    if section == "pretrain":
+        return [("pretrain", None, name, list(overrides)) for name, overrides in study["pretrain"].items()]
     return [
         (molecule, path, name, list(overrides))
         for molecule, path in study["molecules"].items()
@@ -32,12 +37,15 @@ def arms(study: dict, section: str) -> list[tuple[str, str, str, list[str]]]:
     ]
 
 
-def run_arm(base: Path, runs: Path, molecule: str, path: str, name: str, overrides: list[str]) -> None:
+def run_arm(base: Path, runs: Path, molecule: str, path: str | None, name: str, overrides: list[str]) -> None:
     output = runs / molecule / name
     if (output / "results.json").is_file():
         return
-    overrides = [*overrides, f"data.path={path}", f"output_dir={output}"]
+    overrides = [*overrides, *([f"data.path={path}"] if path else []), f"output_dir={output}"]
     config = load_config(base, overrides)
+    if config.init_from and not Path(config.init_from).is_file():
+        print(f"skip {molecule}/{name}: its init_from {config.init_from} does not exist yet", flush=True)
+        return
     resume = (output / "last.pt").is_file()
     print(f"{'resume' if resume else 'start'} {molecule}/{name}: {' '.join(overrides)}", flush=True)
     command = " ".join(["mlff --threads 1 train", str(base), *overrides])

@@ -6,10 +6,12 @@ through `mlff.training.train`, in its own directory
 number of epochs; a wall-clock cap per cell may be set, and a cell it stops early is recorded
 and flagged, never silently compared.
 
-A cell's config is the backbone's example config (`examples/rmd17_ethanol*.yaml`) with only
+A cell's config is the backbone's example config (`examples/rmd17_ethanol*.yaml`, shipped inside
+the package as `mlff.examples`) with only
 the dataset (`<labels>_<molecule>.npz`, split 0), the encoding (name, its options and, for the
 raw distance, size 1), the smoothness weight, the epochs, the seed and the cap changed. The
 training seed varies; the split, and so the validation frames, are the same for every seed.
+The dataset files come from `data_dir`, by default the `mlff data fetch` cache.
 
 Resumable cell by cell: a cell with `results.json` is finished and skipped, one with only
 `last.pt` resumes with the trainer's resume, and a cell whose stored config differs from the
@@ -22,7 +24,7 @@ import json
 import os
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +34,12 @@ import yaml
 from mlff._version import __version__
 from mlff.bench import paper
 from mlff.checkpoint import load_checkpoint
+from mlff.data.fetch import default_cache_dir
+from mlff.resources import examples_dir
 from mlff.training import Config, load_config, train
 
 LABELS: tuple[str, ...] = ("md17", "rmd17")
 MOLECULES: tuple[str, ...] = paper.MOLECULES
-EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 EXAMPLE_CONFIGS: dict[str, str] = {
     "egnn": "rmd17_ethanol.yaml",
     "transformer": "rmd17_ethanol_transformer.yaml",
@@ -44,7 +47,6 @@ EXAMPLE_CONFIGS: dict[str, str] = {
 }
 # The paper's baseline rows are named after the backbone.
 PAPER_BACKBONE_NAMES: dict[str, str] = {"egnn": "EGNN", "transformer": "Transformer", "et": "ET"}
-DEFAULT_DATA_DIR = Path("../shared/data/md17")
 # Config keys the ablation sets itself: an override of one of them is an error, not a silent no-op.
 FIXED_KEYS: tuple[str, ...] = (
     "output_dir",
@@ -103,10 +105,12 @@ class AblationSettings:
         epochs: epochs of every cell.
         labels: "md17" (the paper's original labels) or "rmd17".
         output_dir: root of every ablation; this one lives in output_dir/labels/backbone.
-        data_dir: folder of `<labels>_<molecule>.npz` (relative paths: to the working directory).
+        data_dir: folder of `<labels>_<molecule>.npz` with the published splits (relative paths: to
+            the working directory); default: the `mlff data fetch` cache ($MLFF_CACHE_DIR or
+            ~/.cache/mlff/datasets).
         max_minutes_per_cell: wall-clock cap on a cell's training, minutes (0: none).
         overrides: dotted key=value overrides of the example config for every cell (not FIXED_KEYS).
-        examples_dir: folder of the example configs.
+        examples_dir: folder of the example configs (default: the shipped ones).
     """
 
     backbone: str
@@ -115,10 +119,10 @@ class AblationSettings:
     epochs: int
     labels: str = "md17"
     output_dir: Path = Path("runs/ablation")
-    data_dir: Path = DEFAULT_DATA_DIR
+    data_dir: Path = field(default_factory=default_cache_dir)
     max_minutes_per_cell: float = 0.0
     overrides: tuple[str, ...] = ()
-    examples_dir: Path = EXAMPLES_DIR
+    examples_dir: Path = field(default_factory=examples_dir)
 
     def __post_init__(self) -> None:
         self.molecules = tuple(self.molecules)

@@ -15,9 +15,10 @@ import numpy as np
 import torch
 from ase import Atoms
 
+from mlff import utils
 from mlff.dynamics.engines import Engine, build_engine
 from mlff.dynamics.settings import MDSettings, throughput_measures
-from mlff.export.load import Potential, load_potential
+from mlff.export.load import Potential, dtype_name, load_potential
 
 DEFAULT_CONFIGURATIONS = (("torch", 1), ("torch", 8), ("torch", 64), ("openmm", 1), ("ase", 1))
 
@@ -120,23 +121,34 @@ def _row(
         "timestep_fs": settings.timestep_fs,
         "thermostat": settings.thermostat,
         "device": str(potential.device),
-        "dtype": str(potential.dtype).removeprefix("torch."),
+        "dtype": dtype_name(potential.dtype),
         "threads": torch.get_num_threads(),
     }
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """The rows as a Markdown table."""
-    lines = [
-        "| structure (atoms) | engine | replicas | steps/s | ns/day (all replicas) | atom-steps/s | in potential | "
-        "ns/day vs first |",
-        "|---|---|---|---|---|---|---|---|",
+    """The rows as a Markdown table (the share of wall time spent in the potential in percent)."""
+    headers = [
+        "structure (atoms)",
+        "engine",
+        "replicas",
+        "steps/s",
+        "ns/day (all replicas)",
+        "atom-steps/s",
+        "in potential",
+        "ns/day vs first",
     ]
-    for row in rows:
-        share = row["potential_time_fraction"]
-        lines.append(
-            f"| {row['structure']} ({row['atoms']}) | {row['engine']} | {row['replicas']} | "
-            f"{row['steps_per_second']:.1f} | {row['ns_per_day']:.3f} | {row['atom_steps_per_second']:.0f} | "
-            f"{'-' if share is None else f'{100 * share:.0f}%'} | {row['ns_per_day_ratio_to_first']:.2f} |"
-        )
-    return "\n".join(lines)
+    cells = [
+        [
+            f"{row['structure']} ({row['atoms']})",
+            row["engine"],
+            row["replicas"],
+            row["steps_per_second"],
+            row["ns_per_day"],
+            row["atom_steps_per_second"],
+            "-" if row["potential_time_fraction"] is None else f"{100 * row['potential_time_fraction']:.0f}%",
+            row["ns_per_day_ratio_to_first"],
+        ]
+        for row in rows
+    ]
+    return utils.format_table(cells, headers, floatfmt=("", "", "", ".1f", ".3f", ".0f", "", ".2f"))

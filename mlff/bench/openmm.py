@@ -26,15 +26,17 @@ from ase.md.velocitydistribution import thermalize_momenta
 from openmm import unit
 
 from mlff.calculators.ase import MLFFCalculator
-from mlff.calculators.openmm import create_system, topology_from_atoms
+from mlff.calculators.openmm import PRECISIONS, create_system, topology_from_atoms
 from mlff.export.load import Potential, load_potential
-from mlff.units import EV_PER_ANGSTROM_TO_KJ_PER_MOL_PER_NM, EV_TO_KJ_PER_MOL, NM_TO_ANGSTROM
+from mlff.units import EV_PER_ANGSTROM_TO_KJ_PER_MOL_PER_NM, EV_TO_KJ_PER_MOL, FS_PER_PS, NM_TO_ANGSTROM, ns_per_day
+from mlff.utils import dtype_name
 
 ENGINES = ("torchforce", "pythonforce", "ase")
 TIMESTEP_FS = 0.5
 TEMPERATURE_K = 300.0
 FRICTION_PER_PS = 1.0
-PRECISION_OF_DTYPE = {torch.float32: "single", torch.float64: "double"}
+# The inverse of the calculator's precision map, so that the two cannot disagree.
+PRECISION_OF_DTYPE = {dtype: precision for precision, dtype in PRECISIONS.items()}
 
 
 class PotentialComputation:
@@ -101,7 +103,7 @@ def ase_run(potential: Potential, atoms: Atoms, timestep_fs: float = TIMESTEP_FS
         atoms,
         timestep_fs * ase_units.fs,
         temperature_K=TEMPERATURE_K,
-        friction=FRICTION_PER_PS / (1000.0 * ase_units.fs),
+        friction=FRICTION_PER_PS / (FS_PER_PS * ase_units.fs),
         fixcm=False,
         rng=np.random.default_rng(1),
     )
@@ -177,14 +179,14 @@ def openmm_benchmark(
                     "structure": name,
                     "atoms": len(atoms),
                     "engine": engine,
-                    "dtype": str(potential.dtype).removeprefix("torch."),
+                    "dtype": dtype_name(potential.dtype),
                     "threads": torch.get_num_threads(),
                     "steps": steps,
                     "timestep_fs": timestep_fs,
                     "rounds": rounds,
                     "steps_per_second": median[engine],
                     "steps_per_second_rounds": rates[engine],
-                    "ns_per_day": median[engine] * timestep_fs * 1e-6 * 86400.0,
+                    "ns_per_day": ns_per_day(median[engine], timestep_fs),
                     "ratio_to_ase": median[engine] / median["ase"],
                     "max_bond_deviation_a": max_bond_deviation(atoms.get_positions(), runs[engine].positions()),
                 }

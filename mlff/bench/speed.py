@@ -5,7 +5,6 @@ structure per call, after warm-up calls. Compare potentials as ratios measured
 in one run: absolute CPU times depend on the machine and its load.
 """
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import torch
 from ase import Atoms
 
 from mlff.export import load_potential
+from mlff.utils import dtype_name
 
 
 def calls_per_second(potential, atoms: Atoms, calls: int = 100, warmup: int = 10) -> dict[str, float]:
@@ -63,7 +63,7 @@ def speed_benchmark(
                 "parameters": model.get("parameters"),
                 "structure": name,
                 "atoms": len(atoms),
-                "dtype": str(potential.dtype).removeprefix("torch."),
+                "dtype": dtype_name(potential.dtype),
                 "device": device,
                 "threads": torch.get_num_threads(),
             }
@@ -73,8 +73,3 @@ def speed_benchmark(
     for row in rows:
         row["ratio_to_first"] = row["calls_per_second"] / first[row["structure"]]
     return rows
-
-
-def write_json(rows: list[dict[str, Any]], path: str | Path) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(rows, indent=2))

@@ -14,6 +14,7 @@ from typing import Any
 
 from mlff.dynamics.runner import can_resume, run_md
 from mlff.dynamics.settings import MDSettings
+from mlff.threads import apply_thread_policy
 
 QUICK_TIME = "1ps"
 
@@ -53,6 +54,7 @@ def run_target(
         if summary["settings"] != settings.to_dict():
             finished = False
     if not finished:
+        apply_thread_policy(settings.replicas * _atoms_of(target))
         summary = run_md(
             target.potential,
             None,
@@ -65,6 +67,17 @@ def run_target(
             resume=can_resume(run_dir, "torch", settings),
         )
     return stability_row(target, summary)
+
+
+def _atoms_of(target: StabilityTarget) -> int:
+    """Atoms of the target's molecule (from its dataset when given, else from the potential's start frames)."""
+    if target.data is not None:
+        from mlff.data import read_frames
+
+        return len(read_frames(target.data).frame(0)[0])
+    from mlff.export import read_metadata
+
+    return len((read_metadata(target.potential).get("reference") or {}).get("atomic_numbers") or [])
 
 
 def stability_row(target: StabilityTarget, summary: dict[str, Any]) -> dict[str, Any]:

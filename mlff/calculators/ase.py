@@ -1,11 +1,12 @@
 """An ASE calculator on top of a potential file (format v1: isolated molecules).
 
     from mlff import MLFFCalculator
-    atoms.calc = MLFFCalculator("potential.pt")
+    atoms.calc = MLFFCalculator("ethanol")          # a shipped potential by name, or a file path
     atoms.get_potential_energy()   # eV
     atoms.get_forces()             # eV/Angstrom
 
-Energy and forces come from one call and ASE caches them until the atoms change.
+Energy and forces come from one call and ASE caches them until the atoms change. The potential
+runs in its file's dtype unless `dtype` says otherwise (the same policy as every mlff entry point).
 """
 
 import os
@@ -20,21 +21,29 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.data import chemical_symbols
 
 from mlff.export.load import Potential, load_potential
+from mlff.resources import potential_path
+from mlff.threads import apply_thread_policy
 
 
 class MLFFCalculator(Calculator):
     """ASE calculator for an mlff potential: energy, free_energy (equal to it) and forces.
 
     Args:
-        potential: a potential file path or a loaded `Potential` (which is then
-            moved and converted in place).
+        potential: a shipped potential's name ("ethanol"; `mlff.resources.shipped_potentials()`),
+            a potential file path, or a loaded `Potential` (which is then moved and converted in place).
         device: where to evaluate ("cpu", "cuda", ...).
-        dtype: network dtype, "float64" (default: smooth enough for finite
-            differences and tight optimisations) or "float32".
+        dtype: network dtype, "float32" or "float64"; None (default) keeps the file's. float64
+            gives forces smooth enough for finite differences and tight optimisations.
         kwargs: passed to ase.calculators.calculator.Calculator.
+
+    Torch's CPU thread count follows `mlff.threads.apply_thread_policy` for the atoms it is given
+    (one thread for small molecules) unless the user set it (`mlff --threads`, OMP_NUM_THREADS).
 
     Attributes:
         seconds_in_potential: wall time spent inside the potential so far (for throughput reports).
+
+    Raises:
+        FileNotFoundError: `potential` is neither a file nor a shipped name (the message lists them).
     """
 
     implemented_properties = ["energy", "free_energy", "forces"]
@@ -43,15 +52,24 @@ class MLFFCalculator(Calculator):
         self,
         potential: str | os.PathLike | Potential,
         device: str | torch.device = "cpu",
-        dtype: str | torch.dtype = "float64",
+        dtype: str | torch.dtype | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if isinstance(potential, Potential):
             self.potential = potential.to(device=device, dtype=dtype)
         else:
-            self.potential = load_potential(potential, device=device, dtype=dtype)
+            self.potential = load_potential(potential_path(potential), device=device, dtype=dtype)
         self.seconds_in_potential = 0.0
+        self._threads_sized_for: int | None = None
+        if self.atoms is not None:
+            self._size_threads(len(self.atoms))
+
+    def _size_threads(self, num_atoms: int) -> None:
+        """Apply the thread policy when the number of atoms changes (so once for an MD run)."""
+        if num_atoms != self._threads_sized_for:
+            apply_thread_policy(num_atoms)
+            self._threads_sized_for = num_atoms
 
     def calculate(
         self,
@@ -67,6 +85,7 @@ class MLFFCalculator(Calculator):
         """
         super().calculate(atoms, properties, system_changes)
         check_atoms(self.atoms, self.potential.species)
+        self._size_threads(len(self.atoms))
         started = time.perf_counter()
         energy, forces = self.potential.energy_and_forces(self.atoms.get_atomic_numbers(), self.atoms.get_positions())
         self.seconds_in_potential += time.perf_counter() - started

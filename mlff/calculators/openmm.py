@@ -2,13 +2,14 @@
 
     from mlff.calculators.openmm import create_system, read_structure
     topology, positions = read_structure("ethanol.xyz", species=[1, 6, 8])
-    system = create_system(topology, "potentials/ethanol.pt")
+    system = create_system(topology, "ethanol")   # a shipped potential by name, or a file path
 
 The TorchForce holds a TorchScript wrapper (`OpenMMPotentialModule`) around the
 potential's module: OpenMM's positions (nm) go in, energy (kJ/mol) and forces
 (kJ/mol/nm) come out, computed by the potential's own autograd, so OpenMM runs
 no second backward pass and every step stays inside OpenMM's C++ loop. Format v1
-potentials handle isolated molecules: periodic systems are refused at set-up.
+potentials handle isolated molecules: periodic systems are refused at set-up. The network runs
+in the file's dtype unless a precision is given ("single" float32, "double" float64).
 """
 
 import copy
@@ -26,6 +27,7 @@ from ase.data import chemical_symbols
 from openmm import unit
 
 from mlff.export.load import Potential, load_potential, torchscript_without_deprecation_warning
+from mlff.resources import potential_path
 from mlff.units import ANGSTROM_TO_NM, EV_PER_ANGSTROM_TO_KJ_PER_MOL_PER_NM, EV_TO_KJ_PER_MOL, NM_TO_ANGSTROM
 
 PRECISIONS: dict[str, torch.dtype] = {"single": torch.float32, "double": torch.float64}
@@ -104,14 +106,15 @@ def torch_force_module(
     """The scripted `OpenMMPotentialModule` for a potential file and a set of atoms.
 
     Args:
-        potential: a potential file or a loaded `Potential` (left unchanged: it is copied).
+        potential: a shipped potential's name, a potential file or a loaded `Potential` (left
+            unchanged: it is copied).
         atomic_numbers: [n] atomic numbers of the ML atoms, checked against the species.
         ml_atoms: [n] particle indices of the ML atoms, or None for all particles.
         num_particles: particles in the System (default n).
         precision: "single" (float32 network), "double" (float64) or None (the file's dtype).
     """
     numbers = [int(z) for z in atomic_numbers]
-    loaded = potential if isinstance(potential, Potential) else load_potential(potential)
+    loaded = potential if isinstance(potential, Potential) else load_potential(potential_path(potential))
     check_species(numbers, loaded.species)
     dtype = precision_dtype(precision, loaded)
     module = _module_copy(loaded, dtype)

@@ -12,7 +12,7 @@ class MLFFPotentialImpl(MLPotentialImpl):
     """An mlff potential file added to a System as an `openmmtorch.TorchForce`.
 
     Args:
-        model_path: the potential file (.pt, format v1).
+        model_path: the potential file (.pt, format v1), or a shipped potential's name.
         precision: default network precision, "single", "double" or None (the file's dtype).
     """
 

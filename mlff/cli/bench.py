@@ -1,15 +1,16 @@
-"""`mlff bench speed|openmm|md|ablation|stability ...`: benchmarks that print a table and write JSON.
+"""`mlff bench speed|openmm|md|ablation|stability|train ...`: benchmarks that print a table and write JSON.
 
 speed: energy+force calls/s of potential files; openmm: MD steps/s of OpenMM's TorchForce, a
 PythonForce and ASE; md: steps/s and ns/day of the MD engines (`mlff.cli.bench_md`); ablation:
 the paper's encoding ablation (`mlff.cli.bench_ablation`); stability: the MD17 stability table
-(`mlff.cli.bench_stability`).
+(`mlff.cli.bench_stability`); train: speed of the training step (`mlff.cli.bench_train`).
 """
 
 import argparse
 from typing import Any
 
-from mlff.cli import bench_ablation, bench_md, bench_stability
+from mlff.cli import bench_ablation, bench_md, bench_stability, bench_threads, bench_train
+from mlff.utils import DTYPE_NAMES
 
 
 def add_parser(subparsers: Any) -> None:
@@ -21,7 +22,7 @@ def add_parser(subparsers: Any) -> None:
     add_structure_argument(speed)
     speed.add_argument("--calls", type=int, default=100, help="timed calls per structure")
     speed.add_argument("--device", default="cpu")
-    speed.add_argument("--dtype", choices=["float32", "float64"], default=None, help="default: the file's")
+    speed.add_argument("--dtype", choices=DTYPE_NAMES, default=None, help="default: the file's")
     speed.add_argument("-o", "--output", default="bench_speed.json", help="JSON output")
     speed.set_defaults(run=run_speed)
     md = benches.add_parser(
@@ -32,7 +33,7 @@ def add_parser(subparsers: Any) -> None:
     md.add_argument("--steps", type=int, default=200, help="timed MD steps per engine and round")
     md.add_argument("--rounds", type=int, default=5, help="timed rounds, engines taking turns (median reported)")
     md.add_argument("--warmup", type=int, default=20, help="untimed MD steps first")
-    md.add_argument("--dtype", choices=["float32", "float64"], default=None, help="default: the file's")
+    md.add_argument("--dtype", choices=DTYPE_NAMES, default=None, help="default: the file's")
     md.add_argument(
         "--timestep-fs", type=float, default=0.5, help="MD step (0.001: near-fixed geometry for foreign molecules)"
     )
@@ -41,40 +42,48 @@ def add_parser(subparsers: Any) -> None:
     bench_md.add_parser(benches)
     bench_ablation.add_parser(benches)
     bench_stability.add_parser(benches)
+    bench_train.add_parser(benches)
+    bench_threads.add_parser(benches)
 
 
 def run_speed(args: argparse.Namespace) -> int:
-    from mlff.bench.speed import speed_benchmark, write_json
+    from mlff.bench.speed import speed_benchmark
+    from mlff.utils import format_table, write_json
 
     structures = structures_from_args(args.structure, args.potentials[0])
     rows = speed_benchmark(args.potentials, structures, args.calls, args.device, args.dtype)
-    write_json(rows, args.output)
-    print(f"{'potential':40s} {'structure':12s} {'atoms':>5s} {'calls/s':>9s} {'ms/call':>8s} {'ratio':>6s}")
-    for row in rows:
-        print(
-            f"{row['potential']:40s} {row['structure']:12s} {row['atoms']:5d} {row['calls_per_second']:9.1f} "
-            f"{row['median_ms']:8.2f} {row['ratio_to_first']:6.2f}"
+    write_json(args.output, rows)
+    columns = ("potential", "structure", "atoms", "calls_per_second", "median_ms", "ratio_to_first")
+    print(
+        format_table(
+            [[row[key] for key in columns] for row in rows],
+            ["potential", "structure", "atoms", "calls/s", "ms/call", "ratio"],
+            fmt="plain",
+            floatfmt=("", "", "", ".1f", ".2f", ".2f"),
         )
+    )
     print(f"wrote {args.output}")
     return 0
 
 
 def run_openmm(args: argparse.Namespace) -> int:
     from mlff.bench.openmm import openmm_benchmark
-    from mlff.bench.speed import write_json
+    from mlff.utils import format_table, write_json
 
     structures = structures_from_args(args.structure, args.potential)
     rows = openmm_benchmark(
         args.potential, structures, args.steps, args.warmup, args.dtype, args.timestep_fs, args.rounds
     )
-    write_json(rows, args.output)
-    header = f"{'structure':12s} {'atoms':>5s} {'engine':12s} {'steps/s':>9s} {'ns/day':>8s} {'vs ASE':>7s}"
-    print(f"{header} {'max dbond A':>11s}")
-    for row in rows:
-        print(
-            f"{row['structure']:12s} {row['atoms']:5d} {row['engine']:12s} {row['steps_per_second']:9.1f} "
-            f"{row['ns_per_day']:8.3f} {row['ratio_to_ase']:7.2f} {row['max_bond_deviation_a']:11.3g}"
+    write_json(args.output, rows)
+    columns = ("structure", "atoms", "engine", "steps_per_second", "ns_per_day", "ratio_to_ase", "max_bond_deviation_a")
+    print(
+        format_table(
+            [[row[key] for key in columns] for row in rows],
+            ["structure", "atoms", "engine", "steps/s", "ns/day", "vs ASE", "max dbond A"],
+            fmt="plain",
+            floatfmt=("", "", "", ".1f", ".3f", ".2f", ".3g"),
         )
+    )
     print(f"wrote {args.output}")
     return 0
 

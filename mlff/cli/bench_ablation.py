@@ -25,7 +25,10 @@ def add_parser(benches: Any) -> None:
     )
     parser.add_argument("--output-dir", default="runs/ablation", help="cells go to OUTPUT_DIR/LABELS/BACKBONE/...")
     parser.add_argument(
-        "--data-dir", default="../shared/data/md17", help="folder of LABELS_MOLECULE.npz files with published splits"
+        "--data-dir",
+        default=None,
+        help="folder of LABELS_MOLECULE.npz files with published splits (default: the `mlff data fetch` cache, "
+        "$MLFF_CACHE_DIR or ~/.cache/mlff/datasets)",
     )
     parser.add_argument(
         "--max-minutes-per-cell",
@@ -56,11 +59,11 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from mlff.bench.ablation import AblationSettings, format_table, run_ablation
+    from mlff.threads import set_user_threads
 
     if args.ablation_threads is not None:
-        if args.ablation_threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.ablation_threads}")
-        torch.set_num_threads(args.ablation_threads)
+        set_user_threads(args.ablation_threads)
+    data_dir = {} if args.data_dir is None else {"data_dir": args.data_dir}
     settings = AblationSettings(
         backbone=args.backbone,
         molecules=tuple(args.molecules),
@@ -68,9 +71,9 @@ def run(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         labels=args.labels,
         output_dir=args.output_dir,
-        data_dir=args.data_dir,
         max_minutes_per_cell=args.max_minutes_per_cell,
         overrides=tuple(args.override),
+        **data_dir,
     )
     progress = not args.no_progress and sys.stderr.isatty()
     try:

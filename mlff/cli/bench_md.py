@@ -3,6 +3,8 @@
 import argparse
 from typing import Any
 
+from mlff.utils import DTYPE_NAMES
+
 
 def add_parser(benches: Any) -> None:
     from mlff.cli.bench import add_structure_argument
@@ -27,16 +29,16 @@ def add_parser(benches: Any) -> None:
         "--timestep-fs", type=float, default=None, help="MD step (0.001: near-fixed geometry for foreign molecules)"
     )
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", choices=["float32", "float64"], default=None, help="default: the file's")
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, default=None, help="default: the file's")
     parser.add_argument("-o", "--output", default="bench_md.json", help="JSON output")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from mlff.bench.md import format_table, md_benchmark, parse_configuration
-    from mlff.bench.speed import write_json
     from mlff.cli.bench import structures_from_args
     from mlff.dynamics import MDSettings, load_protocol
+    from mlff.utils import write_json
 
     overrides = {"timestep_fs": args.timestep_fs} if args.timestep_fs is not None else {}
     if args.protocol:
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         args.device,
         args.dtype,
     )
-    write_json(rows, args.output)
+    write_json(args.output, rows)
     print(format_table(rows))
     print(f"wrote {args.output}")
     return 0

@@ -1,11 +1,14 @@
-"""`mlff bench stability [--molecules ...] [--seeds 5] [--protocol md/...yaml] [--quick]`: the MD17 stability table."""
+"""`mlff bench stability [--molecules ...] [--seeds 5] [--protocol NAME|FILE] [--quick]`: the MD17 stability table.
+
+The potentials and protocols are the ones shipped inside the package (`mlff.resources`), so the
+command runs from any directory.
+"""
 
 import argparse
 from pathlib import Path
 from typing import Any
 
-REPOSITORY = Path(__file__).resolve().parents[2]
-DEFAULT_PROTOCOL = REPOSITORY / "md" / "md17-stability-cpu.yaml"
+DEFAULT_PROTOCOL = "md17-stability-cpu"
 
 
 def add_parser(benches: Any) -> None:
@@ -14,11 +17,15 @@ def add_parser(benches: Any) -> None:
         help="the MDsim stability protocol on each shipped potential (all seeds in one torch batch): one table",
     )
     parser.add_argument("--molecules", nargs="+", default=None, help="shipped potentials to run (default: all)")
-    parser.add_argument("--potentials-dir", default=str(REPOSITORY / "potentials"), help="where the potentials are")
-    parser.add_argument("--potential", default=None, help="a potential outside the list (with --data)")
+    parser.add_argument("--potentials-dir", default=None, help="where the potentials are (default: the shipped ones)")
+    parser.add_argument("--potential", default=None, help="a potential file outside the list (with --data)")
     parser.add_argument("--data", default=None, help="the dataset of --potential's molecule (reference statistics)")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per molecule (default: the protocol's, 5)")
-    parser.add_argument("--protocol", default=str(DEFAULT_PROTOCOL), help="MD protocol (default: 50 ps CPU version)")
+    parser.add_argument(
+        "--protocol",
+        default=DEFAULT_PROTOCOL,
+        help=f"a shipped MD protocol's name or a YAML file (default {DEFAULT_PROTOCOL}: the 50 ps CPU version)",
+    )
     parser.add_argument("--quick", action="store_true", help="1 ps of the protocol: a few minutes on 2 CPU cores")
     parser.add_argument("--time", default=None, help="override the protocol's length, e.g. 10ps")
     parser.add_argument("--device", default="cpu")
@@ -43,22 +50,23 @@ def run(args: argparse.Namespace) -> int:
         write_report,
     )
     from mlff.dynamics import load_protocol
+    from mlff.resources import potential_path, potentials_dir, protocol_path
 
     overrides: dict[str, Any] = {}
     if args.seeds is not None:
         overrides["replicas"] = args.seeds
     if args.quick or args.time:
         overrides["time"] = args.time or QUICK_TIME
-    settings = load_protocol(args.protocol, **overrides)
-    protocol = protocol_label(args.protocol) + (f" ({overrides['time']})" if "time" in overrides else "")
+    protocol_file = protocol_path(args.protocol)
+    settings = load_protocol(protocol_file, **overrides)
+    protocol = protocol_label(protocol_file) + (f" ({overrides['time']})" if "time" in overrides else "")
     if args.potential:
         if args.molecules:
             raise ValueError("give --potential (with --data) or --molecules, not both")
-        targets = [
-            StabilityTarget(Path(args.potential).stem, Path(args.potential), Path(args.data) if args.data else None)
-        ]
+        path = potential_path(args.potential)
+        targets = [StabilityTarget(path.stem, path, Path(args.data) if args.data else None)]
     else:
-        targets = shipped_targets(args.potentials_dir, args.molecules)
+        targets = shipped_targets(args.potentials_dir or potentials_dir(), args.molecules)
     output_dir = Path(args.output_dir)
     rows = []
     for target in targets:
@@ -72,8 +80,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def protocol_label(protocol: str) -> str:
-    """The protocol's path relative to the repository when it lies inside (reports and cards read the same
-    on every machine), else as given."""
-    path = Path(protocol).resolve()
-    return str(path.relative_to(REPOSITORY)) if path.is_relative_to(REPOSITORY) else protocol
+def protocol_label(protocol: Path) -> str:
+    """A shipped protocol as `md/<name>.yaml`, its place in the source tree (reports and cards then read
+    the same on every machine and install), any other protocol file as given."""
+    from mlff.resources import protocols_dir
+
+    if protocol.resolve().parent == protocols_dir().resolve():
+        return f"md/{protocol.name}"
+    return str(protocol)

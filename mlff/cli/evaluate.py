@@ -5,7 +5,6 @@ subcommand module, and `mlff --help` should not import torch.
 """
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     from mlff.evaluate import evaluate_file
+    from mlff.utils import write_json
 
     result = evaluate_file(
         args.model,
@@ -50,8 +50,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(format_result(result))
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
     return 0
 
 

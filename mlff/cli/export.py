@@ -8,6 +8,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from mlff.utils import DTYPE_NAMES
+
 
 def add_parser(subparsers: Any) -> None:
     """Register the `export` subcommand."""
@@ -24,7 +26,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--weights", choices=("ema", "raw"), default="ema", help="EMA or raw weights (default: ema)")
     parser.add_argument(
         "--dtype",
-        choices=("float64", "float32"),
+        choices=DTYPE_NAMES,
         default="float64",
         help="network dtype of the file (default: float64)",
     )
@@ -39,8 +41,17 @@ def add_parser(subparsers: Any) -> None:
         type=float,
         default=0.0,
         metavar="EV_PER_A3",
-        help="k > 0: pairs closer than the shortest distance of their species pair in the training frames "
-        "add k (r0 - r)^3 eV, so MD cannot fall into unlearnt short distances (default 0: off)",
+        help="k > 0: the cubic core repulsion: pairs closer than their element pair's onset r0 add "
+        "k (r0 - r)^3 eV, so MD cannot fall into unlearnt short distances (default 0: off)",
+    )
+    parser.add_argument(
+        "--repulsion",
+        choices=("cubic", "zbl"),
+        default=None,
+        help="the core repulsion: cubic (with --core-repulsion K, which alone means cubic) or zbl (the ZBL "
+        "screened nuclear repulsion, no strength to give, switched off smoothly at r0). Onsets r0: the "
+        "shortest distance of the element pair within the cutoff in the training frames, else 0.6 x the "
+        "sum of covalent radii; zero on every training frame (default: none)",
     )
     parser.add_argument(
         "--check-data",
@@ -54,17 +65,16 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export the checkpoint and print what was written."""
-    from ase.data import chemical_symbols
-
     from mlff.export.card import write_model_card
     from mlff.export.load import read_metadata
+    from mlff.utils import species_symbols
 
     if args.check_data and args.no_card:
         raise ValueError("--check-data fills the model card's check section; it cannot go with --no-card")
     path = _export(args)
     metadata = read_metadata(path)
     training = metadata.get("training") or {}
-    species = " ".join(chemical_symbols[z] for z in metadata["species"])
+    species = species_symbols(metadata["species"])
     size_kib = path.stat().st_size / 1024
     print(
         f"wrote {path} ({size_kib:.0f} KiB): species {species}, cutoff {metadata['cutoff']} A, "
@@ -72,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.reference_data:
         print(f"reference statistics from {args.reference_data}")
+    if metadata.get("core_repulsion"):
+        print(_describe_repulsion(metadata["core_repulsion"]))
     if not args.no_card:
         print(f"wrote model card {write_model_card(path, check_data=args.check_data)}")
     return 0
@@ -79,18 +91,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> Path:
     """Export a checkpoint, or re-write a potential file, with the reference statistics asked for."""
-    from mlff.dynamics.runner import dataset_reference
+    from mlff.data.reference import dataset_reference
     from mlff.export.deploy import export_checkpoint, replace_reference
-    from mlff.export.load import PotentialError, read_metadata
+    from mlff.export.load import is_potential_file
 
-    try:
-        read_metadata(args.checkpoint)
-        is_potential = True
-    except PotentialError:
-        is_potential = False
-    if is_potential:
-        if args.core_repulsion:
-            raise ValueError("--core-repulsion needs the training checkpoint (its data), not a potential file")
+    if is_potential_file(args.checkpoint):
+        if args.core_repulsion or args.repulsion:
+            raise ValueError("a core repulsion needs the training checkpoint (its data), not a potential file")
         if not args.reference_data:
             raise ValueError(f"{args.checkpoint} is a potential file already; --reference-data is all export can add")
         return replace_reference(args.checkpoint, dataset_reference(args.reference_data), args.output)
@@ -100,7 +107,26 @@ def _export(args: argparse.Namespace) -> Path:
         weights=args.weights,
         dtype=args.dtype,
         core_repulsion_ev_per_a3=args.core_repulsion,
+        repulsion=args.repulsion,
     )
     if args.reference_data:
         replace_reference(path, dataset_reference(args.reference_data), path)
     return path
+
+
+def _describe_repulsion(repulsion: dict[str, Any]) -> str:
+    """One line: the core repulsion's kind and which element pairs' onsets were seen or came from radii."""
+    from mlff.utils import element_symbol
+
+    species, sources = repulsion["species"], repulsion.get("onset_sources")
+    kind = repulsion.get("kind", "cubic")
+    if sources is None:  # files written before the onset rule had every onset seen
+        return f"core repulsion {kind}"
+    groups: dict[str, list[str]] = {"seen": [], "radii": []}
+    for a in range(len(species)):
+        for b in range(a, len(species)):
+            groups[sources[a][b]].append(f"{element_symbol(species[a])}-{element_symbol(species[b])}")
+    return (
+        f"core repulsion {kind}: onsets seen in the training frames for {', '.join(groups['seen']) or 'no pair'}; "
+        f"from covalent radii for {', '.join(groups['radii']) or 'no pair'}"
+    )

@@ -27,7 +27,13 @@ COMMANDS: dict[str, str] = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlff", description="Machine-learned molecular force fields.")
     parser.add_argument("--version", action="version", version=f"mlff {__version__}")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads for this command")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads for this command (default: OMP_NUM_THREADS if set, else 1 for small systems; "
+        "see mlff.threads)",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for module_name in COMMANDS.values():
@@ -41,9 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads is not None:
         if args.threads < 1:
             parser.error("--threads must be >= 1")
-        import torch
+        from mlff.threads import set_user_threads
 
-        torch.set_num_threads(args.threads)
+        set_user_threads(args.threads)
     try:
         return int(args.run(args) or 0)
     except (ValueError, FileNotFoundError, KeyError) as error:

@@ -1,13 +1,16 @@
 """`mlff md POTENTIAL [--structure FILE|DATASET:INDEX] [--engine torch|openmm|ase] ...`: MD with stability and speed."""
 
 import argparse
+from pathlib import Path
+
+from mlff.dynamics.engines import ENGINES
 
 SETTINGS = ("steps", "timestep_fs", "temperature_k", "thermostat", "friction_per_fs", "ttime", "seed", "save_every")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("md", help="run MD with a potential; print stability and speed")
-    parser.add_argument("potential", help="potential file (.pt)")
+    parser.add_argument("potential", help="a shipped potential's name (e.g. ethanol) or a potential file (.pt)")
     parser.add_argument(
         "--structure",
         action="append",
@@ -15,7 +18,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="FILE or DATASET:INDEX; repeat for a batch of molecules (replica k takes the k-th, cycling); "
         "default: the potential's start frames",
     )
-    parser.add_argument("--protocol", default=None, help="MD protocol YAML (md/*.yaml); the options below override it")
+    parser.add_argument(
+        "--protocol",
+        default=None,
+        help="MD protocol: a shipped one by name (quick-500k, md17-stability-cpu, md17-stability) or a YAML file; "
+        "the options below override it",
+    )
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, default=None, help="integration steps (default 1000)")
     length.add_argument("--time", default=None, help="simulated length instead of steps, e.g. 300ps, 50ps, 500fs")
@@ -30,13 +38,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=None, help="replica k is seeded seed + k (default 0)")
     parser.add_argument("--replicas", type=int, default=None, help="independent replicas (default 1)")
     parser.add_argument(
-        "--engine", choices=["torch", "openmm", "ase"], default="torch", help="torch (default; batched), OpenMM or ASE"
+        "--engine", choices=sorted(ENGINES), default="torch", help="torch (default; batched), OpenMM or ASE"
     )
     parser.add_argument(
         "--reference-data", default=None, help="dataset whose bonds, h(r) and start frames replace the potential's"
     )
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", choices=["float32", "float64"], default="float64")
+    parser.add_argument("--dtype", choices=["float32", "float64"], default=None, help="default: the file's dtype")
     parser.add_argument(
         "-o", "--output-dir", default=None, help="write trajectories (HDF5), thermo.csv, checkpoint, summary, plots"
     )
@@ -49,22 +57,46 @@ def settings_from_args(args: argparse.Namespace):
     """MDSettings from --protocol and the options that override it."""
     from mlff.dynamics import load_protocol
     from mlff.dynamics.settings import settings_from
+    from mlff.resources import protocol_path
 
     overrides = {name: getattr(args, name) for name in SETTINGS if getattr(args, name) is not None}
     if args.replicas is not None:
         overrides["replicas"] = args.replicas
     if args.time is not None:
         overrides["time"] = args.time
-    return load_protocol(args.protocol, **overrides) if args.protocol else settings_from(overrides)
+    return load_protocol(protocol_path(args.protocol), **overrides) if args.protocol else settings_from(overrides)
+
+
+def atoms_per_call(
+    potential: Path, structures: list[str] | None, reference_data: str | None, replicas: int, engine: str
+) -> int:
+    """Atoms in one potential call of the run (the thread policy's system size): the torch engine
+    evaluates every replica in one batch, OpenMM and ASE one replica at a time."""
+    from mlff.dynamics.runner import load_structure
+    from mlff.export import read_metadata
+
+    if structures:
+        atoms = len(load_structure(structures[0], {}))
+    elif reference_data:
+        from mlff.data import read_frames
+
+        atoms = len(read_frames(reference_data).frame(0)[0])
+    else:
+        atoms = len((read_metadata(potential).get("reference") or {}).get("atomic_numbers") or [])
+    return atoms * (replicas if engine == "torch" else 1)
 
 
 def run(args: argparse.Namespace) -> int:
     from mlff.dynamics import MDInterrupted, run_md
+    from mlff.resources import potential_path
+    from mlff.threads import apply_thread_policy
 
     settings = settings_from_args(args)
+    potential = potential_path(args.potential)
+    apply_thread_policy(atoms_per_call(potential, args.structure, args.reference_data, settings.replicas, args.engine))
     try:
         summary = run_md(
-            args.potential,
+            potential,
             args.structure,
             settings,
             args.output_dir,

@@ -32,7 +32,6 @@ import io
 import json
 import os
 import tarfile
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -49,6 +48,7 @@ from tqdm import tqdm
 from mlff._version import __version__
 from mlff.data.frames import DatasetError
 from mlff.data.readers import read_frames
+from mlff.utils import atomic_path, write_json
 
 MOLECULES: tuple[str, ...] = (
     "aspirin",
@@ -176,12 +176,10 @@ def obtain_verified(name: str, url: str, cache: Path, say: Reporter, progress: b
         say(f"sha256 {check_sha256(target, name, sha256_of(target), cache)}")
         return target
     say(f"downloading {url}")
-    temporary, digest = download(url, target.parent, name, progress)
-    try:
+    # The download becomes `target` only once its hash is checked.
+    with atomic_path(target, suffix=".part") as temporary:
+        digest = download(url, temporary, name, progress)
         say(f"sha256 {check_sha256(temporary, name, digest, cache)}")
-        publish(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
     return target
 
 
@@ -194,18 +192,14 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download(url: str, directory: Path, name: str, progress: bool) -> tuple[Path, str]:
-    """Stream `url` into a temporary file in `directory`; return (its path, its hex SHA-256).
+def download(url: str, destination: Path, name: str, progress: bool) -> str:
+    """Stream `url` into `destination` (a temporary file the caller publishes once verified); its hex SHA-256.
 
-    The temporary file is deleted on any failure; the caller renames it once verified.
+    `name` labels the progress bar. Raises FetchError on any failure, leaving `destination` to the caller.
     """
-    directory.mkdir(parents=True, exist_ok=True)
-    handle, temporary_name = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".part")
-    temporary = Path(temporary_name)
     digest = hashlib.sha256()
-    complete = False
     try:
-        with os.fdopen(handle, "wb") as output, _open_url(url) as response:
+        with open(destination, "wb") as output, _open_url(url) as response:
             total = _content_length(response)
             received = 0
             with tqdm(
@@ -218,7 +212,6 @@ def download(url: str, directory: Path, name: str, progress: bool) -> tuple[Path
                     bar.update(len(chunk))
         if total is not None and received != total:
             raise FetchError(f"download of {url} is incomplete: {received} of {total} bytes")
-        complete = True
     except urllib.error.HTTPError as error:
         error.close()
         raise FetchError(f"download of {url} failed: HTTP {error.code} {error.reason}") from None
@@ -226,10 +219,7 @@ def download(url: str, directory: Path, name: str, progress: bool) -> tuple[Path
         raise FetchError(f"could not download {url}: {error.reason}") from None
     except (OSError, http.client.HTTPException) as error:
         raise FetchError(f"download of {url} failed: {error!r}") from None
-    finally:
-        if not complete:
-            temporary.unlink(missing_ok=True)
-    return temporary, digest.hexdigest()
+    return digest.hexdigest()
 
 
 def _open_url(url: str) -> http.client.HTTPResponse | urllib.response.addinfourl:
@@ -299,15 +289,7 @@ def _is_record_entry(entry: object) -> bool:
 
 def write_registry(registry: dict[str, dict[str, str]], path: Path) -> None:
     """Write the recorded hashes atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(handle, "w") as output:
-            json.dump(registry, output, indent=2, sort_keys=True)
-            output.write("\n")
-        publish(Path(temporary), path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+    write_json(path, registry, sort_keys=True)
 
 
 def read_md17(path: Path) -> dict[str, np.ndarray]:
@@ -407,25 +389,14 @@ def _arrays(archive: np.lib.npyio.NpzFile, keys: tuple[str, ...], name: str) -> 
 
 def write_converted(arrays: dict[str, np.ndarray], output: Path) -> None:
     """Write a compressed npz atomically, after checking that mlff reads it (read_frames)."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary_name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.stem}.", suffix=".npz")
-    temporary = Path(temporary_name)
-    try:
-        with os.fdopen(handle, "wb") as file:
+    # The temporary name ends in .npz: read_frames tells formats apart by extension.
+    with atomic_path(output, suffix=".npz") as temporary:
+        with open(temporary, "wb") as file:
             np.savez_compressed(file, **arrays)
         try:
             read_frames(temporary)
         except DatasetError as error:
             raise FetchError(f"the converted {output.name} is not a valid dataset: {error}") from None
-        publish(temporary, output)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def publish(temporary: Path, target: Path) -> None:
-    """Make a finished temporary file readable by all (mkstemp creates it owner-only) and rename it to `target`."""
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, target)
 
 
 def describe(arrays: dict[str, np.ndarray]) -> str:

@@ -47,21 +47,22 @@ import multiprocessing
 import os
 import shutil
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from mlff import utils
 from mlff.data.molecules import MoleculeSpec, embed_smiles, is_closed_shell
 from mlff.data.optional import import_optional, require
+from mlff.utils import atomic_path, atomic_write, write_json
 
 METHODS: tuple[str, ...] = ("gfn2-xtb", "pbe/def2-svp")
 # The package each method's calculator needs (the `generate` extra holds them all).
@@ -352,26 +353,12 @@ def label_molecule(
     return frames, result
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call write(temporary path) in `path`'s directory, then rename over `path` (all or nothing)."""
-    # A name unique to this process and call (not mkstemp: its 0600 mode would ignore the umask).
-    temporary = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    _atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=2) + "\n"))
-
-
 def write_extxyz_atomic(path: Path, frames: Sequence[Atoms]) -> None:
+    """Frames as extended XYZ (eV, Angstrom), written all or nothing (mlff.utils.atomic_path)."""
     import ase.io
 
-    _atomic_write(path, lambda p: ase.io.write(p, list(frames), format="extxyz"))
+    with atomic_path(path) as temporary:
+        ase.io.write(temporary, list(frames), format="extxyz")
 
 
 def _set_worker_threads(threads: int, method: str) -> None:
@@ -391,7 +378,7 @@ def run_molecule(spec: MoleculeSpec, config: GenerateConfig, parts_dir: Path) ->
         result.seconds = round(time.perf_counter() - start, 3)
         write_extxyz_atomic(parts_dir / f"{spec.key}.extxyz", frames)
         # The json is the "finished" marker: written last, so a part without it is redone.
-        write_json_atomic(parts_dir / f"{spec.key}.json", result.to_dict())
+        write_json(parts_dir / f"{spec.key}.json", result.to_dict())
         return result
     except Exception as error:
         return MoleculeResult(
@@ -500,7 +487,7 @@ def _prepare_work_directory(parts_dir: Path, config: GenerateConfig) -> None:
                 "remove it to start afresh or write to another output"
             )
         return
-    write_json_atomic(config_path, settings)
+    write_json(config_path, settings)
 
 
 def _finished(spec: MoleculeSpec, parts_dir: Path) -> MoleculeResult | None:
@@ -519,13 +506,14 @@ def _finished(spec: MoleculeSpec, parts_dir: Path) -> MoleculeResult | None:
 
 
 def _concatenate(output: Path, parts: Sequence[Path]) -> None:
-    def write(path: Path) -> None:
-        with path.open("wb") as target:
-            for part in parts:
-                with part.open("rb") as source:
-                    shutil.copyfileobj(source, target)
+    """The part files one after another in `output`, written all or nothing."""
 
-    _atomic_write(output, write)
+    def write(target: IO[bytes]) -> None:
+        for part in parts:
+            with part.open("rb") as source:
+                shutil.copyfileobj(source, target)
+
+    atomic_write(output, write)
 
 
 def _unique(specs: Sequence[MoleculeSpec], report: Callable[[str], None]) -> list[MoleculeSpec]:
@@ -583,7 +571,7 @@ def generate(
     ordered = [results[spec.key] for spec in specs]
     _concatenate(output, [parts_dir / f"{r.key}.extxyz" for r in ordered if r.status == "ok"])
     summary = summary_path(output)
-    write_json_atomic(summary, summary_document(output, config, ordered))
+    write_json(summary, summary_document(output, config, ordered))
     return GenerateReport(output=output, summary_path=summary, results=ordered)
 
 
@@ -608,7 +596,7 @@ def summary_document(output: Path, config: GenerateConfig, results: Sequence[Mol
 
 
 def format_table(results: Sequence[MoleculeResult], temperatures_k: Sequence[float]) -> str:
-    """A plain-text table of per-molecule counts: equilibrium frames, MD frames per temperature, time, status."""
+    """A plain-text table of per-molecule counts: equilibrium frames, MD frames per temperature, time (s), status."""
     temperature_keys = [f"{t:g}" for t in temperatures_k]
     header = ["molecule", "atoms", "eq", *[f"md@{t}K" for t in temperature_keys], "frames", "s", "status"]
     rows = []
@@ -616,13 +604,6 @@ def format_table(results: Sequence[MoleculeResult], temperatures_k: Sequence[flo
         status = "ok (resumed)" if r.resumed else r.status
         if r.status != "ok":
             status = f"FAILED: {r.error}"
-        counts = [str(r.md_frames.get(t, 0)) for t in temperature_keys]
-        rows.append(
-            [r.name, str(r.atoms), str(r.equilibrium_frames), *counts, str(r.total_frames), f"{r.seconds:.1f}", status]
-        )
-    widths = [max(len(row[k]) for row in [header, *rows]) for k in range(len(header) - 1)]
-
-    def line(row: list[str]) -> str:
-        return "  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1]
-
-    return "\n".join([line(header), *(line(row) for row in rows)])
+        counts = [r.md_frames.get(t, 0) for t in temperature_keys]
+        rows.append([r.name, r.atoms, r.equilibrium_frames, *counts, r.total_frames, r.seconds, status])
+    return utils.format_table(rows, header, fmt="plain", floatfmt=".1f")

@@ -109,19 +109,14 @@ def structure_file_molecules(paths: Iterable[str | Path]) -> list[MoleculeSpec]:
     Named by the file stem (stem_K when a file holds several); its geometry is the start of
     one conformer.
     """
-    import ase.io
+    from mlff.data.readers import read_images
 
     specs = []
     for path in paths:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"structure file not found: {path}")
-        try:
-            images = ase.io.read(path, index=":")
-        except Exception as error:
-            raise ValueError(f"{path}: ASE could not read it: {error}") from None
-        if not images:
-            raise ValueError(f"{path}: no structures")
+        images = read_images(path)
         for k, atoms in enumerate(images):
             name = path.stem if len(images) == 1 else f"{path.stem}_{k}"
             charge = int(round(float(atoms.get_initial_charges().sum())))

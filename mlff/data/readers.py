@@ -34,12 +34,13 @@ def read_frames(path: str | Path, energy_unit: str = "auto", equilibrium: bool =
     """Read a dataset file into Frames.
 
     Args:
-        path: an .npz file (MD17 or rMD17 layout) or any file ASE can read with energies and forces.
+        path: an .npz file (MD17 or rMD17 layout) or any file ASE can read with energies and forces;
+            a leading ~ is the home folder (the example configs name the `mlff data fetch` cache so).
         energy_unit: "auto" (npz: kcal/mol, ASE: eV), "kcal/mol" or "eV"; forces use the same unit per Angstrom.
         equilibrium: mark every frame as an equilibrium frame (a file of minima); otherwise only
             the frames whose extxyz info says `equilibrium=True` are.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"dataset not found: {path}")
     if energy_unit != "auto" and energy_unit not in ENERGY_UNITS:
@@ -103,7 +104,12 @@ def _read_npz(path: Path, energy_unit: str) -> Frames:
     )
 
 
-def _read_ase(path: Path, energy_unit: str, all_equilibrium: bool = False) -> Frames:
+def read_images(path: Path) -> list:
+    """Every structure of a file that ASE reads (XYZ, extxyz, SDF, ...), as ase.Atoms.
+
+    Raises:
+        DatasetError: ASE cannot read the file, or it holds no structure.
+    """
     import ase.io
 
     try:
@@ -112,6 +118,11 @@ def _read_ase(path: Path, energy_unit: str, all_equilibrium: bool = False) -> Fr
         raise DatasetError(f"{path}: ASE could not read it: {error}") from None
     if not images:
         raise DatasetError(f"{path}: no structures")
+    return images
+
+
+def _read_ase(path: Path, energy_unit: str, all_equilibrium: bool = False) -> Frames:
+    images = read_images(path)
     scale = ENERGY_UNITS[energy_unit]
     flags = [all_equilibrium or _info_flag(path, index, atoms.info) for index, atoms in enumerate(images)]
     labels = [_ase_labels(path, index, atoms, flag) for index, (atoms, flag) in enumerate(zip(images, flags))]

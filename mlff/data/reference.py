@@ -7,12 +7,13 @@ interatomic distances over the dataset's frames (MDsim: 500 bins on (0, 10] A,
 density-normalised).
 """
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mlff.data.frames import Frames
-from mlff.data.splits import Split
+from mlff.data.splits import Split, make_split
 
 
 def find_bonds(atomic_numbers: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -105,3 +106,15 @@ def shortest_pair_distances(frames: Frames, frame_indices: np.ndarray, species: 
         np.minimum.at(shortest, (kinds[first], kinds[second]), distances)
         np.minimum.at(shortest, (kinds[second], kinds[first]), distances)
     return np.where(np.isfinite(shortest), shortest, 0.0)
+
+
+def dataset_reference(path: str | Path) -> dict[str, Any]:
+    """The reference statistics of a one-molecule dataset file (start frames from its test split,
+    bonds, mean bond lengths over its training frames, h(r) over all its frames)."""
+    from mlff.data.readers import read_frames
+
+    frames = read_frames(path)
+    reference = reference_statistics(frames, make_split(frames))
+    if reference is None:
+        raise ValueError(f"{path}: reference statistics need a dataset of one molecule")
+    return reference

@@ -6,6 +6,7 @@ training frames, never from the test split.
 """
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -71,3 +72,29 @@ def make_split(
     if n_test is not None:
         test = test[:n_test]
     return Split(train=np.sort(train), val=np.sort(val), test=np.sort(test))
+
+
+SPLITS = ("test", "val", "train", "all")
+# Keys of a training config's "data" section -> make_split keyword arguments.
+SPLIT_SETTINGS: dict[str, str] = {
+    "split": "split_index",
+    "n_val": "n_val",
+    "n_train": "n_train",
+    "n_test": "n_test",
+    "seed": "seed",
+    "train_pool": "train_pool",
+}
+
+
+def split_settings(data_config: dict[str, Any]) -> dict[str, Any]:
+    """make_split keyword arguments from a training config's "data" section (unknown keys ignored)."""
+    return {SPLIT_SETTINGS[key]: value for key, value in data_config.items() if key in SPLIT_SETTINGS}
+
+
+def select_frames(frames: Frames, split: str, settings: dict[str, Any]) -> np.ndarray:
+    """Frame indices of `split` ("all", or "train", "val", "test" of make_split(frames, **settings))."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if split == "all":
+        return np.arange(frames.num_frames)
+    return getattr(make_split(frames, **settings), split)

@@ -20,9 +20,9 @@ from ase.md.verlet import VelocityVerlet
 
 from mlff.calculators.ase import MLFFCalculator
 from mlff.dynamics.frame import Frame, frame_of, kept
+from mlff.dynamics.replicas import replica_generators
 from mlff.dynamics.settings import MDSettings
 from mlff.dynamics.thermo import kinetic_energy_ev, maxwell_boltzmann_velocities, temperature_k
-from mlff.dynamics.torch_engine import replica_generators
 from mlff.export.load import Potential
 
 
@@ -88,17 +88,18 @@ class ASEEngine:
         self._step += steps
 
     def frame(self) -> Frame:
-        potential, kinetic, temperatures, positions = [], [], [], []
+        potential, kinetic, temperatures, positions, forces = [], [], [], [], []
         for atoms in self.atoms:
             coordinates = atoms.get_positions()
             positions.append(coordinates)
             finite = np.isfinite(coordinates).all()
             velocities = atoms.get_velocities() * units.fs
             potential.append(atoms.get_potential_energy() if finite else np.nan)
+            forces.append(atoms.get_forces() if finite else np.full_like(coordinates, np.nan))
             kinetic.append(kinetic_energy_ev(atoms.get_masses(), velocities))
             temperatures.append(temperature_k(atoms.get_masses(), velocities))
         return frame_of(
-            self._step, self.settings.timestep_fs, self.replicas, positions, potential, kinetic, temperatures
+            self._step, self.settings.timestep_fs, self.replicas, positions, forces, potential, kinetic, temperatures
         )
 
     def drop(self, replicas: Sequence[int]) -> None:

@@ -8,12 +8,15 @@ the class (constructor `(potential, systems, settings)`), add one line to `ENGIN
 
 import importlib
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ase import Atoms
+if TYPE_CHECKING:
+    # ASE and the frame/settings types only annotate: the registry imports nothing heavy (the CLI's
+    # parser reads it).
+    from ase import Atoms
 
-from mlff.dynamics.frame import Frame
-from mlff.dynamics.settings import MDSettings
+    from mlff.dynamics.frame import Frame
+    from mlff.dynamics.settings import MDSettings
 
 ENGINES: dict[str, str] = {
     "torch": "mlff.dynamics.torch_engine:TorchEngine",
@@ -44,7 +47,7 @@ class Engine(Protocol):
 
     def advance(self, steps: int) -> None: ...
 
-    def frame(self) -> Frame: ...
+    def frame(self) -> "Frame": ...
 
     def drop(self, replicas: Sequence[int]) -> None: ...
 
@@ -53,7 +56,7 @@ class Engine(Protocol):
     def load_state_dict(self, saved: dict[str, Any]) -> None: ...
 
 
-def build_engine(name: str, potential: Any, systems: Sequence[Atoms], settings: MDSettings) -> Engine:
+def build_engine(name: str, potential: Any, systems: "Sequence[Atoms]", settings: "MDSettings") -> Engine:
     """The engine `name` over `systems` (replica k starts from systems[k], seeded settings.seed + k)."""
     if name not in ENGINES:
         raise ValueError(f"unknown MD engine {name!r}; known: {sorted(ENGINES)}")

@@ -1,4 +1,10 @@
-"""Observers: each sees one replica's saved frames, keeps its own measures and reports them.
+"""Observers: they see a run's saved MD states, keep their own measures and report them.
+
+Two kinds. An `Observer` (what `run_md(observers=[...])` takes) sees every saved state of the
+whole run as a `Frame`: for each live replica its positions [n, 3] Angstrom, forces [n, 3]
+eV/Angstrom and potential energy (eV), with kinetic energy and temperature; `ForceObserver` is
+one. A `ReplicaObserver` sees one replica's positions; the runner keeps one stability and one
+h(r) observer per replica and stops a replica when its stability observer says it collapsed.
 
 Stability follows MDsim (Fu et al. 2022, "Forces are not Enough"): a replica has collapsed at
 the first saved frame where any bond deviates more than `max_deviation_a` from its reference
@@ -13,11 +19,31 @@ from typing import Any, Protocol
 import numpy as np
 
 from mlff.data.reference import HR_BINS, HR_MAX_A, bond_lengths, distance_counts, hr_density, hr_mae
+from mlff.dynamics.frame import Frame
+from mlff.units import FS_PER_PS
 
 
 class Observer(Protocol):
-    """Sees each saved frame of one replica; `summary()` gives its measures as a JSON-able dict;
-    `state_dict()` / `load_state_dict()` carry it across a resumed run."""
+    """Sees each saved state of a run (every live replica, `Frame`: positions, forces, energies).
+
+    `name` keys its entry in the run's summary and checkpoint; `summary()` gives its measures as
+    a JSON-able dict; `state_dict()` / `load_state_dict()` carry it across a resumed run. It sees
+    a frame before the runner stops the replicas that collapsed at it.
+    """
+
+    name: str
+
+    def observe(self, frame: Frame) -> None: ...
+
+    def summary(self) -> dict[str, Any]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None: ...
+
+
+class ReplicaObserver(Protocol):
+    """Sees each saved frame of one replica (its positions [n, 3] Angstrom); otherwise as `Observer`."""
 
     def observe(self, step: int, time_fs: float, positions_a: np.ndarray) -> None: ...
 
@@ -84,8 +110,8 @@ class StabilityObserver(_DataclassState):
     def summary(self) -> dict[str, Any]:
         return {
             "collapsed": self.collapsed,
-            "stable_time_ps": self.last_stable_fs / 1000.0,
-            "collapse_time_ps": None if self.collapsed_at_fs is None else self.collapsed_at_fs / 1000.0,
+            "stable_time_ps": self.last_stable_fs / FS_PER_PS,
+            "collapse_time_ps": None if self.collapsed_at_fs is None else self.collapsed_at_fs / FS_PER_PS,
             "largest_bond_deviation_a": self.largest_deviation_a,
             "bonds": int(len(self.bonds)),
             "frames_observed": self.frames_seen,
@@ -130,3 +156,41 @@ class RDFObserver(_DataclassState):
 
     def state_dict(self) -> dict[str, Any]:
         return {"counts": self.counts, "frames_seen": self.frames_seen}
+
+
+@dataclass
+class ForceObserver(_DataclassState):
+    """The largest atomic force and the potential-energy range of each replica over a run.
+
+    A replica's forces growing without bound or its energy falling far below the start are the
+    first signs of a hole in the potential, often before any bond breaks.
+
+    Attributes:
+        largest_force_ev_per_a: replica index -> largest |F_i| seen, eV/Angstrom.
+        energy_range_ev: replica index -> [lowest, highest] potential energy seen, eV.
+        frames_seen: saved states observed.
+    """
+
+    name: str = "forces"
+    largest_force_ev_per_a: dict[int, float] = field(default_factory=dict)
+    energy_range_ev: dict[int, list[float]] = field(default_factory=dict)
+    frames_seen: int = 0
+
+    def observe(self, frame: Frame) -> None:
+        self.frames_seen += 1
+        for b, k in enumerate(frame.replicas):
+            forces = frame.forces_ev_per_a[b]
+            if not np.isfinite(forces).all():
+                continue
+            largest = float(np.linalg.norm(forces, axis=-1).max(initial=0.0))
+            self.largest_force_ev_per_a[k] = max(self.largest_force_ev_per_a.get(k, 0.0), largest)
+            energy = float(frame.potential_energy_ev[b])
+            low, high = self.energy_range_ev.get(k, [energy, energy])
+            self.energy_range_ev[k] = [min(low, energy), max(high, energy)]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "largest_force_ev_per_a": {str(k): v for k, v in sorted(self.largest_force_ev_per_a.items())},
+            "energy_range_ev": {str(k): v for k, v in sorted(self.energy_range_ev.items())},
+            "frames": self.frames_seen,
+        }

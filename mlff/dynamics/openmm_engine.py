@@ -20,13 +20,18 @@ from ase import Atoms
 from openmm import unit
 
 from mlff.dynamics.frame import Frame, frame_of, kept
+from mlff.dynamics.replicas import masses_of, replica_generators
 from mlff.dynamics.settings import MDSettings
 from mlff.dynamics.thermo import kinetic_energy_ev, maxwell_boltzmann_velocities, temperature_k
-from mlff.dynamics.torch_engine import masses_of, replica_generators
 from mlff.export.load import Potential
-from mlff.units import ANGSTROM_TO_NM, EV_TO_KJ_PER_MOL, NM_TO_ANGSTROM
+from mlff.units import (
+    ANGSTROM_TO_NM,
+    EV_PER_ANGSTROM_TO_KJ_PER_MOL_PER_NM,
+    EV_TO_KJ_PER_MOL,
+    FS_PER_PS,
+    NM_TO_ANGSTROM,
+)
 
-FS_PER_PS = 1000.0
 # Angstrom/fs -> nm/ps: 0.1 nm per Angstrom times 1000 fs per ps.
 ANGSTROM_PER_FS_TO_NM_PER_PS = ANGSTROM_TO_NM * FS_PER_PS
 
@@ -98,23 +103,26 @@ class OpenMMEngine:
         self._step += steps
 
     def frame(self) -> Frame:
-        potential, kinetic, temperatures, positions = [], [], [], []
+        potential, kinetic, temperatures, positions, forces = [], [], [], [], []
         for b, (context, masses) in enumerate(zip(self.contexts, self.masses)):
             if self.exploded[b]:
                 positions.append(np.full((len(masses), 3), np.nan))
+                forces.append(np.full((len(masses), 3), np.nan))
                 potential.append(np.nan)
                 kinetic.append(np.nan)
                 temperatures.append(np.nan)
                 continue
-            state = context.getState(getPositions=True, getVelocities=True, getEnergy=True)
+            state = context.getState(getPositions=True, getVelocities=True, getEnergy=True, getForces=True)
             positions.append(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer) * NM_TO_ANGSTROM)
+            kj_per_mol_nm = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+            forces.append(kj_per_mol_nm / EV_PER_ANGSTROM_TO_KJ_PER_MOL_PER_NM)
             velocities = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
             velocities_a_per_fs = velocities / ANGSTROM_PER_FS_TO_NM_PER_PS
             potential.append(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) / EV_TO_KJ_PER_MOL)
             kinetic.append(kinetic_energy_ev(masses, velocities_a_per_fs))
             temperatures.append(temperature_k(masses, velocities_a_per_fs))
         return frame_of(
-            self._step, self.settings.timestep_fs, self.replicas, positions, potential, kinetic, temperatures
+            self._step, self.settings.timestep_fs, self.replicas, positions, forces, potential, kinetic, temperatures
         )
 
     def drop(self, replicas: Sequence[int]) -> None:

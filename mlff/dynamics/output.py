@@ -8,8 +8,6 @@
 * `summary.json` and PNG plots at the end (or at the interruption).
 """
 
-import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,11 @@ import numpy as np
 import torch
 
 from mlff.dynamics.frame import Frame
-from mlff.units import ANGSTROM_TO_NM, EV_TO_KJ_PER_MOL
+from mlff.units import ANGSTROM_TO_NM, EV_TO_KJ_PER_MOL, FS_PER_PS
+from mlff.utils import atomic_torch_save, atomic_write_text
+
+# Re-exported: the runner writes summary.json through this name.
+from mlff.utils import write_json as write_json
 
 THERMO_HEADER = "step,time_fs,replica,potential_energy_ev,kinetic_energy_ev,total_energy_ev,temperature_k\n"
 
@@ -72,7 +74,7 @@ class TrajectoryWriter:
             handle = self.files[k]
             handle.write(
                 coordinates=(frame.positions_a[b] * ANGSTROM_TO_NM)[None].astype(np.float32),
-                time=np.array([frame.time_fs / 1000.0], dtype=np.float32),
+                time=np.array([frame.time_fs / FS_PER_PS], dtype=np.float32),
                 kineticEnergy=np.array([frame.kinetic_energy_ev[b] * EV_TO_KJ_PER_MOL], dtype=np.float32),
                 potentialEnergy=np.array([frame.potential_energy_ev[b] * EV_TO_KJ_PER_MOL], dtype=np.float32),
                 temperature=np.array([frame.temperature_k[b]], dtype=np.float32),
@@ -95,7 +97,7 @@ class ThermoWriter:
         self.rows = 0
         if rows_kept is not None and path.exists():
             lines = path.read_text().splitlines(keepends=True)[: rows_kept + 1]
-            _write_atomically(path, "".join(lines).encode())
+            atomic_write_text(path, "".join(lines))
             self.rows = len(lines) - 1
             self.handle = open(path, "a")
         else:
@@ -117,20 +119,9 @@ class ThermoWriter:
         self.handle.close()
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
 def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
     """torch.save to a temporary file, then an atomic rename: a crash leaves the previous checkpoint."""
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(checkpoint, temporary)
-    os.replace(temporary, path)
+    atomic_torch_save(checkpoint, path)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -142,18 +133,6 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path} is not a readable MD checkpoint: {error}") from None
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    _write_atomically(path, json.dumps(data, indent=2, default=_json_default).encode())
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
-
-
 def plot_bond_deviation(path: Path, series: dict[int, tuple[list[float], list[float]]], threshold_a: float) -> None:
     """PNG: the largest bond deviation (Angstrom) against time (ps), one line per replica."""
     from matplotlib.figure import Figure
@@ -162,7 +141,7 @@ def plot_bond_deviation(path: Path, series: dict[int, tuple[list[float], list[fl
     axes = figure.subplots()
     for k, (times_fs, deviations) in sorted(series.items()):
         shown = np.minimum(np.asarray(deviations, dtype=float), 2.0 * threshold_a)
-        axes.plot(np.asarray(times_fs) / 1000.0, shown, label=f"replica {k}", lw=1)
+        axes.plot(np.asarray(times_fs) / FS_PER_PS, shown, label=f"replica {k}", lw=1)
     axes.axhline(threshold_a, color="k", ls="--", lw=1, label=f"collapse ({threshold_a} A)")
     axes.set_xlabel("time (ps)")
     axes.set_ylabel("largest bond deviation (A)")

@@ -6,8 +6,12 @@
 Replica k starts from start structure k (cycling through them) with velocities and noise seeded
 settings.seed + k. At every saved frame each live replica's observers (bond-length stability,
 then h(r) while stable) see it, the trajectory and thermo lines are flushed and a checkpoint is
-replaced atomically; a replica that collapses stops while the others go on. Ctrl-C or a crash
-keeps everything written so far, and `resume=True` continues from the last checkpoint.
+replaced atomically; a replica that collapses stops while the others go on. Further observers
+(`run_md(observers=[...])`, `mlff.dynamics.observers.Observer`) see every saved state with its
+positions, forces and energies. Ctrl-C or a crash keeps everything written so far, and
+`resume=True` continues from the last checkpoint.
+
+The potential runs in its file's dtype unless `dtype` names another (mlff's one dtype policy).
 """
 
 import time
@@ -19,10 +23,10 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from mlff.data.reference import bond_lengths, find_bonds, hr_density, reference_statistics
+from mlff.data.reference import bond_lengths, dataset_reference, find_bonds, hr_density
 from mlff.dynamics.engines import ENGINES, Engine, build_engine
 from mlff.dynamics.frame import Frame
-from mlff.dynamics.observers import RDFObserver, StabilityObserver
+from mlff.dynamics.observers import Observer, RDFObserver, StabilityObserver
 from mlff.dynamics.output import (
     ThermoWriter,
     TrajectoryWriter,
@@ -36,6 +40,8 @@ from mlff.dynamics.settings import MDSettings, throughput_measures
 from mlff.dynamics.thermo import energy_drift_mev_per_ps_atom
 
 CHECKPOINT_VERSION = 1
+# The dtype run_md used for every run before it kept the file's: a resumed old run goes on in it.
+LEGACY_RUN_DTYPE = "float64"
 
 
 def load_structure(spec: str | None, metadata: dict[str, Any]) -> Atoms:
@@ -72,19 +78,6 @@ def _read_structure(spec: str) -> Atoms:
     import ase.io
 
     return ase.io.read(spec)
-
-
-def dataset_reference(path: str | Path) -> dict[str, Any]:
-    """The reference statistics of a one-molecule dataset file (start frames from its test split,
-    bonds, mean bond lengths over its training frames, h(r) over all its frames)."""
-    from mlff.data import read_frames
-    from mlff.data.splits import make_split
-
-    frames = read_frames(path)
-    reference = reference_statistics(frames, make_split(frames))
-    if reference is None:
-        raise ValueError(f"{path}: reference statistics need a dataset of one molecule")
-    return reference
 
 
 def replica_observers(
@@ -130,11 +123,12 @@ def run_md(
     settings: MDSettings | None = None,
     output_dir: str | Path | None = None,
     device: str = "cpu",
-    dtype: str | None = "float64",
+    dtype: str | None = None,
     engine: str = "torch",
     reference_data: str | Path | None = None,
     resume: bool = False,
     progress: bool = False,
+    observers: Sequence[Observer] = (),
 ) -> dict[str, Any]:
     """MD of `settings.replicas` replicas with a potential file; returns a JSON-able summary.
 
@@ -144,12 +138,17 @@ def run_md(
             potential's start frames.
         settings: the run (`load_protocol("md/....yaml")`).
         output_dir: where trajectories, thermo.csv, checkpoint.pt, summary.json and plots go.
-        device, dtype: where and in which precision the potential runs (None keeps the file's dtype).
+        device: where the potential runs.
+        dtype: "float32" or "float64" to run the potential in; None (default) keeps the file's dtype
+            (a resumed run keeps the dtype it started with). Integration is float64 either way.
         engine: a key of `ENGINES` ("torch", "openmm", "ase").
         reference_data: a dataset of the molecule whose bonds, bond lengths, h(r) and start frames
             replace the potential's own reference statistics.
         resume: continue the run in `output_dir` from its checkpoint.
         progress: show a progress bar with live steps/s and temperature.
+        observers: further observers (distinct `name`s), shown every saved state of the live
+            replicas (positions, forces, energies) before collapsed replicas stop; their summaries
+            go under summary["observers"][name] and their state into the run's checkpoint.
     """
     from mlff.export import load_potential
 
@@ -157,24 +156,32 @@ def run_md(
         raise ValueError(f"engine must be one of {sorted(ENGINES)}, got {engine!r}")
     if resume and output_dir is None:
         raise ValueError("resume needs the output directory of the run to continue")
+    names = [observer.name for observer in observers]
+    if len(set(names)) != len(names):
+        raise ValueError(f"observers need distinct names, got {names}")
     settings = settings or MDSettings()
+    directory = Path(output_dir) if output_dir is not None else None
+    checkpoint = load_checkpoint(directory / "checkpoint.pt") if resume else None
+    if checkpoint is not None and dtype is None:
+        dtype = checkpoint.get("dtype", LEGACY_RUN_DTYPE)
     potential = load_potential(potential_path, device=device, dtype=dtype)
     reference = dataset_reference(reference_data) if reference_data else (potential.metadata.get("reference") or {})
     specs = [structure] if isinstance(structure, str) else list(structure or [])
     systems = load_structures(specs, {"reference": reference}, settings.replicas)
-    observers = [replica_observers(atoms, reference, settings.max_bond_deviation_a) for atoms in systems]
+    replica_watch = [replica_observers(atoms, reference, settings.max_bond_deviation_a) for atoms in systems]
     md = build_engine(engine, potential, systems, settings)
     records = [ReplicaRecord() for _ in systems]
     counters = RunCounters()
-    directory = Path(output_dir) if output_dir is not None else None
-    checkpoint = None
-    if resume:
-        checkpoint = load_checkpoint(directory / "checkpoint.pt")
+    if checkpoint is not None:
         _check_resumable(checkpoint, engine, settings)
         md.load_state_dict(checkpoint["engine"])
-        for (stability, rdf), saved in zip(observers, checkpoint["observers"]):
+        for (stability, rdf), saved in zip(replica_watch, checkpoint["observers"]):
             stability.load_state_dict(saved["stability"])
             rdf.load_state_dict(saved["rdf"])
+        saved_observers = checkpoint.get("run_observers", {})
+        for observer in observers:
+            if observer.name in saved_observers:
+                observer.load_state_dict(saved_observers[observer.name])
         records = [ReplicaRecord(**saved) for saved in checkpoint["records"]]
         counters = RunCounters(**checkpoint["counters"])
     writers = _open_writers(directory, systems, checkpoint)
@@ -190,16 +197,18 @@ def run_md(
             counters.atom_steps += chunk * active_atoms
             counters.replica_steps += chunk * len(md.replicas)
             frame = md.frame()
-            collapsed = _observe(frame, observers, records)
+            collapsed = _observe(frame, replica_watch, records)
+            for observer in observers:
+                observer.observe(frame)
             for writer in writers:
                 writer.write(frame)
             md.drop(collapsed)
             counters.wall_seconds = wall_before + time.perf_counter() - started
             if directory is not None:
-                save_checkpoint(
-                    directory / "checkpoint.pt",
-                    _checkpoint(md, engine, settings, potential_path, observers, records, counters, writers),
+                run_state = _checkpoint(
+                    md, engine, settings, potential, potential_path, replica_watch, observers, records, counters
                 )
+                save_checkpoint(directory / "checkpoint.pt", run_state | _writer_state(writers))
             _update_bar(bar, chunk, frame, counters, md.step)
     except KeyboardInterrupt:
         interrupted = True
@@ -208,11 +217,13 @@ def run_md(
             writer.close()
         if bar is not None:
             bar.close()
-    summary = _summary(potential_path, specs, systems, settings, engine, md, observers, records, counters)
+    summary = _summary(potential_path, specs, systems, settings, engine, md, replica_watch, records, counters)
+    summary["dtype"] = str(potential.dtype).removeprefix("torch.")
+    summary["observers"] = {observer.name: observer.summary() for observer in observers}
     summary["interrupted"] = interrupted
     if directory is not None:
         write_json(directory / "summary.json", summary)
-        _plots(directory, observers, settings)
+        _plots(directory, replica_watch, settings)
     if interrupted:
         raise MDInterrupted(summary)
     return summary
@@ -261,25 +272,33 @@ def _checkpoint(
     md: Engine,
     engine: str,
     settings: MDSettings,
+    potential: Any,
     potential_path: str | Path,
     observers: list[tuple[StabilityObserver, RDFObserver]],
+    run_observers: Sequence[Observer],
     records: list[ReplicaRecord],
     counters: RunCounters,
-    writers: list[Any],
 ) -> dict[str, Any]:
-    trajectory, thermo = writers
+    """The run's state for `resume`, the output writers' aside (`_writer_state`)."""
     return {
         "version": CHECKPOINT_VERSION,
         "engine_name": engine,
         "settings": settings.to_dict(),
         "potential": str(potential_path),
+        "dtype": str(potential.dtype).removeprefix("torch."),
         "engine": md.state_dict(),
         "observers": [{"stability": s.state_dict(), "rdf": r.state_dict()} for s, r in observers],
+        "run_observers": {observer.name: observer.state_dict() for observer in run_observers},
         "records": [record.__dict__ for record in records],
         "counters": counters.__dict__,
         "frames_written": [len(record.times_fs) + int(s.collapsed) for record, (s, _) in zip(records, observers)],
-        "thermo_rows": thermo.rows,
     }
+
+
+def _writer_state(writers: list[Any]) -> dict[str, Any]:
+    """How far the thermo file got (the trajectories' length follows from the records)."""
+    _, thermo = writers
+    return {"thermo_rows": thermo.rows}
 
 
 def can_resume(output_dir: str | Path, engine: str, settings: MDSettings) -> bool:

@@ -9,10 +9,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from mlff.units import FS_PER_NS, FS_PER_PS, ns_per_day
+
 THERMOSTATS = ("nve", "langevin", "nose-hoover")
 
 _LENGTH = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(fs|ps|ns)\s*$")
-_FS_PER_UNIT = {"fs": 1.0, "ps": 1e3, "ns": 1e6}
+_FS_PER_UNIT = {"fs": 1.0, "ps": FS_PER_PS, "ns": FS_PER_NS}
 
 
 @dataclass
@@ -60,7 +62,7 @@ class MDSettings:
     @property
     def frame_interval_ps(self) -> float:
         """Simulated time between saved frames, ps."""
-        return self.save_every * self.timestep_fs / 1000.0
+        return self.save_every * self.timestep_fs / FS_PER_PS
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -123,6 +125,6 @@ def throughput_measures(steps: int, seconds: float, timestep_fs: float, num_atom
         "steps": steps,
         "wall_seconds": seconds,
         "steps_per_second": steps_per_second,
-        "ns_per_day": steps_per_second * timestep_fs * 1e-6 * 86400.0,
+        "ns_per_day": ns_per_day(steps_per_second, timestep_fs),
         "atom_steps_per_second": steps_per_second * num_atoms,
     }

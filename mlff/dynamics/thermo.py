@@ -10,7 +10,7 @@ The batched functions take the flat layout of the torch engine: B systems, N ato
 import numpy as np
 import torch
 
-from mlff.units import BOLTZMANN_EV_PER_K, EV_PER_ANGSTROM_AMU_TO_ANGSTROM_PER_FS2
+from mlff.units import BOLTZMANN_EV_PER_K, EV_PER_ANGSTROM_AMU_TO_ANGSTROM_PER_FS2, EV_TO_MEV, FS_PER_PS
 
 
 def kinetic_energy_ev(masses_amu: np.ndarray, velocities_a_per_fs: np.ndarray) -> float:
@@ -38,7 +38,7 @@ def energy_drift_mev_per_ps_atom(times_fs: np.ndarray, total_energies_ev: np.nda
     if len(times_fs) < 2:
         return 0.0
     slope_ev_per_fs = np.polyfit(times_fs, total_energies_ev, 1)[0]
-    return float(slope_ev_per_fs * 1000.0 * 1000.0 / num_atoms)
+    return float(slope_ev_per_fs * EV_TO_MEV * FS_PER_PS / num_atoms)
 
 
 def system_sum(values: torch.Tensor, batch: torch.Tensor, num_systems: int) -> torch.Tensor:

@@ -39,6 +39,7 @@ import torch
 from ase import Atoms
 
 from mlff.dynamics.frame import Frame, kept
+from mlff.dynamics.replicas import masses_of, replica_generators
 from mlff.dynamics.settings import MDSettings
 from mlff.dynamics.thermo import (
     centre_of_mass_velocity,
@@ -218,18 +219,6 @@ def make_step(
     raise ValueError(f"the torch engine has no thermostat {settings.thermostat!r}")
 
 
-def masses_of(atomic_numbers: np.ndarray | torch.Tensor) -> np.ndarray:
-    """ASE's atomic masses [n] amu (float64) of atomic numbers [n]."""
-    from ase.data import atomic_masses
-
-    return np.asarray(atomic_masses[np.asarray(atomic_numbers, dtype=np.int64)], dtype=np.float64)
-
-
-def replica_generators(seeds: Sequence[int]) -> list[torch.Generator]:
-    """One CPU generator per replica seeded with its seed (initial velocities come first from it)."""
-    return [torch.Generator().manual_seed(int(seed)) for seed in seeds]
-
-
 def noise_generators(velocity_generators: Sequence[torch.Generator], device: torch.device) -> list[torch.Generator]:
     """The per-replica noise generators on `device`: on the CPU the velocity generators themselves
     (continuing their streams), elsewhere a device generator seeded from each of them."""
@@ -304,15 +293,17 @@ class TorchEngine:
         self.state = state
 
     def frame(self) -> Frame:
-        """The active replicas' current positions, energies and temperatures."""
+        """The active replicas' current positions, forces, energies and temperatures."""
         state = self.state
         positions = state.positions.cpu().numpy()
+        forces = state.forces.cpu().numpy()
         bounds = np.cumsum([0, *self.counts])
         return Frame(
             step=state.step,
             time_fs=state.step * self.settings.timestep_fs,
             replicas=list(self.replicas),
             positions_a=[positions[bounds[b] : bounds[b + 1]] for b in range(len(self.counts))],
+            forces_ev_per_a=[forces[bounds[b] : bounds[b + 1]] for b in range(len(self.counts))],
             potential_energy_ev=state.potential_energy.cpu().numpy(),
             kinetic_energy_ev=state.kinetic_energy().cpu().numpy(),
             temperature_k=state.temperature().cpu().numpy(),

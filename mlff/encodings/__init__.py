@@ -29,6 +29,12 @@ def build_encoding(name: str, size: int, cutoff: float, **options: Any) -> Dista
     """
     if name not in ENCODINGS:
         raise ValueError(f"unknown distance encoding {name!r}; known: {sorted(ENCODINGS)}")
+    auto = sorted(key for key, value in options.items() if value == "auto")
+    if auto:
+        raise ValueError(
+            f"encoding options {auto} are 'auto': they are fitted from the training frames when `mlff train` "
+            "starts a run; give numbers to build the encoding directly"
+        )
     try:
         return ENCODINGS[name](size=size, cutoff=cutoff, **options)
     except TypeError as error:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from mlff.export.load import read_metadata
+from mlff.export.load import dtype_name, read_metadata
 
 CHECK_FRAMES = 50
 MEASURED_SECTIONS = ("check", "stability")
@@ -77,7 +77,8 @@ def card_check(
 
     from mlff.data import read_frames
     from mlff.data.batch import FrameTensors
-    from mlff.evaluate import evaluate, load_evaluation_model, select_frames, split_settings
+    from mlff.data.splits import select_frames, split_settings
+    from mlff.evaluate import evaluate, load_evaluation_model
 
     potential, _, data_config = load_evaluation_model(potential_path, "cpu")
     frames = read_frames(data_path)
@@ -89,7 +90,7 @@ def card_check(
         "frame_indices": [int(index) for index in indices],
         "force_mae_mev_per_a": metrics["force_mae_mev_per_a"],
         "energy_mae_mev": metrics["energy_mae_mev"],
-        "inputs_dtype": str(potential.dtype).removeprefix("torch."),
+        "inputs_dtype": dtype_name(potential.dtype),
         "torch_version": str(torch.__version__),
     }
 

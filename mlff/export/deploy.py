@@ -5,11 +5,9 @@ The file runs with `torch.jit.load` alone (format v1, see mlff.export.load).
 
 import copy
 import dataclasses
-import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -27,8 +25,11 @@ from mlff.export.load import (
     torchscript_without_deprecation_warning,
 )
 from mlff.models import BACKBONES, EnergyModel, ModelConfig
+from mlff.models.priors import PRIORS, ZBLRepulsion, build_prior, pair_onsets
+from mlff.utils import atomic_write, to_json
 
 RESERVED_KEYS = ("format", "format_version", "mlff_version", "species", "cutoff", "dtype", "units", "model")
+# Potential files are meant to be shared: readable by all whatever the umask.
 _FILE_MODE = 0o644
 
 
@@ -65,11 +66,7 @@ def export_model(
     deployable = copy.deepcopy(model).to(device="cpu", dtype=target_dtype).eval()
     with torchscript_without_deprecation_warning():
         scripted = torch.jit.script(deployable)
-    full_metadata = {**_core_metadata(deployable, target_dtype, config), **extra}
-    text = json.dumps(full_metadata, default=_to_json, indent=1)
-    path = Path(path)
-    _atomic_jit_save(scripted, path, {METADATA_FILE: text})
-    return path
+    return _write_potential_file(scripted, {**_core_metadata(deployable, target_dtype, config), **extra}, path)
 
 
 def export_checkpoint(
@@ -78,6 +75,7 @@ def export_checkpoint(
     weights: str = "ema",
     dtype: str | torch.dtype = "float64",
     core_repulsion_ev_per_a3: float = 0.0,
+    repulsion: str | None = None,
 ) -> Path:
     """Export a training checkpoint as a potential file.
 
@@ -86,10 +84,12 @@ def export_checkpoint(
         output: the potential file to write.
         weights: "ema" (the averaged weights; raw ones if the checkpoint has none) or "raw".
         dtype: network dtype of the file, "float64" or "float32".
-        core_repulsion_ev_per_a3: k > 0 switches on the model's core repulsion (`EnergyModel`) with
-            onsets at the shortest distance of each species pair in the run's training and
-            validation frames (read again from the data file the checkpoint names): zero on
-            every frame the model learnt from, so the weights need no retraining.
+        core_repulsion_ev_per_a3: k > 0 switches on the cubic core repulsion k (r0 - r)^3 eV.
+        repulsion: "cubic" (needs k > 0; the default when k > 0), "zbl" (the ZBL screened nuclear
+            repulsion, no strength to give) or None (none, when k = 0). Either has onsets r0 per
+            species pair from the run's training and validation frames (read again from the data
+            file the checkpoint names; `add_core_repulsion`): zero on every frame the model
+            learnt from, so the weights need no retraining.
 
     Returns:
         The path written.
@@ -109,28 +109,80 @@ def export_checkpoint(
         "test_metrics": checkpoint.get("test_metrics"),
         "reference": checkpoint.get("reference"),
     }
-    if core_repulsion_ev_per_a3 > 0:
-        metadata["core_repulsion"] = add_core_repulsion(model, config.get("data") or {}, core_repulsion_ev_per_a3)
+    kind = repulsion_kind(repulsion, core_repulsion_ev_per_a3)
+    if kind is not None:
+        metadata["core_repulsion"] = add_core_repulsion(
+            model, config.get("data") or {}, core_repulsion_ev_per_a3, kind=kind
+        )
     return export_model(model, output, metadata, dtype, ModelConfig(**config["model"]))
 
 
-def add_core_repulsion(model: EnergyModel, data_config: dict[str, Any], strength_ev_per_a3: float) -> dict[str, Any]:
-    """Switch on `model`'s core repulsion, onsets from the training run's train + val frames; its metadata."""
+REPULSIONS = ("cubic", "zbl")
+
+
+def repulsion_kind(repulsion: str | None, strength_ev_per_a3: float) -> str | None:
+    """The core repulsion asked for: "cubic", "zbl" or None, from `repulsion` and the cubic's strength.
+
+    A strength alone means the cubic one (how `--core-repulsion K` always worked); the cubic one
+    needs a strength, the ZBL one takes none.
+    """
+    if strength_ev_per_a3 < 0:
+        raise ValueError(f"the core repulsion strength must be >= 0 eV/A^3, got {strength_ev_per_a3}")
+    if repulsion is None:
+        return "cubic" if strength_ev_per_a3 > 0 else None
+    if repulsion not in REPULSIONS:
+        raise ValueError(f"repulsion must be one of {REPULSIONS}, got {repulsion!r}")
+    if repulsion == "cubic" and strength_ev_per_a3 == 0:
+        raise ValueError("the cubic repulsion needs its strength k > 0 eV/A^3 (--core-repulsion K)")
+    if repulsion == "zbl" and strength_ev_per_a3 > 0:
+        raise ValueError("the ZBL repulsion has no strength to set: drop --core-repulsion (it is the cubic's k)")
+    return repulsion
+
+
+def add_core_repulsion(
+    model: EnergyModel, data_config: dict[str, Any], strength_ev_per_a3: float = 0.0, kind: str = "cubic"
+) -> dict[str, Any]:
+    """Switch on a core repulsion of `model`, onsets from the training run's train + val frames; its metadata.
+
+    The onsets (`mlff.models.priors.onsets.pair_onsets`) are defined for every pair of the model's
+    species: the shortest distance seen within the cutoff, else a covalent-radii floor, clamped
+    inside the cutoff; the metadata says which pairs were seen.
+
+    Args:
+        model: the model to change in place.
+        data_config: the run's data section (`path` and the split settings).
+        strength_ev_per_a3: the cubic repulsion's k > 0 (unused by "zbl").
+        kind: "cubic" (the model's `core_repulsion` prior) or "zbl" (a `zbl_repulsion` prior added).
+    """
     from mlff.data import read_frames
     from mlff.data.reference import shortest_pair_distances
-    from mlff.evaluate import select_frames, split_settings
+    from mlff.data.splits import select_frames, split_settings
 
+    if kind not in REPULSIONS:
+        raise ValueError(f"repulsion must be one of {REPULSIONS}, got {kind!r}")
     if not data_config.get("path"):
         raise ValueError("the checkpoint names no training data file: the core repulsion's onsets cannot be fitted")
     frames = read_frames(data_config["path"])
     settings = split_settings(data_config)
     seen = np.concatenate([select_frames(frames, "train", settings), select_frames(frames, "val", settings)])
-    onsets = shortest_pair_distances(frames, seen, model.species)
-    model.set_core_repulsion(torch.as_tensor(onsets, dtype=model.energy_scale.dtype), strength_ev_per_a3)
+    onsets = pair_onsets(shortest_pair_distances(frames, seen, model.species), model.species, model.cutoff)
+    dtype = model.energy_scale.dtype
+    onsets_tensor = torch.as_tensor(onsets.onsets_a, dtype=dtype)
+    if kind == "cubic":
+        model.set_core_repulsion(onsets_tensor, strength_ev_per_a3)
+        settings_metadata: dict[str, Any] = {"strength_ev_per_a3": strength_ev_per_a3}
+    else:
+        # Built off, moved to the model's dtype, then set: onsets set before the move would be rounded
+        # to the default float32 first.
+        zbl = build_prior("zbl_repulsion", model.species, model.cutoff).to(dtype)
+        assert isinstance(zbl, ZBLRepulsion)
+        zbl.set(onsets_tensor)
+        model.priors["zbl_repulsion"] = zbl
+        settings_metadata = {"inner_fraction": float(zbl.inner_fraction)}
     return {
-        "strength_ev_per_a3": strength_ev_per_a3,
-        "species": model.species,
-        "onsets_a": onsets.round(6).tolist(),
+        "kind": kind,
+        **settings_metadata,
+        **onsets.describe(),
         "fitted_on": f"{seen.size} train + val frames of {data_config['path']}",
     }
 
@@ -144,10 +196,7 @@ def replace_reference(potential_path: str | os.PathLike, reference: dict[str, An
     metadata["reference"] = reference
     with torchscript_without_deprecation_warning():
         module = torch.jit.load(str(potential_path), map_location="cpu")
-    text = json.dumps(metadata, default=_to_json, indent=1)
-    path = Path(output)
-    _atomic_jit_save(module, path, {METADATA_FILE: text})
-    return path
+    return _write_potential_file(module, metadata, output)
 
 
 def _core_metadata(model: EnergyModel, dtype: torch.dtype, config: ModelConfig | None) -> dict[str, Any]:
@@ -163,6 +212,7 @@ def _core_metadata(model: EnergyModel, dtype: torch.dtype, config: ModelConfig |
         "model": {
             "backbone": _registry_name(BACKBONES, type(model.backbone)),
             "encoding": _registry_name(ENCODINGS, type(model.backbone.encoding)),
+            "priors": {name: _registry_name(PRIORS, type(prior)) for name, prior in model.priors.items()},
             "parameters": sum(parameter.numel() for parameter in model.parameters()),
             "config": dataclasses.asdict(config) if config is not None else None,
         },
@@ -174,30 +224,19 @@ def _registry_name(registry: dict[str, type], cls: type) -> str:
     return next((name for name, registered in registry.items() if registered is cls), cls.__name__)
 
 
-def _to_json(value: Any) -> Any:
-    """JSON form of the non-JSON types metadata may hold (json.dumps `default` hook)."""
-    if isinstance(value, (np.ndarray, np.generic, torch.Tensor)):
-        return value.tolist()
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, set):
-        return sorted(value)
-    raise ValueError(f"metadata holds a {type(value).__name__}, which cannot be written as JSON")
+def _write_potential_file(module: torch.jit.ScriptModule, metadata: dict[str, Any], path: str | os.PathLike) -> Path:
+    """The module with its metadata as the JSON extra file, saved through atomic_write (never half a file).
 
-
-def _atomic_jit_save(module: torch.jit.ScriptModule, path: Path, extra_files: dict[str, str]) -> None:
-    """torch.jit.save to a temporary file next to `path`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    numpy, torch, Path and set values in the metadata are converted (mlff.utils.JSONEncoder);
+    any other non-JSON value is a ValueError, raised before anything is written.
+    """
     try:
-        with os.fdopen(handle, "wb") as stream:
-            with torchscript_without_deprecation_warning():
-                torch.jit.save(module, stream, _extra_files=extra_files)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, _FILE_MODE)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+        extra_files = {METADATA_FILE: to_json(metadata, indent=1)}
+    except TypeError as error:
+        raise ValueError(f"metadata cannot be written as JSON: {error}") from None
+
+    def save(stream: IO[bytes]) -> None:
+        with torchscript_without_deprecation_warning():
+            torch.jit.save(module, stream, _extra_files=extra_files)
+
+    return atomic_write(path, save, mode=_FILE_MODE)

@@ -23,9 +23,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from ase.data import chemical_symbols
 
 from mlff._version import __version__
+
+# dtype_from_name and dtype_name are this module's public names for the one dtype map in mlff.utils.
+from mlff.utils import dtype_map, format_table, species_symbols
+from mlff.utils import dtype_name as dtype_name
+from mlff.utils import torch_dtype as dtype_from_name
 
 
 @contextlib.contextmanager
@@ -40,7 +44,7 @@ POTENTIAL_FORMAT = "mlff-potential"
 POTENTIAL_FORMAT_VERSION = 1
 METADATA_FILE = "mlff_metadata.json"
 UNITS: dict[str, str] = {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom"}
-DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
+DTYPES: dict[str, torch.dtype] = dtype_map()
 
 _TORCHSCRIPT_MARKER = "constants.pkl"
 _SCRIPT_ERROR_PREFIX = "builtins.ValueError: "
@@ -50,18 +54,18 @@ class PotentialError(ValueError):
     """A potential file is missing, corrupt, not an mlff potential, or of an unknown version."""
 
 
-def dtype_from_name(dtype: str | torch.dtype) -> torch.dtype:
-    """torch.float32 or torch.float64 from a name ("float32", "float64") or a torch dtype."""
-    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
-        return dtype
-    if isinstance(dtype, str) and dtype in DTYPES:
-        return DTYPES[dtype]
-    raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+def is_potential_file(path: str | os.PathLike) -> bool:
+    """True if `path` is a TorchScript archive, the container of a potential file.
 
-
-def dtype_name(dtype: torch.dtype) -> str:
-    """The name ("float32" or "float64") of torch.float32 or torch.float64."""
-    return next(name for name, value in DTYPES.items() if value == dtype)
+    Tells a potential file from a training checkpoint (a torch.save archive, which has no
+    TorchScript constants) by content, not by name. False for a missing or non-zip file;
+    whether it is a valid mlff potential is read_metadata's to say.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith(f"/{_TORCHSCRIPT_MARKER}") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return False
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
@@ -148,7 +152,7 @@ class Potential:
         self.dtype = DTYPES[metadata["dtype"]]
 
     def __repr__(self) -> str:
-        symbols = " ".join(chemical_symbols[z] for z in self.species)
+        symbols = species_symbols(self.species)
         return (
             f"Potential(species={symbols}, cutoff={self.cutoff} A, "
             f"dtype={dtype_name(self.dtype)}, device={self.device})"
@@ -266,7 +270,7 @@ def load_potential(
 def describe_metadata(metadata: dict[str, Any]) -> str:
     """The metadata as aligned, readable lines (nested keys dotted, long lists shortened)."""
     species = [int(z) for z in metadata.get("species", [])]
-    symbols = " ".join(chemical_symbols[z] for z in species)
+    symbols = species_symbols(species)
     units = metadata.get("units", {})
     model = metadata.get("model", {})
     architecture = f"{model.get('backbone')} backbone, {model.get('encoding')} encoding"
@@ -282,8 +286,7 @@ def describe_metadata(metadata: dict[str, Any]) -> str:
     rest = {key: value for key, value in metadata.items() if key not in shown}
     rest["model"] = {key: value for key, value in model.items() if key not in ("backbone", "encoding", "parameters")}
     rows.extend(_flatten(rest))
-    width = max(len(key) for key, _ in rows)
-    return "\n".join(f"{key.ljust(width)}  {value}" for key, value in rows)
+    return format_table(rows, headers=(), fmt="plain", numparse=False)
 
 
 def _flatten(value: Any, prefix: str = "", max_items: int = 8) -> list[tuple[str, str]]:

@@ -18,7 +18,6 @@ would dominate the metrics near the cutoff). Distances:
 """
 
 import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -28,6 +27,7 @@ import torch
 from torch import nn
 
 from mlff.encodings import ENCODINGS, DistanceEncoding
+from mlff.export.load import is_potential_file, load_potential
 
 DEFAULT_POINTS = 1000
 NON_SPLINE_R_MIN_A = 0.5
@@ -115,15 +115,6 @@ class SampledLayer:
         return (self.distances - low) / (high - low)
 
 
-def is_torchscript_file(path: Path) -> bool:
-    """True if `path` is a TorchScript archive (what a potential file is); torch.save checkpoints are not."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any(name.endswith("/constants.pkl") for name in archive.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
-
-
 def default_label(path: Path) -> str:
     """The file's stem; for training checkpoints (best.pt, last.pt) prefixed by the run folder, e.g. "run-best"."""
     path = Path(path)
@@ -148,9 +139,7 @@ def load_inspected_model(path: str | os.PathLike, weights: str = "ema", label: s
     if not path.is_file():
         raise FileNotFoundError(f"no such potential or checkpoint file: {path}")
     label = label or default_label(path)
-    if is_torchscript_file(path):
-        from mlff.export.load import load_potential
-
+    if is_potential_file(path):
         potential = load_potential(path)
         module, source, used_weights = potential.module, "potential", None
         backbone = str((potential.metadata.get("model") or {}).get("backbone", "?"))
@@ -297,7 +286,6 @@ __all__ = [
     "default_label",
     "describe",
     "find_encodings",
-    "is_torchscript_file",
     "load_inspected_model",
     "sample_layer",
     "sample_model",

@@ -8,8 +8,6 @@ count (models differing in encoding layers are compared over the first
 min(L_a, L_b)).
 """
 
-import json
-import math
 import os
 import re
 from collections.abc import Sequence
@@ -30,6 +28,7 @@ from mlff.inspect.embeddings import (
     sample_model,
 )
 from mlff.inspect.metrics import diversity, nonlinearity, nonmonotonicity, similarity_matrix, smoothness
+from mlff.utils import finite_or_none, format_table, write_json
 
 METRICS = ("nonlinearity", "nonmonotonicity", "diversity", "smoothness")
 METRICS_FILE = "metrics.json"
@@ -133,15 +132,13 @@ def inspect_files(
         "files": [str(path) for path in written],
     }
     metrics_path = output / METRICS_FILE
-    metrics_path.write_text(
-        json.dumps(_json_safe({key: report[key] for key in ("n_points", "models")}), indent=2) + "\n"
-    )
+    write_json(metrics_path, finite_or_none({key: report[key] for key in ("n_points", "models")}))
     report["files"].append(str(metrics_path))
     if similarity is not None:
         similarity_path = output / SIMILARITY_FILE
-        similarity_path.write_text(json.dumps(_json_safe(similarity), indent=2) + "\n")
+        write_json(similarity_path, finite_or_none(similarity))
         report["files"].append(str(similarity_path))
-    return _json_safe(report)
+    return finite_or_none(report)
 
 
 def _model_entry(model: InspectedModel, sampled: list[SampledLayer]) -> dict[str, Any]:
@@ -189,17 +186,6 @@ def _similarity(models: list[InspectedModel], n_points: int, output: Path, writt
     }
 
 
-def _json_safe(value: Any) -> Any:
-    """value with NaN/inf floats replaced by None (JSON has no NaN)."""
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(item) for item in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def format_metrics(report: dict[str, Any]) -> str:
     """The metrics as an aligned table, one row per encoding layer (and a mean row for multi-layer models)."""
     header = ["model", "layer", "encoding", "s", "range (A)", *METRICS]
@@ -240,9 +226,8 @@ def _number(value: Optional[float]) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
-    return "\n".join(lines)
+    """Aligned columns of the already formatted cells, kept as written."""
+    return format_table(rows, header, fmt="plain", numparse=False)
 
 
 __all__ = [

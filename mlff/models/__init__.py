@@ -14,6 +14,7 @@ from mlff.models.egnn import EGNN
 from mlff.models.energy import EnergyModel
 from mlff.models.et import EquivariantTransformer
 from mlff.models.transformer import Transformer
+from mlff.utils import dtype_map
 
 BACKBONES: dict[str, type[Backbone]] = {
     "egnn": EGNN,
@@ -21,7 +22,8 @@ BACKBONES: dict[str, type[Backbone]] = {
     "et": EquivariantTransformer,
 }
 
-DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
+# The one dtype map (mlff.utils), under the name the trainer imports.
+DTYPES: dict[str, torch.dtype] = dtype_map()
 
 
 def build_model(

@@ -4,15 +4,18 @@ import torch
 from torch import nn
 
 from mlff.encodings.base import DistanceEncoding
+from mlff.models.neighbors import Edges
 
 
 class Backbone(nn.Module):
     """Base class of every backbone.
 
-    A backbone takes any `DistanceEncoding` and maps species indices [N],
-    pair indices [2, E] (receiver, sender), pair vectors [E, 3] (Angstrom,
-    sender minus receiver) and distances [E] (Angstrom) to per-atom outputs [N]
-    (dimensionless; the energy model scales them to eV).
+    A backbone is built for any `DistanceEncoding` (it holds it as `encoding`: its layer
+    widths follow `encoding.size`, and the encoding's weights are trained with it) and maps
+    species indices [N] and the neighbour pairs `Edges` (indices, vectors and distances in
+    Angstrom, the encoded distances [E, s] and cutoff envelope [E]) to per-atom outputs [N]
+    (dimensionless; the energy model scales them to eV). The energy model evaluates the
+    encoding and the envelope once per call and hands them in `edges`.
     """
 
     def __init__(self, num_species: int, encoding: DistanceEncoding) -> None:
@@ -23,13 +26,8 @@ class Backbone(nn.Module):
         self.encoding = encoding
         self.cutoff = float(encoding.cutoff)
 
-    def forward(
-        self,
-        species: torch.Tensor,
-        edge_index: torch.Tensor,
-        vectors: torch.Tensor,
-        distances: torch.Tensor,
-    ) -> torch.Tensor:
+    def forward(self, species: torch.Tensor, edges: Edges) -> torch.Tensor:
+        """Per-atom outputs [N] of species indices [N] and the neighbour pairs."""
         raise NotImplementedError
 
 

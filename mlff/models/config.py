@@ -3,6 +3,8 @@
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlff.utils import DTYPE_NAMES
+
 
 @dataclass
 class ModelConfig:
@@ -29,8 +31,8 @@ class ModelConfig:
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"model.dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        if self.dtype not in DTYPE_NAMES:
+            raise ValueError(f"model.dtype must be one of {list(DTYPE_NAMES)}, got {self.dtype!r}")
         if self.cutoff <= 0:
             raise ValueError(f"model.cutoff must be > 0 Angstrom, got {self.cutoff}")
         if self.encoding_size < 1:

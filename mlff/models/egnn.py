@@ -12,8 +12,9 @@ with E/N (about 8) times fewer multiply-adds.
 import torch
 from torch import nn
 
-from mlff.encodings.base import DistanceEncoding, cosine_envelope
+from mlff.encodings.base import DistanceEncoding
 from mlff.models.base import Backbone
+from mlff.models.neighbors import Edges
 
 
 class EGNNLayer(nn.Module):
@@ -67,16 +68,8 @@ class EGNN(Backbone):
         self.layers = nn.ModuleList([EGNNLayer(hidden, encoding.size, neighbor_norm) for _ in range(layers)])
         self.readout = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 1))
 
-    def forward(
-        self,
-        species: torch.Tensor,
-        edge_index: torch.Tensor,
-        vectors: torch.Tensor,
-        distances: torch.Tensor,
-    ) -> torch.Tensor:
-        encoded = self.encoding(distances)
-        envelope = cosine_envelope(distances, self.cutoff)
+    def forward(self, species: torch.Tensor, edges: Edges) -> torch.Tensor:
         h = self.embedding(species)
         for layer in self.layers:
-            h = layer(h, edge_index, encoded, envelope)
+            h = layer(h, edges.index, edges.encoded, edges.envelope)
         return self.readout(h).squeeze(-1)

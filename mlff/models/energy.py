@@ -1,4 +1,4 @@
-"""The energy model: backbone + per-element reference energies + forces by autograd.
+"""The energy model: backbone + priors + forces by autograd.
 
 This module is what a potential file holds. Its forward is file format v1:
 
@@ -6,32 +6,42 @@ This module is what a potential file holds. Its forward is file format v1:
             cell [B, 3, 3] Angstrom, pbc [B, 3]) -> (energy [B] eV float64,
                                                        forces [N, 3] eV/Angstrom)
 
-Energy = sum of scaled atomic outputs of the backbone (in the network dtype,
-float32 or float64) + an optional core repulsion + per-element reference energies
-added in float64: a float32 total of -4,000 eV would move in 0.5 meV steps.
+Energy = sum of scaled atomic outputs of the backbone (in the network dtype, float32 or
+float64) + the energy of each prior (`mlff.models.priors`: per-element reference energies, a
+core repulsion), summed in float64: a float32 total of -4,000 eV would move in 0.5 meV steps.
+Forces are minus the gradient of that total.
 
-The core repulsion guards the distances a model never saw. A learned potential is
-free to be attractive where its training frames have no pairs (two hydrogens 1 A
-apart), and MD that wanders there collapses. With onsets r0[a, b] (Angstrom, per
-pair of species, e.g. the shortest distance of that pair in the training frames,
-`mlff.data.reference.shortest_pair_distances`) and a strength k (eV/A^3), each pair
-closer than r0 adds k (r0 - r)^3: zero, with zero force and zero curvature, at and
-beyond r0, so the training frames see none of it. All onsets 0 (the default) switch it off.
+The neighbour pairs, their distance encoding and cutoff envelope are computed here once per
+call (`Edges`) and handed to the backbone and to every prior.
 """
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
+from mlff.encodings.base import cosine_envelope
 from mlff.models.base import Backbone
-from mlff.models.neighbors import neighbor_pairs
+from mlff.models.neighbors import Edges, neighbor_pairs
+from mlff.models.priors import CubicRepulsion, ElementReference, Prior
+from mlff.models.priors.base import MAX_ATOMIC_NUMBER
 
-MAX_ATOMIC_NUMBER = 118
-# Reference energies are kept as integer nano-eV: Module.to(torch.float32) on a
-# loaded potential converts every floating buffer, and would round them to
-# float32 (0.5 meV steps at -4,000 eV); an integer buffer only changes device.
-NANO_EV_PER_EV = 1.0e9
+# State-dict keys of models written before the priors existed -> their keys now.
+LEGACY_KEYS = {
+    "element_energies_nev": "priors.element_reference.energies_nev",
+    "repulsion_onset": "priors.core_repulsion.onsets",
+    "repulsion_strength": "priors.core_repulsion.strength",
+}
+
+
+def upgrade_state_dict(state: dict[str, Any]) -> dict[str, Any]:
+    """An EnergyModel state dict of any mlff version in today's key names (a new dict).
+
+    Models saved before the priors kept the reference energies and the core repulsion as buffers
+    of the model itself (`LEGACY_KEYS`); those saved before the core repulsion lack it (it
+    loads switched off, see `EnergyModel._load_from_state_dict`).
+    """
+    return {LEGACY_KEYS.get(key, key): value for key, value in state.items()}
 
 
 class EnergyModel(nn.Module):
@@ -40,8 +50,11 @@ class EnergyModel(nn.Module):
     Args:
         backbone: any registered backbone.
         species: the atomic numbers the model knows (sorted, unique).
-        element_energies_ev: reference energy of each species, eV, same order.
+        element_energies_ev: reference energy of each species, eV, same order
+            (the "element_reference" prior).
         energy_scale_ev: the backbone's atomic outputs are multiplied by this (eV).
+        priors: further priors by name, added after "element_reference" and "core_repulsion"
+            (the latter built switched off; `set_core_repulsion` switches it on).
     """
 
     species: list[int]
@@ -52,6 +65,7 @@ class EnergyModel(nn.Module):
         species: list[int],
         element_energies_ev: list[float],
         energy_scale_ev: float,
+        priors: Optional[dict[str, Prior]] = None,
     ) -> None:
         super().__init__()
         if sorted(set(species)) != list(species):
@@ -64,40 +78,41 @@ class EnergyModel(nn.Module):
         self.cutoff = float(backbone.cutoff)
         self.species: list[int] = [int(z) for z in species]
         table = torch.full((MAX_ATOMIC_NUMBER + 1,), -1, dtype=torch.long)
-        references = torch.zeros(MAX_ATOMIC_NUMBER + 1, dtype=torch.int64)
-        for index, (z, energy) in enumerate(zip(species, element_energies_ev)):
+        for index, z in enumerate(species):
             table[z] = index
-            references[z] = int(round(float(energy) * NANO_EV_PER_EV))
         self.register_buffer("species_table", table)
-        self.register_buffer("element_energies_nev", references)
         self.register_buffer("energy_scale", torch.tensor(float(energy_scale_ev)))
-        self.register_buffer("repulsion_onset", torch.zeros(len(species), len(species)))
-        self.register_buffer("repulsion_strength", torch.zeros(()))
+        self.priors = nn.ModuleDict(
+            {
+                "element_reference": ElementReference(self.species, self.cutoff, list(element_energies_ev)),
+                "core_repulsion": CubicRepulsion(self.species, self.cutoff),
+                **(priors or {}),
+            }
+        )
 
     def set_core_repulsion(self, onsets_a: torch.Tensor, strength_ev_per_a3: float) -> None:
         """Switch on the core repulsion: onsets_a [S, S] Angstrom (symmetric, species order), k in eV/A^3."""
-        count = len(self.species)
-        if onsets_a.shape != (count, count):
-            raise ValueError(
-                f"onsets must have shape [{count}, {count}] (species x species), got {list(onsets_a.shape)}"
-            )
-        if not torch.equal(onsets_a, onsets_a.T) or bool((onsets_a < 0).any()) or bool((onsets_a >= self.cutoff).any()):
-            raise ValueError(f"onsets must be symmetric and lie in [0, cutoff = {self.cutoff}) Angstrom")
-        if strength_ev_per_a3 < 0:
-            raise ValueError(f"the core repulsion strength must be >= 0 eV/A^3, got {strength_ev_per_a3}")
-        self.repulsion_onset.copy_(onsets_a)
-        self.repulsion_strength.fill_(float(strength_ev_per_a3))
+        core_repulsion = self.priors["core_repulsion"]
+        assert isinstance(core_repulsion, CubicRepulsion)
+        core_repulsion.set(onsets_a, strength_ev_per_a3)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
-        # Checkpoints written before the core repulsion existed have no such buffers: they load with it off.
-        for name in ("repulsion_onset", "repulsion_strength"):
-            state_dict.setdefault(prefix + name, torch.zeros_like(getattr(self, name)))
+        # Old key names map to the priors'; models saved before the core repulsion load with it off.
+        for old, new in LEGACY_KEYS.items():
+            if prefix + old in state_dict:
+                state_dict[prefix + new] = state_dict.pop(prefix + old)
+        core_repulsion = self.priors["core_repulsion"]
+        for name in ("onsets", "strength"):
+            key = f"{prefix}priors.core_repulsion.{name}"
+            state_dict.setdefault(key, torch.zeros_like(getattr(core_repulsion, name)))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.jit.export
     def element_energies(self) -> torch.Tensor:
         """Reference energy per atomic number, [119] float64 eV (0 for unknown)."""
-        return self.element_energies_nev.to(torch.float64) * 1.0e-9
+        reference = self.priors["element_reference"]
+        assert isinstance(reference, ElementReference)
+        return reference.energies()
 
     def forward(
         self,
@@ -113,31 +128,27 @@ class EnergyModel(nn.Module):
         if positions.dtype != dtype or not positions.requires_grad:
             positions = positions.detach().to(dtype).requires_grad_(True)
         species = self.species_table[atomic_numbers]
-        edge_index, vectors, distances = neighbor_pairs(positions, batch, num_structures, self.cutoff)
-        atomic = self.backbone(species, edge_index, vectors, distances) * self.energy_scale
-        atomic = atomic + self._core_repulsion(species, edge_index, distances)
-        network_energy = torch.zeros(num_structures, dtype=dtype, device=positions.device).index_add(0, batch, atomic)
+        edges = self.edges(positions, batch, num_structures)
+        atomic = self.backbone(species, edges) * self.energy_scale
+        energy = torch.zeros(num_structures, dtype=torch.float64, device=positions.device).index_add(
+            0, batch, atomic.to(torch.float64)
+        )
+        for prior in self.priors.values():
+            energy = energy + prior(atomic_numbers, species, batch, edges, num_structures)
         forces = torch.zeros_like(positions)
-        if network_energy.requires_grad:
-            gradients = torch.autograd.grad(
-                [network_energy.sum()], [positions], create_graph=self.training, allow_unused=True
-            )
+        if energy.requires_grad:
+            gradients = torch.autograd.grad([energy.sum()], [positions], create_graph=self.training, allow_unused=True)
             gradient: Optional[torch.Tensor] = gradients[0]
             if gradient is not None:
                 forces = -gradient
-        references = self.element_energies()[atomic_numbers]
-        reference_energy = torch.zeros(num_structures, dtype=torch.float64, device=positions.device).index_add(
-            0, batch, references
-        )
-        return network_energy.to(torch.float64) + reference_energy, forces
+        return energy, forces
 
-    def _core_repulsion(self, species: torch.Tensor, edge_index: torch.Tensor, distances: torch.Tensor) -> torch.Tensor:
-        """Atomic energies [N] eV of the core repulsion; each pair appears as two directed edges, half each."""
-        onset = self.repulsion_onset[species[edge_index[0]], species[edge_index[1]]]
-        pair_energy = 0.5 * self.repulsion_strength * torch.relu(onset - distances).pow(3)
-        return torch.zeros(species.size(0), dtype=distances.dtype, device=distances.device).index_add(
-            0, edge_index[0], pair_energy
-        )
+    def edges(self, positions: torch.Tensor, batch: torch.Tensor, num_structures: int) -> Edges:
+        """The pairs within the cutoff with their distance encoding and envelope, computed once per call."""
+        index, vectors, distances = neighbor_pairs(positions, batch, num_structures, self.cutoff)
+        encoded = self.backbone.encoding(distances)
+        envelope = cosine_envelope(distances, self.cutoff)
+        return Edges(index, vectors, distances, encoded, envelope)
 
     def _check_inputs(
         self,

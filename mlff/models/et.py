@@ -28,8 +28,9 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from mlff.encodings.base import DistanceEncoding, cosine_envelope
+from mlff.encodings.base import DistanceEncoding
 from mlff.models.base import Backbone, check_heads
+from mlff.models.neighbors import Edges
 
 
 class NeighborEmbedding(nn.Module):
@@ -171,21 +172,14 @@ class EquivariantTransformer(Backbone):
         readout_width = max(hidden // 2, 1)
         self.readout = nn.Sequential(nn.Linear(hidden, readout_width), nn.SiLU(), nn.Linear(readout_width, 1))
 
-    def forward(
-        self,
-        species: torch.Tensor,
-        edge_index: torch.Tensor,
-        vectors: torch.Tensor,
-        distances: torch.Tensor,
-    ) -> torch.Tensor:
-        encoded = self.encoding(distances)
-        envelope = cosine_envelope(distances, self.cutoff)
+    def forward(self, species: torch.Tensor, edges: Edges) -> torch.Tensor:
+        encoded, envelope = edges.encoded, edges.envelope
         # Pairs are distinct atoms, so distances > 0 and the division is safe.
-        unit_vectors = vectors / distances.unsqueeze(-1)
-        x = self.neighbor_embedding(species, self.embedding(species), edge_index, encoded, envelope)
+        unit_vectors = edges.vectors / edges.distances.unsqueeze(-1)
+        x = self.neighbor_embedding(species, self.embedding(species), edges.index, encoded, envelope)
         vec = torch.zeros(x.size(0), 3, self.hidden, dtype=x.dtype, device=x.device)
         for layer in self.layers:
-            dx, dvec = layer(x, vec, edge_index, encoded, envelope, unit_vectors)
+            dx, dvec = layer(x, vec, edges.index, encoded, envelope, unit_vectors)
             x = x + dx
             vec = vec + dvec
         return self.readout(self.output_norm(x)).squeeze(-1)

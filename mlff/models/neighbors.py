@@ -6,7 +6,27 @@ ordered pair inside each structure is a candidate: sum_b n_b^2 work, not N^2
 over the whole batch.
 """
 
+from typing import NamedTuple
+
 import torch
+
+
+class Edges(NamedTuple):
+    """The neighbour pairs of a batch, with their geometry and features computed once per call.
+
+    Attributes:
+        index: [2, E] long, (receiver i, sender j); each unordered pair appears in both directions.
+        vectors: [E, 3] r_j - r_i, Angstrom.
+        distances: [E] |r_j - r_i|, Angstrom (> 0: pairs are distinct atoms).
+        encoded: [E, s] the model's distance encoding of `distances`, cutoff envelope included.
+        envelope: [E] the smooth cosine cutoff envelope of `distances`, in [0, 1].
+    """
+
+    index: torch.Tensor
+    vectors: torch.Tensor
+    distances: torch.Tensor
+    encoded: torch.Tensor
+    envelope: torch.Tensor
 
 
 def structure_pairs(batch: torch.Tensor, num_structures: int) -> torch.Tensor:

@@ -23,8 +23,9 @@ import math
 import torch
 from torch import nn
 
-from mlff.encodings.base import DistanceEncoding, cosine_envelope
+from mlff.encodings.base import DistanceEncoding
 from mlff.models.base import Backbone, check_heads
+from mlff.models.neighbors import Edges
 
 FEED_FORWARD_EXPANSION = 2
 
@@ -137,16 +138,10 @@ class Transformer(Backbone):
         self.output_norm = nn.LayerNorm(hidden)
         self.readout = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 1))
 
-    def forward(
-        self,
-        species: torch.Tensor,
-        edge_index: torch.Tensor,
-        vectors: torch.Tensor,
-        distances: torch.Tensor,
-    ) -> torch.Tensor:
-        envelope = cosine_envelope(distances, self.cutoff)
-        biases = self.distance_bias(self.encoding(distances)).reshape(distances.size(0), self.num_layers, self.heads)
+    def forward(self, species: torch.Tensor, edges: Edges) -> torch.Tensor:
+        num_edges = edges.distances.size(0)
+        biases = self.distance_bias(edges.encoded).reshape(num_edges, self.num_layers, self.heads)
         h = self.embedding(species)
         for index, layer in enumerate(self.layers):
-            h = layer(h, edge_index, biases[:, index], envelope)
+            h = layer(h, edges.index, biases[:, index], edges.envelope)
         return self.readout(self.output_norm(h)).squeeze(-1)

@@ -27,7 +27,11 @@ class DataConfig:
     """Which frames to train, validate and test on.
 
     Attributes:
-        path: dataset file (MD17/rMD17 npz or any ASE-readable file with energies and forces).
+        path: dataset file (MD17/rMD17 npz or any ASE-readable file with energies and forces), or a
+            list of them trained together: each file is split on its own (its split_train[k] /
+            split_test[k], or by seed) with the same settings, validation and test errors are
+            reported per file and overall, and the reference energies are fitted jointly (so the
+            files' energies must share one level of theory).
         energy_unit: "auto" (npz: kcal/mol, ASE files: eV), "kcal/mol" or "eV".
         split: k of the file's split_train[k] / split_test[k].
         n_val: validation frames taken by seed from the training pool (never from test).
@@ -49,7 +53,7 @@ class DataConfig:
             batch an epoch (about len(train) / batch_size repeats puts it in every batch on average).
     """
 
-    path: str = ""
+    path: str | list[str] = ""
     energy_unit: str = "auto"
     split: int = 0
     n_val: int = 50
@@ -63,7 +67,18 @@ class DataConfig:
     equilibrium_energies: bool = False
     equilibrium_repeat: int = 1
 
+    @property
+    def paths(self) -> list[str]:
+        """data.path as a list of files (empty when none is named)."""
+        if isinstance(self.path, str):
+            return [self.path] if self.path else []
+        return list(self.path)
+
     def __post_init__(self) -> None:
+        if isinstance(self.path, list) and (not self.path or not all(p and isinstance(p, str) for p in self.path)):
+            raise ConfigError(f"data.path must be a file or a non-empty list of files, got {self.path!r}")
+        if len(set(self.paths)) != len(self.paths):
+            raise ConfigError(f"data.path names a file more than once: {self.path!r}")
         if self.train_pool not in ("split", "all"):
             raise ConfigError(f"data.train_pool must be 'split' or 'all', got {self.train_pool!r}")
         if self.n_val < 1:
@@ -247,11 +262,23 @@ def _convert(kind: Any, value: Any, key: str) -> Any:
         return _build(kind, value, key + ".")
     origin = typing.get_origin(kind)
     if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(kind)
-        if value is None and type(None) in options:
+        options = [option for option in typing.get_args(kind) if option is not type(None)]
+        if value is None and len(options) < len(typing.get_args(kind)):
             return None
-        kind = next(option for option in options if option is not type(None))
-        origin = typing.get_origin(kind)
+        errors = []
+        for option in options:
+            try:
+                return _convert(option, value, key)
+            except ConfigError as error:
+                errors.append(error)
+        raise errors[0] if len(errors) == 1 else ConfigError(
+            f"{key} must be one of {[getattr(o, '__name__', str(o)) for o in options]}, got {value!r}"
+        )
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        (item_kind,) = typing.get_args(kind)
+        return [_convert(item_kind, item, f"{key}[{k}]") for k, item in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key} must be a mapping, got {value!r}")

@@ -1,9 +1,12 @@
 """The learning curve of a run: validation force MAE against epochs, optimizer steps and CPU-hours."""
 
+import json
 from pathlib import Path
 from typing import Any
 
 from mlff.utils import atomic_write
+
+CURVE_KEY = "mlff-learning-curve"
 
 
 def write_learning_curve(history: list[dict[str, Any]], path: str | Path) -> None:
@@ -33,4 +36,18 @@ def write_learning_curve(history: list[dict[str, Any]], path: str | Path) -> Non
     for ax in axes:
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
-    atomic_write(path, lambda stream: figure.savefig(stream, format="png", dpi=90))
+    # The plotted points ride along as PNG text, so the figure can be checked against metrics.jsonl.
+    points = {"epoch": epochs, "val_force_mae_mev_per_a": mae, "steps": steps, "cpu_hours": cpu}
+    metadata = {CURVE_KEY: json.dumps(points)}
+    atomic_write(path, lambda stream: figure.savefig(stream, format="png", dpi=90, metadata=metadata))
+
+
+def read_learning_curve(path: str | Path) -> dict[str, Any]:
+    """The points a curve PNG was drawn from (epoch, val_force_mae_mev_per_a, steps and cpu_hours pairs)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        text = image.text.get(CURVE_KEY) if hasattr(image, "text") else None
+    if text is None:
+        raise ValueError(f"{path} is not an mlff learning curve (no {CURVE_KEY!r} text chunk)")
+    return json.loads(text)

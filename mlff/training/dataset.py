@@ -1,6 +1,7 @@
 """The frames a run trains, validates and tests on, as `data` in the config says.
 
-`data.path` is split into train / validation / test (`mlff.data.make_split`);
+`data.path` (one file or several, each split on its own and concatenated in the
+order given) is split into train / validation / test (`mlff.data.make_split`);
 the frames of `data.equilibrium_path`, if any, are appended after it as
 equilibrium frames and join the training frames only, so validation and test
 (and `mlff eval` with the run's recorded split) see the same frames with or
@@ -10,6 +11,7 @@ energies of more than one level of theory are never trained together.
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,14 +28,17 @@ class TrainingData:
         frames: the frames of data.path followed by those of data.equilibrium_path.
         split: indices into `frames` (the equilibrium_path frames are in `train` only, each
             `data.equilibrium_repeat` times).
-        base_frames: the frames of data.path alone.
+        base_frames: the frames of data.path alone (all its files, concatenated).
         base_split: the split of data.path alone (indices into `base_frames`).
+        files: file label (its stem) -> that file's split, as indices into `frames`; one entry
+            per file of data.path.
     """
 
     frames: Frames
     split: Split
     base_frames: Frames
     base_split: Split
+    files: dict[str, Split]
 
     def summary(self, config: DataConfig) -> dict[str, Any]:
         """JSON-able description of the data (for checkpoints, potential metadata and model cards)."""
@@ -43,6 +48,7 @@ class TrainingData:
             "train_pool": config.train_pool,
             "equilibrium_path": config.equilibrium_path,
             **self.split.summary(),
+            **({"files": {name: split.summary() for name, split in self.files.items()}} if len(self.files) > 1 else {}),
         }
 
 
@@ -52,21 +58,46 @@ def load_training_data(config: DataConfig) -> TrainingData:
     Raises:
         DatasetError: a file is unreadable, or the energy labels would mix levels of theory.
     """
-    if not config.path:
+    if not config.paths:
         raise ValueError("data.path names no dataset file (set it in the config or with data.path=FILE)")
-    base = read_frames(config.path, config.energy_unit)
-    base.has_energy = energy_labels(base, config.energy_consistent, config.energy_method)
-    split = make_split(base, config.split, config.n_val, config.n_train, config.n_test, config.seed, config.train_pool)
+    parts, splits = [], []
+    for path in config.paths:
+        part = read_frames(path, config.energy_unit)
+        part.has_energy = energy_labels(part, config.energy_consistent, config.energy_method)
+        parts.append(part)
+        splits.append(
+            make_split(part, config.split, config.n_val, config.n_train, config.n_test, config.seed, config.train_pool)
+        )
+    base, split = (parts[0], splits[0]) if len(parts) == 1 else (Frames.concatenate(parts), _joined(parts, splits))
+    files = dict(zip(file_labels(config.paths), _shifted(parts, splits)))
     if config.equilibrium_path is None:
         _check_one_method(base, base.has_energy)
-        return TrainingData(base, split, base, split)
+        return TrainingData(base, split, base, split, files)
     minima = read_frames(config.equilibrium_path, config.energy_unit, equilibrium=True)
     minima.has_energy = energy_labels(minima, config.equilibrium_energies, config.energy_method)
     frames = Frames.concatenate([base, minima])
     _check_one_method(frames, frames.has_energy)
     extra = np.tile(base.num_frames + np.arange(minima.num_frames), config.equilibrium_repeat)
     combined = Split(train=np.concatenate([split.train, extra]), val=split.val, test=split.test)
-    return TrainingData(frames, combined, base, split)
+    return TrainingData(frames, combined, base, split, files)
+
+
+def file_labels(paths: list[str]) -> list[str]:
+    """A short label per file: its stem, with its index appended where two stems are equal."""
+    stems = [Path(path).stem for path in paths]
+    return [stem if stems.count(stem) == 1 else f"{stem}.{k}" for k, stem in enumerate(stems)]
+
+
+def _shifted(parts: list[Frames], splits: list[Split]) -> list[Split]:
+    """Each file's split as indices into the concatenation of `parts`."""
+    offsets = np.concatenate([[0], np.cumsum([part.num_frames for part in parts])[:-1]])
+    return [Split(s.train + offset, s.val + offset, s.test + offset) for s, offset in zip(splits, offsets)]
+
+
+def _joined(parts: list[Frames], splits: list[Split]) -> Split:
+    """The union of the files' splits as indices into the concatenation of `parts`."""
+    shifted = _shifted(parts, splits)
+    return Split(*(np.concatenate([getattr(s, name) for s in shifted]) for name in ("train", "val", "test")))
 
 
 def energy_labels(frames: Frames, consistent: bool, method: str | None) -> np.ndarray:

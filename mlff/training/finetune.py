@@ -30,7 +30,7 @@ from mlff.training.config import Config, ConfigError
 from mlff.training.references import fit_element_energies
 
 # Buffers of EnergyModel that are fitted on the data rather than trained: not taken from the checkpoint.
-FITTED_BUFFERS = ("element_energies_nev",)
+FITTED_BUFFERS = ("priors.element_reference.energies_nev",)
 
 
 def pretrained_model(config: Config, frames: Frames, train_indices: np.ndarray) -> EnergyModel:

@@ -13,10 +13,12 @@ a pretrained checkpoint (`init_from`: `mlff.training.finetune`), or, with
 `resume`, from the run's own last.pt (never from init_from).
 """
 
+import dataclasses
 import json
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,16 +31,18 @@ from tqdm import tqdm
 from mlff._version import __version__
 from mlff.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_torch_save, load_checkpoint
 from mlff.data import Frames, Split
-from mlff.data.batch import FrameTensors
+from mlff.data.batch import Batch, FrameTensors
 from mlff.data.reference import reference_statistics
 from mlff.evaluate import evaluate
-from mlff.models import DTYPES, EnergyModel, build_model
+from mlff.models import DTYPES, EnergyModel, ModelConfig, build_model
 from mlff.training.config import Config, TrainConfig
 from mlff.training.curves import write_learning_curve
 from mlff.training.dataset import TrainingData, load_training_data
+from mlff.training.encoding_range import AUTO, has_auto_options, resolve_encoding_options
 from mlff.training.finetune import pretrained_model
 from mlff.training.losses import LossSettings, check_loss_weights, total_loss
 from mlff.training.references import fit_element_energies, force_rms
+from mlff.utils import atomic_write_text, write_json
 
 
 @dataclass
@@ -73,7 +77,6 @@ def train(config: Config, resume: bool = False, progress: bool = True, command: 
     if not resume and last_path.is_file():
         raise ValueError(f"{output_dir} already holds a run: pass --resume to continue it or choose another output_dir")
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "config.yaml").write_text(_yaml(config.to_dict()))
 
     device = torch.device(config.train.device)
     training_data = load_training_data(config.data)
@@ -81,8 +84,11 @@ def train(config: Config, resume: bool = False, progress: bool = True, command: 
     data = FrameTensors(frames, dtype=DTYPES[config.model.dtype], device=device)
     _seed_everything(config.train.seed)
     last = load_checkpoint(last_path) if resume else None
+    config = dataclasses.replace(config, model=_resolved_model_config(config, frames, split, last))
+    atomic_write_text(output_dir / "config.yaml", _yaml(config.to_dict()))
     model = initial_model(config, frames, split, last).to(device)
-    state = _TrainingState(config, model, len(split.train), command)
+    state = TrainingState(config, model, len(split.train), command)
+    state.files = training_data.files
     data_summary = {**training_data.summary(config.data), "init_from": config.init_from}
     if last is not None:
         state.restore(last)
@@ -128,6 +134,26 @@ def train(config: Config, resume: bool = False, progress: bool = True, command: 
     return TrainResult(output_dir, state.epoch, state.best_val, test_metrics, stopped_because)
 
 
+def _resolved_model_config(config: Config, frames: Frames, split: Split, last: dict[str, Any] | None) -> ModelConfig:
+    """The run's model config with every "auto" encoding option made a number.
+
+    A resumed run takes the numbers its own checkpoint recorded, a fine-tuning run those of its
+    pretrained checkpoint (the weights were trained for them); a fresh run fits them on its
+    training frames (`mlff.training.encoding_range`).
+    """
+    model = config.model
+    if not has_auto_options(model):
+        return model
+    source = last if last is not None else (load_checkpoint(config.init_from) if config.init_from else None)
+    if source is None:
+        return resolve_encoding_options(model, frames, np.unique(split.train))
+    recorded = source["config"]["model"]["encoding_options"]
+    options = {
+        key: recorded.get(key, value) if value == AUTO else value for key, value in model.encoding_options.items()
+    }
+    return dataclasses.replace(model, encoding_options=options)
+
+
 def initial_model(config: Config, frames: Frames, split: Split, last: dict[str, Any] | None = None) -> EnergyModel:
     """The model a run starts from, before any restored state.
 
@@ -150,7 +176,7 @@ def initial_model(config: Config, frames: Frames, split: Split, last: dict[str, 
     )
 
 
-class _TrainingState:
+class TrainingState:
     """Model, EMA, optimiser and schedule: everything a checkpoint saves and restores."""
 
     def __init__(self, config: Config, model: EnergyModel, num_train: int, command: str | None) -> None:
@@ -167,6 +193,7 @@ class _TrainingState:
         self.best_val = math.inf
         self.best_epoch = 0
         self.history: list[dict[str, Any]] = []
+        self.files: dict[str, Split] = {}
 
     @property
     def eval_model(self) -> EnergyModel:
@@ -217,7 +244,91 @@ class _TrainingState:
         self.history = list(checkpoint.get("history", []))
 
 
-def _run_epoch(state: _TrainingState, data: FrameTensors, split: Split, epoch: int) -> dict[str, Any]:
+def evaluate_files(
+    model: Any, data: FrameTensors, files: dict[str, Split], part: str, batch_size: int
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Errors on the `part` ("val" or "test") frames: overall, and per file when there are several.
+
+    With one file the overall errors are `evaluate` on its frames and the per-file dict is empty;
+    with several, each file is evaluated once and the overall errors are combined exactly from them.
+    """
+    if len(files) == 1:
+        (split,) = files.values()
+        return evaluate(model, data, getattr(split, part), batch_size), {}
+    per_file = {name: evaluate(model, data, getattr(split, part), batch_size) for name, split in files.items()}
+    components = {
+        name: 3 * int(data.n_atoms[torch.as_tensor(getattr(split, part), device=data.device)].sum())
+        for name, split in files.items()
+    }
+    return combine_metrics(per_file, components), per_file
+
+
+def combine_metrics(per_file: dict[str, dict[str, float]], force_components: dict[str, int]) -> dict[str, float]:
+    """The errors of the union of the files' frames from each file's `evaluate` result.
+
+    MAEs are means weighted by the count they average over (force components, or frames with an
+    energy label); RMSEs combine as the root of the weighted mean square.
+    """
+    frames = sum(m["frames"] for m in per_file.values())
+    labelled = {name: m["frames_with_energy"] for name, m in per_file.items()}
+    combined: dict[str, float] = {"frames": frames, "frames_with_energy": sum(labelled.values())}
+    for key, weights in (
+        ("energy_mae_mev", labelled),
+        ("energy_mae_mev_per_atom", labelled),
+        ("force_mae_mev_per_a", force_components),
+    ):
+        total = sum(weights.values())
+        combined[key] = sum(per_file[n][key] * w for n, w in weights.items() if w) / total if total else math.nan
+    for key, weights in (("energy_rmse_mev", labelled), ("force_rmse_mev_per_a", force_components)):
+        total = sum(weights.values())
+        squares = sum(per_file[n][key] ** 2 * w for n, w in weights.items() if w)
+        combined[key] = math.sqrt(squares / total) if total else math.nan
+    return {key: combined[key] for key in next(iter(per_file.values()))}
+
+
+def train_step(
+    state: TrainingState,
+    batch: Batch,
+    settings: LossSettings,
+    generator: torch.Generator,
+    mark: Callable[[str], None] | None = None,
+) -> dict[str, float]:
+    """One optimizer step on `batch`: model (energy and forces), loss, backward, clip, AdamW, EMA, schedule.
+
+    `mark(phase)`, when given, is called as each phase ends ("model", "loss", "backward",
+    "optimizer"), for `mlff bench train`'s breakdown. Returns the loss terms and "loss".
+    """
+    cfg = state.config.train
+    model = state.model
+    energy, forces = model(batch.positions, batch.atomic_numbers, batch.batch, batch.cell, batch.pbc)
+    if mark is not None:
+        mark("model")
+    loss, parts = total_loss(cfg.loss_weights, model, batch, energy, forces, settings, generator)
+    state.optimizer.zero_grad(set_to_none=True)
+    if mark is not None:
+        mark("loss")
+    # A batch can give every weighted term nothing to act on (e.g. only equilibrium frames
+    # and only a force weight): its loss is a constant and the step is skipped.
+    if loss.requires_grad:
+        loss.backward()
+        if mark is not None:
+            mark("backward")
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        state.optimizer.step()
+    elif mark is not None:
+        mark("backward")
+    if state.ema is not None:
+        state.ema.update_parameters(model)
+    if cfg.schedule in ("cosine", "constant"):
+        state.scheduler.step()
+    if mark is not None:
+        mark("optimizer")
+    parts["loss"] = float(loss.detach())
+    return parts
+
+
+def _run_epoch(state: TrainingState, data: FrameTensors, split: Split, epoch: int) -> dict[str, Any]:
     cfg = state.config.train
     model = state.model
     model.train()
@@ -228,26 +339,12 @@ def _run_epoch(state: _TrainingState, data: FrameTensors, split: Split, epoch: i
     steps = 0
     started = time.monotonic()
     for batch in data.batches(order, cfg.batch_size):
-        energy, forces = model(batch.positions, batch.atomic_numbers, batch.batch, batch.cell, batch.pbc)
-        loss, parts = total_loss(cfg.loss_weights, model, batch, energy, forces, settings, generator)
-        state.optimizer.zero_grad(set_to_none=True)
-        # A batch can give every weighted term nothing to act on (e.g. only equilibrium frames
-        # and only a force weight): its loss is a constant and the step is skipped.
-        if loss.requires_grad:
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            state.optimizer.step()
-        if state.ema is not None:
-            state.ema.update_parameters(model)
-        if cfg.schedule in ("cosine", "constant"):
-            state.scheduler.step()
-        parts["loss"] = float(loss.detach())
+        parts = train_step(state, batch, settings, generator)
         for key, value in parts.items():
             sums[key] = sums.get(key, 0.0) + value
         steps += 1
     train_seconds = time.monotonic() - started
-    val = evaluate(state.eval_model.eval(), data, split.val, cfg.eval_batch_size)
+    val, val_files = evaluate_files(state.eval_model.eval(), data, state.files, "val", cfg.eval_batch_size)
     if cfg.schedule == "plateau":
         state.scheduler.step(val["force_mae_mev_per_a"])
     record: dict[str, Any] = {
@@ -260,6 +357,8 @@ def _run_epoch(state: _TrainingState, data: FrameTensors, split: Split, epoch: i
     }
     record.update({key: value / steps for key, value in sums.items()})
     record.update({f"val_{key}": value for key, value in val.items() if key != "frames"})
+    for name, metrics in val_files.items():
+        record.update({f"val_{name}/{key}": value for key, value in metrics.items() if key != "frames"})
     return record
 
 
@@ -276,17 +375,25 @@ def _finish(
     best = load_checkpoint(best_path)
     split = training_data.split
     test: dict[str, float] = {}
+    test_files: dict[str, dict[str, float]] = {}
     if split.test.size:
         model = model_from_checkpoint(best).to(data.device).eval()
-        test = evaluate(model, data, split.test, best["config"]["train"]["eval_batch_size"])
-    reference = reference_statistics(training_data.base_frames, training_data.base_split)
+        batch_size = best["config"]["train"]["eval_batch_size"]
+        test, test_files = evaluate_files(model, data, training_data.files, "test", batch_size)
+    # Reference statistics (start frames, bonds, h(r)) describe one molecule's dataset: a run over
+    # several files has none, and its export takes them from --reference-data.
+    one_file = len(training_data.files) == 1
+    reference = reference_statistics(training_data.base_frames, training_data.base_split) if one_file else None
     for path in (best_path, output_dir / "last.pt"):
         checkpoint = load_checkpoint(path)
         checkpoint["test_metrics"] = test
+        checkpoint["test_metrics_per_file"] = test_files
         checkpoint["reference"] = reference
         atomic_torch_save(checkpoint, path)
     summary = {"best_epoch": best["best_epoch"], "stopped_because": stopped_because, "test": test}
-    (output_dir / "results.json").write_text(json.dumps(summary, indent=2))
+    if test_files:
+        summary["test_per_file"] = test_files
+    write_json(output_dir / "results.json", summary)
     return test
 
 

@@ -1,0 +1,281 @@
+"""Regenerate every result table in README.md and docs/*.md from the committed benchmark files.
+
+A table lives between two markers in a Markdown file:
+
+    <!-- table:NAME -->
+    | ... the generated table ... |
+    <!-- /table:NAME -->
+
+`TABLES` maps NAME to its source (files in the repository) and its columns; this script rewrites
+each region from the source. The sources are the shipped potentials' model cards
+(`potentials/*.yaml`: test metrics, check frames, stability) and the stability run
+(`potentials/stability-cpu/stability.json`). Nothing here imports torch.
+
+    python docs/generate_tables.py           # rewrite the regions that are out of date
+    python docs/generate_tables.py --check   # exit 1 if any region is out of date (tests/test_docs.py)
+"""
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mlff.utils import atomic_write_text, format_table
+
+ROOT = Path(__file__).resolve().parents[1]
+# The Markdown files whose tables are generated: the README and every page under docs/.
+DOCUMENTS = ("README.md", "docs/*.md")
+
+# The best published rMD17 test force MAE (meV/A), MACE trained on 1,000 frames: Batatia et al. 2022,
+# "MACE: Higher Order Equivariant Message Passing Neural Networks for Fast and Accurate Force Fields",
+# Table 1. A literature number, not a result of this repository: shown for scale beside the cards'.
+MACE_FORCE_MAE = {
+    "aspirin": 6.6,
+    "benzene": 0.3,
+    "ethanol": 2.1,
+    "malonaldehyde": 4.1,
+    "naphthalene": 1.6,
+    "salicylic": 3.1,
+    "toluene": 1.5,
+    "uracil": 2.1,
+}
+
+MISSING = "-"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: its header, how a cell comes from a source record, and its number format."""
+
+    header: str
+    value: Callable[[dict[str, Any]], Any]
+    floatfmt: str = "g"
+
+
+@dataclass(frozen=True)
+class Table:
+    """A generated table: `records(root)` gives one record per row (a dict), `columns` the cells."""
+
+    source: str
+    records: Callable[[Path], list[dict[str, Any]]]
+    columns: Sequence[Column]
+
+    def render(self, root: Path) -> str:
+        rows = [[_cell(column.value(record)) for column in self.columns] for record in self.records(root)]
+        return format_table(
+            rows,
+            [column.header for column in self.columns],
+            fmt="github",
+            floatfmt=[column.floatfmt for column in self.columns],
+        )
+
+
+def _cell(value: Any) -> Any:
+    return MISSING if value is None else value
+
+
+def _get(record: dict[str, Any], dotted: str) -> Any:
+    """record["a"]["b"] for "a.b"; None where any level is missing."""
+    value: Any = record
+    for key in dotted.split("."):
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def field(dotted: str) -> Callable[[dict[str, Any]], Any]:
+    """The value at a dotted key of the record."""
+    return lambda record: _get(record, dotted)
+
+
+def stable_ps(section: str) -> Callable[[dict[str, Any]], Any]:
+    """"mean (min)" of the stable times of the seeds, ps."""
+
+    def cell(record: dict[str, Any]) -> Any:
+        block = _get(record, section) if section else record
+        if not block or block.get("stable_time_ps_mean") is None:
+            return None
+        return f"{block['stable_time_ps_mean']:.1f} ({block['stable_time_ps_min']:.1f})"
+
+    return cell
+
+
+def collapsed(section: str) -> Callable[[dict[str, Any]], Any]:
+    """"collapsed/seeds"."""
+
+    def cell(record: dict[str, Any]) -> Any:
+        block = _get(record, section) if section else record
+        if not block or block.get("collapsed_seeds") is None:
+            return None
+        return f"{block['collapsed_seeds']}/{block['seeds']}"
+
+    return cell
+
+
+def thousands(dotted: str) -> Callable[[dict[str, Any]], Any]:
+    """An integer with thousands separators (as text: tabulate's floatfmt formats floats only)."""
+
+    def cell(record: dict[str, Any]) -> Any:
+        value = _get(record, dotted)
+        return None if value is None else f"{int(value):,}"
+
+    return cell
+
+
+def train_val_frames(record: dict[str, Any]) -> Any:
+    summary = _get(record, "data.summary") or {}
+    if summary.get("train") is None:
+        return None
+    return f"{summary['train']:,} + {summary['val']:,}"
+
+
+def seed_times(record: dict[str, Any]) -> Any:
+    times = record.get("stable_time_ps")
+    return None if not times else ", ".join(f"{time:g}" for time in times)
+
+
+def cards(root: Path) -> list[dict[str, Any]]:
+    """The model cards of the shipped potentials (potentials/<molecule>.yaml beside <molecule>.pt), by name."""
+    records = []
+    for card in sorted((root / "potentials").glob("*.yaml")):
+        if not card.with_suffix(".pt").is_file():
+            continue
+        record = yaml.safe_load(card.read_text())
+        record["molecule"] = card.stem
+        records.append(record)
+    return records
+
+
+def stability_rows(root: Path) -> list[dict[str, Any]]:
+    """The rows of the committed `mlff bench stability` run."""
+    return json.loads((root / "potentials/stability-cpu/stability.json").read_text())["rows"]
+
+
+TABLES: dict[str, Table] = {
+    # README: the shipped potentials, their test errors and MD stability (from each card).
+    "shipped": Table(
+        "potentials/*.yaml",
+        cards,
+        [
+            Column("molecule", field("molecule")),
+            Column("test F MAE (meV/A)", field("test_metrics.force_mae_mev_per_a"), ".1f"),
+            Column("MACE F MAE", lambda record: MACE_FORCE_MAE.get(record["molecule"]), ".1f"),
+            Column("test E MAE (meV)", field("test_metrics.energy_mae_mev"), ".1f"),
+            Column("stable ps, mean (min) of seeds", stable_ps("stability")),
+            Column("collapsed", collapsed("stability")),
+            Column("h(r) MAE", field("stability.hr_mae"), ".3f"),
+        ],
+    ),
+    # docs/results.md: how each shipped potential was trained, and its errors on the test split and
+    # on the card's 50 check frames (what tests/test_shipped_potentials.py reproduces).
+    "cards": Table(
+        "potentials/*.yaml",
+        cards,
+        [
+            Column("molecule", field("molecule")),
+            Column("parameters", thousands("architecture.parameters")),
+            Column("train + val frames", train_val_frames),
+            Column("epochs", field("training.epochs_run")),
+            Column("minutes (cap)", field("training.config.max_minutes"), ".0f"),
+            Column("test F MAE (meV/A)", field("test_metrics.force_mae_mev_per_a"), ".1f"),
+            Column("test F RMSE", field("test_metrics.force_rmse_mev_per_a"), ".1f"),
+            Column("test E MAE (meV)", field("test_metrics.energy_mae_mev"), ".1f"),
+            Column("check F MAE", field("check.force_mae_mev_per_a"), ".1f"),
+            Column("check E MAE", field("check.energy_mae_mev"), ".1f"),
+        ],
+    ),
+    # docs/results.md: the full stability run (potentials/stability-cpu/, `mlff bench stability`).
+    "stability": Table(
+        "potentials/stability-cpu/stability.json",
+        stability_rows,
+        [
+            Column("molecule", field("molecule")),
+            Column("force MAE (meV/A)", field("force_mae_mev_per_a"), ".1f"),
+            Column("stable ps, mean (min)", stable_ps("")),
+            Column("stable ps per seed", seed_times),
+            Column("collapsed", collapsed("")),
+            Column("h(r) MAE", field("hr_mae"), ".3f"),
+            Column("mean T (K)", field("mean_temperature_k"), ".0f"),
+            Column("steps/s", field("steps_per_second"), ".0f"),
+            Column("ns/day (all seeds)", field("ns_per_day"), ".1f"),
+        ],
+    ),
+}
+
+_REGION = re.compile(
+    r"(?P<open><!-- table:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(?P<close><!-- /table:(?P=name) -->)", re.DOTALL
+)
+_OPEN = re.compile(r"<!-- table:([\w.-]+) -->")
+_CLOSE = re.compile(r"<!-- /table:([\w.-]+) -->")
+
+
+class TableError(ValueError):
+    """A marker names no known table, or a region is not closed."""
+
+
+def documents(root: Path) -> list[Path]:
+    found: list[Path] = []
+    for pattern in DOCUMENTS:
+        found.extend(sorted(root.glob(pattern)))
+    return found
+
+
+def regenerate(text: str, root: Path, where: str = "") -> tuple[str, list[str]]:
+    """`text` with every table region rewritten; the names of the regions that changed.
+
+    Raises:
+        TableError: a marker names a table not in TABLES, or an opening marker has no closing one.
+    """
+    opened, closed = _OPEN.findall(text), _CLOSE.findall(text)
+    if sorted(opened) != sorted(closed):
+        raise TableError(f"{where}: unmatched table markers (opened {opened}, closed {closed})")
+    unknown = sorted(set(opened) - set(TABLES))
+    if unknown:
+        raise TableError(f"{where}: unknown table(s) {unknown}; known: {sorted(TABLES)}")
+    if len(_REGION.findall(text)) != len(opened):
+        raise TableError(f"{where}: a table region is malformed (each marker must end its line; regions cannot nest)")
+    changed: list[str] = []
+
+    def replace(match: re.Match[str]) -> str:
+        body = TABLES[match["name"]].render(root) + "\n"
+        if body != match["body"]:
+            changed.append(match["name"])
+        return match["open"] + body + match["close"]
+
+    return _REGION.sub(replace, text), changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a table is out of date")
+    parser.add_argument("--root", type=Path, default=ROOT, help="the repository (default: this script's)")
+    args = parser.parse_args(argv)
+    stale: list[str] = []
+    for path in documents(args.root):
+        where = str(path.relative_to(args.root))
+        text = path.read_text()
+        try:
+            new_text, changed = regenerate(text, args.root, where)
+        except TableError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        stale.extend(f"{where}: table {name}" for name in changed)
+        if changed and not args.check:
+            atomic_write_text(path, new_text)
+    for entry in stale:
+        print(("out of date: " if args.check else "rewrote: ") + entry)
+    if args.check and stale:
+        print("run `python docs/generate_tables.py` to regenerate them", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Example training configs and scripts (installed as the data package `mlff.examples`; see mlff.resources)."""

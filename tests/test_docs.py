@@ -1,0 +1,76 @@
+"""The README and docs/: generated tables up to date, the README short, every relative link alive.
+
+Fast and torch-free: the table generator reads YAML and JSON only.
+"""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+README_MAX_LINES = 150
+
+_FENCE = re.compile(r"^(```|~~~).*?^\1", re.MULTILINE | re.DOTALL)
+_CODE_SPAN = re.compile(r"`[^`\n]*`")
+_LINK = re.compile(r"\[[^\]\n]*\]\(([^)\s]+)\)")
+_HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.MULTILINE)
+
+
+def prose(text: str) -> str:
+    """The text without fenced code blocks and inline code spans (links there are not links)."""
+    return _CODE_SPAN.sub("", _FENCE.sub("", text))
+
+
+def anchors(text: str) -> set[str]:
+    """GitHub's anchors of a Markdown file's headings (lowercase, punctuation dropped, spaces to
+    hyphens, repeats numbered)."""
+    found: set[str] = set()
+    for heading in _HEADING.findall(_FENCE.sub("", text)):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        candidate, n = slug, 0
+        while candidate in found:
+            n += 1
+            candidate = f"{slug}-{n}"
+        found.add(candidate)
+    return found
+
+
+def test_tables_are_generated_from_the_committed_json():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "docs" / "generate_tables.py"), "--check"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_readme_fits_on_a_screen():
+    lines = README.read_text().count("\n")
+    assert lines <= README_MAX_LINES, f"README.md has {lines} lines; at most {README_MAX_LINES} (move detail to docs/)"
+
+
+@pytest.mark.parametrize("page", [README, *DOCS], ids=lambda path: str(path.relative_to(ROOT)))
+def test_relative_links_point_to_existing_files(page: Path):
+    broken = []
+    for target in _LINK.findall(prose(page.read_text())):
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target):  # http:, https:, mailto: ...
+            continue
+        path_part, _, fragment = target.partition("#")
+        linked = (page.parent / path_part).resolve() if path_part else page
+        if not linked.exists():
+            broken.append(f"{target} (no {linked.relative_to(ROOT) if linked.is_relative_to(ROOT) else linked})")
+        elif fragment and linked.suffix == ".md" and fragment not in anchors(linked.read_text()):
+            broken.append(f"{target} (no heading #{fragment} in {linked.relative_to(ROOT)})")
+    assert not broken, f"{page.relative_to(ROOT)}: broken links: {broken}"
+
+
+def test_docs_pages_exist():
+    names = {path.name for path in DOCS}
+    expected = {"md.md", "openmm.md", "data.md", "training.md", "results.md", "design.md", "file-format.md"}
+    assert expected <= names, f"missing docs pages: {sorted(expected - names)}"
