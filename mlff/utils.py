@@ -134,12 +134,14 @@ def format_table(
     fmt: str = "github",
     floatfmt: str | Sequence[str] = "g",
     numparse: bool = True,
+    missingval: str = "",
 ) -> str:
     """Rows as a text table through `tabulate`.
 
     fmt: "github" (Markdown, for reports and READMEs) or "plain" (aligned columns for terminals).
     floatfmt: format of float cells, one for all columns or one per column (e.g. ".1f").
     numparse: False keeps text cells that look like numbers (e.g. "1.50", "0.1-5.0") as written.
+    missingval: the text of None cells (e.g. "-"); a number column with None cells keeps its floatfmt.
     """
     from tabulate import tabulate
 
@@ -149,6 +151,7 @@ def format_table(
         tablefmt=fmt,
         floatfmt=floatfmt,
         disable_numparse=not numparse,
+        missingval=missingval,
     )
 
 
@@ -211,3 +214,24 @@ def element_label(z: int) -> str:
         return f"{element_symbol(z)} (Z={int(z)})"
     except ValueError:
         return f"Z={int(z)}"
+
+
+def check_species(atomic_numbers: Iterable[int], species: Iterable[int]) -> None:
+    """Raise ValueError naming each element of `atomic_numbers` that is not among a potential's `species`,
+    e.g. "element(s) F (Z=9) not in the potential's species (H C O)"."""
+    species = [int(z) for z in species]
+    unknown = sorted({int(z) for z in atomic_numbers} - set(species))
+    if unknown:
+        names = ", ".join(element_label(z) for z in unknown)
+        raise ValueError(f"element(s) {names} not in the potential's species ({species_symbols(species)})")
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB chunks): how datasets and potentials are identified."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -93,6 +93,9 @@ def test_one_potential_per_md17_molecule_with_its_training_config():
         raw = yaml.safe_load(config.read_text())
         assert Path(raw["data"]["path"]).name == f"rmd17_{path.stem}.npz"
         assert raw["data"]["train_pool"] == "all", "a shipped potential trains on every frame outside the test split"
+        # The config pins the dataset it was trained on: the file the check frames were taken from.
+        with np.load(CHECK_FRAMES / f"{path.stem}.npz") as check:
+            assert raw["data"]["sha256"] == str(check["source_sha256"])
 
 
 @pytest.mark.parametrize("path", POTENTIALS, ids=lambda p: p.stem)

@@ -198,3 +198,17 @@ def test_bench_train_breakdown_sums_to_the_measured_step(tmp_path, dataset):
         assert sum(parts.values()) == pytest.approx(row["ms_per_step"], rel=1e-9)
         assert row["frames_per_s"] == pytest.approx(8 / (row["ms_per_step"] / 1000.0))
         assert parts["forward"] > 0 and parts["param_backward"] > 0
+
+
+def test_a_pinned_sha256_refuses_other_bytes_and_the_hash_is_recorded(tmp_path, dataset, second_dataset):
+    from mlff.data import DatasetError
+    from mlff.utils import sha256_of
+
+    good = sha256_of(dataset)
+    with pytest.raises(DatasetError, match="SHA-256"):
+        train(config(tmp_path, second_dataset, "train.epochs=1", f"data.sha256={good}", name="bad"), progress=False)
+    assert not (tmp_path / "bad" / "last.pt").exists()
+    train(config(tmp_path, dataset, "train.epochs=1", f"data.sha256={good}", name="good"), progress=False)
+    assert load_checkpoint(tmp_path / "good" / "last.pt")["data_summary"]["sha256"] == good
+    with pytest.raises(ConfigError, match="data.sha256 gives 1"):
+        load_config(None, [f"data.path=[{dataset}, {second_dataset}]", f"data.sha256={good}"])

@@ -1,10 +1,11 @@
 """Run (or resume) the arms of the recipe study, one after another, in this process.
 
-    python examples/recipe/run_study.py --slot 0 --slots 2   # arms 0, 2, 4, ... of the screen
-    python examples/recipe/run_study.py --slot 1 --slots 2   # arms 1, 3, 5, ...
-    python examples/recipe/run_study.py --report             # the table of finished arms (JSON + Markdown)
+    python examples/recipe/run_study.py --md17-dir DIR --slot 0 --slots 2   # arms 0, 2, 4, ... of the screen
+    python examples/recipe/run_study.py --md17-dir DIR --slot 1 --slots 2   # arms 1, 3, 5, ...
+    python examples/recipe/run_study.py --section pretrain --xtb-dir DIR   # the xTB pretraining
+    python examples/recipe/run_study.py --report             # the table of the arms so far (JSON + Markdown)
 
-Each arm is `mlff train base.yaml <overrides> data.path=<molecule file> output_dir=<runs>/<molecule>/<arm>`
+Each arm is `mlff train base.yaml <overrides> data.path=<file> data.sha256=<hash> output_dir=<runs>/<molecule>/<arm>`
 at one thread; a finished arm (results.json) is skipped, a started one resumes from its last.pt,
 so the script can be killed and rerun at any time. Run two slots side by side on a 2-core machine.
 """
@@ -23,25 +24,36 @@ from mlff.utils import format_table, write_json
 HERE = Path(__file__).parent
 
 
-def arms(study: dict, section: str) -> list[tuple[str, str | None, str, list[str]]]:
-    """(molecule, data path, arm name, overrides) for every arm of a section, molecule-major.
+def fill(text: str, dirs: dict[str, str]) -> str:
+    """`text` with each {name} of `dirs` replaced (plain replacement: YAML flow maps keep their braces)."""
+    for name, value in dirs.items():
+        text = text.replace("{" + name + "}", value)
+    return text
 
-    The pretrain section's entries name their own data: molecule "pretrain", no data path.
+
+def arms(study: dict, section: str, dirs: dict[str, str]) -> list[tuple[str, list[str], str, list[str]]]:
+    """(molecule, data overrides, arm name, arm overrides) for every arm of a section, molecule-major.
+
+    A section without molecules (pretrain) runs each arm once, under the label of the section,
+    with the data its overrides name. `dirs` fills the {md17} / {xtb} placeholders of paths.
     """
-    if section == "pretrain":
-        return [("pretrain", None, name, list(overrides)) for name, overrides in study["pretrain"].items()]
-    return [
-        (molecule, path, name, list(overrides))
-        for molecule, path in study["molecules"].items()
-        for name, overrides in (study.get(section) or {}).items()
-    ]
+    part = study[section]
+    entries = [(name, [fill(text, dirs) for text in overrides]) for name, overrides in (part["arms"] or {}).items()]
+    if not part.get("molecules"):
+        return [(section, [], name, overrides) for name, overrides in entries]
+    rows = []
+    for molecule in part["molecules"]:
+        dataset = study["datasets"][molecule]
+        data = [f"data.path={fill(dataset['file'], dirs)}", f"data.sha256={dataset['sha256']}"]
+        rows += [(molecule, data, name, overrides) for name, overrides in entries]
+    return rows
 
 
-def run_arm(base: Path, runs: Path, molecule: str, path: str | None, name: str, overrides: list[str]) -> None:
+def run_arm(base: Path, runs: Path, molecule: str, data: list[str], name: str, overrides: list[str]) -> None:
     output = runs / molecule / name
     if (output / "results.json").is_file():
         return
-    overrides = [*overrides, *([f"data.path={path}"] if path else []), f"output_dir={output}"]
+    overrides = [*overrides, *data, f"output_dir={output}"]
     config = load_config(base, overrides)
     if config.init_from and not Path(config.init_from).is_file():
         print(f"skip {molecule}/{name}: its init_from {config.init_from} does not exist yet", flush=True)
@@ -52,10 +64,10 @@ def run_arm(base: Path, runs: Path, molecule: str, path: str | None, name: str, 
     train(config, resume=resume, progress=False, command=command)
 
 
-def report(study: dict, section: str, runs: Path) -> list[dict]:
+def report(study: dict, section: str, runs: Path, dirs: dict[str, str]) -> list[dict]:
     """One row per finished or running arm: frames/s, CPU-hours, best validation and test force MAE."""
     rows = []
-    for molecule, _path, name, overrides in arms(study, section):
+    for molecule, _data, name, overrides in arms(study, section, dirs):
         metrics = runs / molecule / name / "metrics.jsonl"
         if not metrics.is_file():
             continue
@@ -72,6 +84,8 @@ def report(study: dict, section: str, runs: Path) -> list[dict]:
                 "epochs": history[-1]["epoch"],
                 "steps": history[-1]["steps"],
                 "frames_per_s": train_frames * len(history) / sum(r["seconds"] for r in history),
+                # Per CPU-second of the whole run (validation included): fair on a loaded machine.
+                "frames_per_cpu_s": train_frames * len(history) / history[-1]["cpu_seconds_total"],
                 "cpu_hours": history[-1]["cpu_seconds_total"] / 3600.0,
                 "best_val_force_mae": min(r["val_force_mae_mev_per_a"] for r in history),
                 "test_force_mae": results["test"]["force_mae_mev_per_a"] if results else None,
@@ -88,19 +102,22 @@ def main() -> int:
     parser.add_argument("--base", type=Path, default=HERE / "base.yaml")
     parser.add_argument("--section", default="screen", help="screen or confirm")
     parser.add_argument("--runs", type=Path, default=Path("runs/recipe"))
+    parser.add_argument("--md17-dir", default="~/.cache/mlff/datasets", help="folder of the rmd17_<molecule>.npz files")
+    parser.add_argument("--xtb-dir", default="~/.cache/mlff/datasets", help="folder of the xtb_<molecule>.npz files")
     parser.add_argument("--slot", type=int, default=0)
     parser.add_argument("--slots", type=int, default=1)
     parser.add_argument("--report", action="store_true", help="print the table and write <runs>/<section>.json")
     args = parser.parse_args()
     study = yaml.safe_load(args.study.read_text())
+    dirs = {"md17": args.md17_dir, "xtb": args.xtb_dir}
     if args.report:
-        rows = report(study, args.section, args.runs)
+        rows = report(study, args.section, args.runs, dirs)
         write_json(args.runs / f"{args.section}.json", rows)
-        columns = ["molecule", "arm", "epochs", "frames_per_s", "cpu_hours", "best_val_force_mae", "test_force_mae"]
+        columns = ["molecule", "arm", "epochs", "frames_per_cpu_s", "cpu_hours", "best_val_force_mae", "test_force_mae"]
         print(format_table([[row[c] for c in columns] for row in rows], columns, floatfmt=".3g"))
         return 0
     torch.set_num_threads(1)
-    for index, arm in enumerate(arms(study, args.section)):
+    for index, arm in enumerate(arms(study, args.section, dirs)):
         if index % args.slots == args.slot:
             run_arm(args.base, args.runs, *arm)
     return 0

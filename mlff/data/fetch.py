@@ -48,7 +48,7 @@ from tqdm import tqdm
 from mlff._version import __version__
 from mlff.data.frames import DatasetError
 from mlff.data.readers import read_frames
-from mlff.utils import atomic_path, write_json
+from mlff.utils import atomic_path, sha256_of, write_json
 
 MOLECULES: tuple[str, ...] = (
     "aspirin",
@@ -181,15 +181,6 @@ def obtain_verified(name: str, url: str, cache: Path, say: Reporter, progress: b
         digest = download(url, temporary, name, progress)
         say(f"sha256 {check_sha256(temporary, name, digest, cache)}")
     return target
-
-
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def download(url: str, destination: Path, name: str, progress: bool) -> str:

@@ -9,7 +9,6 @@ is unchanged (same SHA-256):
 - `stability`: the potential's row of the MD17 stability benchmark (`mlff bench stability`).
 """
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import numpy as np
 import yaml
 
 from mlff.export.load import dtype_name, read_metadata
+from mlff.utils import sha256_of
 
 CHECK_FRAMES = 50
 MEASURED_SECTIONS = ("check", "stability")
@@ -31,7 +31,7 @@ def model_card(potential_path: str | os.PathLike) -> dict[str, Any]:
     training_config = training.get("config") or {}
     return {
         "potential": path.name,
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "sha256": sha256_of(path),
         "size_bytes": path.stat().st_size,
         "mlff_version": metadata.get("mlff_version"),
         "format_version": metadata.get("format_version"),

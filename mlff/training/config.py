@@ -32,6 +32,10 @@ class DataConfig:
             split_test[k], or by seed) with the same settings, validation and test errors are
             reported per file and overall, and the reference energies are fitted jointly (so the
             files' energies must share one level of theory).
+        sha256: the SHA-256 of the file (a list: of each file of `path`) this config means; a file with
+            other bytes is refused before training. A dataset is identified by its SHA-256: the
+            9,633-frame rMD17 file of the published splits and a fetched 100,000-frame rMD17 file
+            share a name but not their frames. None: any file is taken (its SHA-256 is recorded).
         energy_unit: "auto" (npz: kcal/mol, ASE files: eV), "kcal/mol" or "eV".
         split: k of the file's split_train[k] / split_test[k].
         n_val: validation frames taken by seed from the training pool (never from test).
@@ -54,6 +58,7 @@ class DataConfig:
     """
 
     path: str | list[str] = ""
+    sha256: str | list[str] | None = None
     energy_unit: str = "auto"
     split: int = 0
     n_val: int = 50
@@ -74,11 +79,22 @@ class DataConfig:
             return [self.path] if self.path else []
         return list(self.path)
 
+    @property
+    def sha256s(self) -> list[str | None]:
+        """data.sha256 as one entry per file of data.path (None: not pinned)."""
+        if self.sha256 is None:
+            return [None] * len(self.paths)
+        return [self.sha256] if isinstance(self.sha256, str) else list(self.sha256)
+
     def __post_init__(self) -> None:
         if isinstance(self.path, list) and (not self.path or not all(p and isinstance(p, str) for p in self.path)):
             raise ConfigError(f"data.path must be a file or a non-empty list of files, got {self.path!r}")
         if len(set(self.paths)) != len(self.paths):
             raise ConfigError(f"data.path names a file more than once: {self.path!r}")
+        if self.sha256 is not None and len(self.sha256s) != len(self.paths):
+            raise ConfigError(
+                f"data.sha256 gives {len(self.sha256s)} hash(es) for the {len(self.paths)} file(s) of data.path"
+            )
         if self.train_pool not in ("split", "all"):
             raise ConfigError(f"data.train_pool must be 'split' or 'all', got {self.train_pool!r}")
         if self.n_val < 1:

@@ -18,6 +18,7 @@ import numpy as np
 
 from mlff.data import DatasetError, Frames, Split, make_split, read_frames
 from mlff.training.config import DataConfig
+from mlff.utils import sha256_of
 
 
 @dataclass
@@ -39,6 +40,7 @@ class TrainingData:
     base_frames: Frames
     base_split: Split
     files: dict[str, Split]
+    sha256: list[str]
 
     def summary(self, config: DataConfig) -> dict[str, Any]:
         """JSON-able description of the data (for checkpoints, potential metadata and model cards)."""
@@ -46,6 +48,7 @@ class TrainingData:
             **self.frames.summary(),
             "split": config.split,
             "train_pool": config.train_pool,
+            "sha256": self.sha256[0] if len(self.sha256) == 1 else self.sha256,
             "equilibrium_path": config.equilibrium_path,
             **self.split.summary(),
             **({"files": {name: split.summary() for name, split in self.files.items()}} if len(self.files) > 1 else {}),
@@ -60,8 +63,9 @@ def load_training_data(config: DataConfig) -> TrainingData:
     """
     if not config.paths:
         raise ValueError("data.path names no dataset file (set it in the config or with data.path=FILE)")
-    parts, splits = [], []
-    for path in config.paths:
+    parts, splits, hashes = [], [], []
+    for path, expected in zip(config.paths, config.sha256s):
+        hashes.append(checked_sha256(path, expected))
         part = read_frames(path, config.energy_unit)
         part.has_energy = energy_labels(part, config.energy_consistent, config.energy_method)
         parts.append(part)
@@ -72,14 +76,33 @@ def load_training_data(config: DataConfig) -> TrainingData:
     files = dict(zip(file_labels(config.paths), _shifted(parts, splits)))
     if config.equilibrium_path is None:
         _check_one_method(base, base.has_energy)
-        return TrainingData(base, split, base, split, files)
+        return TrainingData(base, split, base, split, files, hashes)
     minima = read_frames(config.equilibrium_path, config.energy_unit, equilibrium=True)
     minima.has_energy = energy_labels(minima, config.equilibrium_energies, config.energy_method)
     frames = Frames.concatenate([base, minima])
     _check_one_method(frames, frames.has_energy)
     extra = np.tile(base.num_frames + np.arange(minima.num_frames), config.equilibrium_repeat)
     combined = Split(train=np.concatenate([split.train, extra]), val=split.val, test=split.test)
-    return TrainingData(frames, combined, base, split, files)
+    return TrainingData(frames, combined, base, split, files, hashes)
+
+
+def checked_sha256(path: str, expected: str | None) -> str:
+    """The file's SHA-256, checked against the one the config pins (if any).
+
+    Raises:
+        FileNotFoundError: no such file.
+        DatasetError: the file's bytes are not those the config means.
+    """
+    if not Path(path).expanduser().is_file():
+        raise FileNotFoundError(f"data.path: no dataset file at {path}")
+    actual = sha256_of(Path(path).expanduser())
+    if expected is not None and actual != expected.lower():
+        raise DatasetError(
+            f"{path} has SHA-256 {actual}, but the config means the file with SHA-256 {expected} (data.sha256): "
+            "another version of the dataset (e.g. a fetched file with all frames instead of the published "
+            "splits' frames) would train on other frames; point data.path at that file or drop data.sha256"
+        )
+    return actual
 
 
 def file_labels(paths: list[str]) -> list[str]:
