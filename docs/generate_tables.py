@@ -67,17 +67,14 @@ class Table:
     columns: Sequence[Column]
 
     def render(self, root: Path) -> str:
-        rows = [[_cell(column.value(record)) for column in self.columns] for record in self.records(root)]
+        rows = [[column.value(record) for column in self.columns] for record in self.records(root)]
         return format_table(
             rows,
             [column.header for column in self.columns],
             fmt="github",
             floatfmt=[column.floatfmt for column in self.columns],
+            missingval=MISSING,
         )
-
-
-def _cell(value: Any) -> Any:
-    return MISSING if value is None else value
 
 
 def _get(record: dict[str, Any], dotted: str) -> Any:
@@ -95,28 +92,31 @@ def field(dotted: str) -> Callable[[dict[str, Any]], Any]:
     return lambda record: _get(record, dotted)
 
 
-def stable_ps(section: str) -> Callable[[dict[str, Any]], Any]:
-    """"mean (min)" of the stable times of the seeds, ps."""
+def _stability_text(section: str, key: str, text: Callable[[dict[str, Any]], str]) -> Callable[[dict[str, Any]], Any]:
+    """A cell as text from a stability block (the record's `section`, or the record itself for ""),
+    None where the block or its `key` is missing."""
 
     def cell(record: dict[str, Any]) -> Any:
         block = _get(record, section) if section else record
-        if not block or block.get("stable_time_ps_mean") is None:
+        if not block or block.get(key) is None:
             return None
-        return f"{block['stable_time_ps_mean']:.1f} ({block['stable_time_ps_min']:.1f})"
+        return text(block)
 
     return cell
+
+
+def stable_ps(section: str) -> Callable[[dict[str, Any]], Any]:
+    """ "mean (min)" of the stable times of the seeds, ps."""
+    return _stability_text(
+        section,
+        "stable_time_ps_mean",
+        lambda block: f"{block['stable_time_ps_mean']:.1f} ({block['stable_time_ps_min']:.1f})",
+    )
 
 
 def collapsed(section: str) -> Callable[[dict[str, Any]], Any]:
-    """"collapsed/seeds"."""
-
-    def cell(record: dict[str, Any]) -> Any:
-        block = _get(record, section) if section else record
-        if not block or block.get("collapsed_seeds") is None:
-            return None
-        return f"{block['collapsed_seeds']}/{block['seeds']}"
-
-    return cell
+    """ "collapsed/seeds"."""
+    return _stability_text(section, "collapsed_seeds", lambda block: f"{block['collapsed_seeds']}/{block['seeds']}")
 
 
 def thousands(dotted: str) -> Callable[[dict[str, Any]], Any]:
@@ -158,6 +158,11 @@ def stability_rows(root: Path) -> list[dict[str, Any]]:
     return json.loads((root / "potentials/stability-cpu/stability.json").read_text())["rows"]
 
 
+def recipe_screen_rows(root: Path) -> list[dict[str, Any]]:
+    """The arms of the recipe screen (`examples/recipe/run_study.py --report --out examples/recipe/results`)."""
+    return json.loads((root / "examples/recipe/results/screen.json").read_text())
+
+
 TABLES: dict[str, Table] = {
     # README: the shipped potentials, their test errors and MD stability (from each card).
     "shipped": Table(
@@ -189,6 +194,24 @@ TABLES: dict[str, Table] = {
             Column("test E MAE (meV)", field("test_metrics.energy_mae_mev"), ".1f"),
             Column("check F MAE", field("check.force_mae_mev_per_a"), ".1f"),
             Column("check E MAE", field("check.energy_mae_mev"), ".1f"),
+        ],
+    ),
+    # docs/training.md: the training-recipe screen, each arm capped at 0.5 CPU-hour on one thread.
+    "recipe-screen": Table(
+        "examples/recipe/results/screen.json",
+        recipe_screen_rows,
+        [
+            Column("molecule", field("molecule")),
+            Column("arm", field("arm")),
+            Column("overrides of base.yaml", lambda record: " ".join(record["overrides"]) or "(base)"),
+            Column("epochs", field("epochs")),
+            Column("frames per CPU-s", field("frames_per_cpu_s"), ".0f"),
+            Column("CPU-hours", field("cpu_hours"), ".2f"),
+            # Not field(): the key's dot is not a path separator.
+            Column("val F MAE at 0.25 CPU-h", lambda record: record.get("val_at_0.25h"), ".1f"),
+            Column("best val F MAE (meV/A)", field("best_val_force_mae"), ".2f"),
+            Column("test F MAE (meV/A)", field("test_force_mae"), ".2f"),
+            Column("test E MAE (meV)", field("test_energy_mae"), ".2f"),
         ],
     ),
     # docs/results.md: the full stability run (potentials/stability-cpu/, `mlff bench stability`).

@@ -41,14 +41,36 @@ def examples_dir() -> Path:
     return _package_dir(EXAMPLES_PACKAGE)
 
 
+def _names(directory: Path, suffix: str) -> list[str]:
+    """The stems of the files `*<suffix>` in a data package's folder, sorted."""
+    return sorted(path.stem for path in directory.glob(f"*{suffix}"))
+
+
 def shipped_potentials() -> list[str]:
     """Names of the shipped potentials (one per MD17 molecule), sorted."""
-    return sorted(path.stem for path in potentials_dir().glob("*.pt"))
+    return _names(potentials_dir(), ".pt")
 
 
 def shipped_protocols() -> list[str]:
     """Names of the shipped MD protocols, sorted."""
-    return sorted(path.stem for path in protocols_dir().glob("*.yaml"))
+    return _names(protocols_dir(), ".yaml")
+
+
+def _existing_or_shipped(name_or_path: str | os.PathLike, name: str, directory: Path, suffix: str, kind: str) -> Path:
+    """`name_or_path` if it is an existing file, else the shipped `<directory>/<name><suffix>`.
+
+    Raises:
+        FileNotFoundError: neither; the message lists the shipped names.
+    """
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    names = _names(directory, suffix)
+    if name in names:
+        return directory / f"{name}{suffix}"
+    raise FileNotFoundError(
+        f"no {kind} file {str(name_or_path)!r} and no shipped {kind} of that name; shipped: {', '.join(names)}"
+    )
 
 
 def potential_path(name_or_path: str | os.PathLike) -> Path:
@@ -60,15 +82,7 @@ def potential_path(name_or_path: str | os.PathLike) -> Path:
     Raises:
         FileNotFoundError: neither an existing file nor a shipped name; the message lists the names.
     """
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    names = shipped_potentials()
-    if str(name_or_path) in names:
-        return potentials_dir() / f"{name_or_path}.pt"
-    raise FileNotFoundError(
-        f"no potential file {str(name_or_path)!r} and no shipped potential of that name; shipped: {', '.join(names)}"
-    )
+    return _existing_or_shipped(name_or_path, str(name_or_path), potentials_dir(), ".pt", "potential")
 
 
 def protocol_path(name_or_path: str | os.PathLike) -> Path:
@@ -79,15 +93,8 @@ def protocol_path(name_or_path: str | os.PathLike) -> Path:
         FileNotFoundError: neither an existing file nor a shipped protocol; the message lists the names.
     """
     path = Path(name_or_path)
-    if path.is_file():
-        return path
-    names = shipped_protocols()
     stem = path.stem if path.suffix == ".yaml" and path.parent in (Path("."), Path("md")) else str(name_or_path)
-    if stem in names:
-        return protocols_dir() / f"{stem}.yaml"
-    raise FileNotFoundError(
-        f"no protocol file {str(name_or_path)!r} and no shipped protocol of that name; shipped: {', '.join(names)}"
-    )
+    return _existing_or_shipped(name_or_path, stem, protocols_dir(), ".yaml", "protocol")
 
 
 def example_config_path(name: str) -> Path:
@@ -100,5 +107,4 @@ def example_config_path(name: str) -> Path:
     path = examples_dir() / f"{stem}.yaml"
     if path.is_file():
         return path
-    names = sorted(candidate.stem for candidate in examples_dir().glob("*.yaml"))
-    raise FileNotFoundError(f"no example config {name!r}; shipped: {', '.join(names)}")
+    raise FileNotFoundError(f"no example config {name!r}; shipped: {', '.join(_names(examples_dir(), '.yaml'))}")

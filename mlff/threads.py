@@ -7,8 +7,8 @@ So below `SECOND_THREAD_MIN_ATOMS` atoms per potential call a job runs on one th
 there on with torch's own count.
 
 The user's choice always wins: `mlff --threads N` (`set_user_threads`) or OMP_NUM_THREADS /
-MKL_NUM_THREADS in the environment. Nothing happens at import; the CLI applies the policy when a
-command knows its system size, and `MLFFCalculator` when it first sees its atoms.
+MKL_NUM_THREADS in the environment. Nothing happens at import; the CLI and `run_md` apply the
+policy when they know the system size, and `MLFFCalculator` when it first sees its atoms.
 """
 
 import os

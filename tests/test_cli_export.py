@@ -149,7 +149,7 @@ def test_eval_other_splits(checkpoint, dataset, split, frames, tmp_path):
 
 def test_eval_errors_name_the_problem(tmp_path, dataset, checkpoint, capsys):
     assert main(["eval", str(tmp_path / "absent.pt"), str(dataset)]) == 2
-    assert "potential file not found" in capsys.readouterr().err
+    assert "no potential file" in capsys.readouterr().err
     assert main(["eval", str(dataset), str(dataset)]) == 2
     assert "neither a potential file nor a training checkpoint" in capsys.readouterr().err
     assert main(["eval", str(checkpoint), str(dataset), "--split-index", "3"]) == 2

@@ -193,6 +193,28 @@ def test_a_collapsing_replica_stops_while_the_batch_goes_on(spring_potential_fil
     assert all(r["stable_time_ps"] == pytest.approx(r["collapse_time_ps"] - 0.0025) for r in per_replica)
 
 
+def test_run_md_sizes_threads_unless_the_user_chose(spring_potential_file, h4_file, monkeypatch):
+    """From Python as from the CLI: one thread for a small system; the user's count is left alone."""
+    import torch
+
+    import mlff.threads
+    from mlff.dynamics.runner import atoms_per_call
+
+    for name in mlff.threads.THREAD_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(mlff.threads, "_user_threads", None)
+    monkeypatch.setattr(mlff.threads, "_torch_default_threads", None)
+    systems = [Atoms("H4"), Atoms("H2")]
+    assert atoms_per_call(systems, "torch") == 6 and atoms_per_call(systems, "openmm") == 4
+    settings = MDSettings(steps=4, timestep_fs=0.5, save_every=2, replicas=2)
+    torch.set_num_threads(2)
+    run_md(spring_potential_file, str(h4_file), settings, engine="torch")
+    assert torch.get_num_threads() == 1, "8 atoms per call: one thread"
+    mlff.threads.set_user_threads(2)
+    run_md(spring_potential_file, str(h4_file), settings, engine="torch")
+    assert torch.get_num_threads() == 2, "the user's choice stays"
+
+
 @pytest.mark.parametrize("engine", ["torch", "ase", "openmm"])
 def test_a_resumed_run_continues_exactly(spring_potential_file, h4_file, tmp_path, engine):
     thermostat = "nose-hoover" if engine == "ase" else "langevin"

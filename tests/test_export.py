@@ -185,8 +185,10 @@ def test_bad_input_gives_the_model_message(potential_file, methanol):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(PotentialError, match="potential file not found"):
+    with pytest.raises(PotentialError, match="no potential file .*absent.pt.* shipped: aspirin"):
         load_potential(tmp_path / "absent.pt")
+    with pytest.raises(FileNotFoundError, match="absent.pt"):
+        read_metadata(tmp_path / "absent.pt")
 
 
 def test_truncated_file(tmp_path, potential_file):

@@ -132,7 +132,7 @@ def test_quick_stability_job_from_the_wheel(installed):
     _, python, work = installed
     mlff = str(python.parent / "mlff")
     bench = run([mlff, "bench", "stability", "--quick", "--molecules", "ethanol", "--time", "100fs"], work)
-    assert "| ethanol |" in bench.stdout
+    assert "| ethanol " in bench.stdout
     report = json.loads((work / "runs" / "stability" / "stability.json").read_text())
     (row,) = report["rows"]
     assert report["protocol"] == "md/md17-stability-cpu.yaml (100fs)"

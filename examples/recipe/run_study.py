@@ -12,6 +12,7 @@ so the script can be killed and rerun at any time. Run two slots side by side on
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -91,9 +92,46 @@ def report(study: dict, section: str, runs: Path, dirs: dict[str, str]) -> list[
                 "test_force_mae": results["test"]["force_mae_mev_per_a"] if results else None,
                 "test_energy_mae": results["test"]["energy_mae_mev"] if results else None,
                 "finished": results is not None,
+                **{f"val_at_{h:g}h": value_at(history, h) for h in COMPARE_AT_HOURS},
+                "curve_cpu_hours_val_mae": [
+                    [r["cpu_seconds_total"] / 3600.0, r["val_force_mae_mev_per_a"]] for r in history
+                ],
             }
         )
     return rows
+
+
+# CPU-hours at which arms are compared while some are still running (a capped arm anneals to
+# its cap, so only finished arms compare at the cap itself).
+COMPARE_AT_HOURS = (0.1, 0.25, 0.5)
+
+
+def value_at(history: list[dict], hours: float) -> float | None:
+    """Validation force MAE (meV/A) at `hours` CPU-hours, interpolated linearly in log space; None if not reached."""
+    points = [(r["cpu_seconds_total"] / 3600.0, r["val_force_mae_mev_per_a"]) for r in history]
+    for (h0, v0), (h1, v1) in zip(points, points[1:]):
+        if h0 <= hours <= h1:
+            weight = (hours - h0) / (h1 - h0) if h1 > h0 else 0.0
+            return float(math.exp((1 - weight) * math.log(v0) + weight * math.log(v1)))
+    return None
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Validation force MAE against CPU-hours, one line per arm, as a PNG."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7, 4.5), constrained_layout=True)
+    ax = figure.subplots()
+    for row in rows:
+        hours, mae = zip(*row["curve_cpu_hours_val_mae"])
+        ax.plot(hours, mae, label=f"{row['molecule']}/{row['arm']}")
+    ax.set_xlabel("CPU-hours (process time, 1 thread)")
+    ax.set_ylabel("validation force MAE (meV/A)")
+    ax.set_yscale("log")
+    ax.set_xscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    figure.savefig(path, dpi=100)
 
 
 def main() -> int:
@@ -106,14 +144,20 @@ def main() -> int:
     parser.add_argument("--xtb-dir", default="~/.cache/mlff/datasets", help="folder of the xtb_<molecule>.npz files")
     parser.add_argument("--slot", type=int, default=0)
     parser.add_argument("--slots", type=int, default=1)
-    parser.add_argument("--report", action="store_true", help="print the table and write <runs>/<section>.json")
+    parser.add_argument(
+        "--report", action="store_true", help="print the table; write <out>/<section>.json and <section>.png"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="folder of the report files (default: --runs)")
     args = parser.parse_args()
     study = yaml.safe_load(args.study.read_text())
     dirs = {"md17": args.md17_dir, "xtb": args.xtb_dir}
     if args.report:
         rows = report(study, args.section, args.runs, dirs)
-        write_json(args.runs / f"{args.section}.json", rows)
-        columns = ["molecule", "arm", "epochs", "frames_per_cpu_s", "cpu_hours", "best_val_force_mae", "test_force_mae"]
+        out = args.out or args.runs
+        write_json(out / f"{args.section}.json", rows)
+        plot(rows, out / f"{args.section}.png")
+        columns = ["molecule", "arm", "epochs", "frames_per_cpu_s", "cpu_hours", "val_at_0.25h", "best_val_force_mae"]
+        columns.append("test_force_mae")
         print(format_table([[row[c] for c in columns] for row in rows], columns, floatfmt=".3g"))
         return 0
     torch.set_num_threads(1)

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from mlff import utils
 from mlff._version import __version__
 from mlff.bench import paper
 from mlff.checkpoint import load_checkpoint
@@ -393,7 +394,7 @@ def format_table(report: dict[str, Any]) -> str:
     header = ["treatment"]
     for molecule in molecules:
         header += [molecule, "paper"] if with_paper else [molecule]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     flagged = False
     for variant in report["variants"]:
         label = variant["label"]
@@ -410,12 +411,14 @@ def format_table(report: dict[str, Any]) -> str:
                 row_name = variant["paper_row"]
                 published = paper.paper_force_mae(backbone, row_name, molecule) if row_name else None
                 row.append(f"{published[0]:.1f} ({published[1]:.1f})" if published else "-")
-        lines.append("| " + " | ".join(row) + " |")
+        rows.append(row)
     if with_paper:
         row = ["NequIP (paper, reference)"]
         for molecule in molecules:
             row += ["-", f"{paper.nequip_force_mae(molecule):.1f}"]
-        lines.append("| " + " | ".join(row) + " |")
+        rows.append(row)
+    # Every cell is formatted text ("12.30" keeps its digits): no number parsing.
+    table = utils.format_table(rows, header, numparse=False)
     frames = report["cells"][0]["frames"] if report["cells"] else {}
     labels = "original MD17 labels" if report["labels"] == "md17" else "rMD17 labels"
     title = (
@@ -430,16 +433,13 @@ def format_table(report: dict[str, Any]) -> str:
         notes.append("The paper's numbers are for the original MD17 labels and are not shown beside rMD17 results.")
     if flagged:
         notes.append("* stopped before the planned epochs (wall-clock cap or early stopping) in [k] seed(s).")
-    return "\n".join([title, "", *lines, "", *notes]) + "\n"
+    return "\n".join([title, "", table, "", *notes]) + "\n"
 
 
 def write_report(report: dict[str, Any], folder: Path) -> tuple[Path, Path]:
     """Write folder/ablation.json and folder/table.md; return their paths."""
-    folder.mkdir(parents=True, exist_ok=True)
-    json_path, table_path = folder / "ablation.json", folder / "table.md"
-    json_path.write_text(json.dumps(report, indent=2))
-    table_path.write_text(format_table(report))
-    return json_path, table_path
+    json_path = utils.write_json(folder / "ablation.json", report)
+    return json_path, utils.atomic_write_text(folder / "table.md", format_table(report))
 
 
 def command_line(settings: AblationSettings) -> str:

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlff import utils
 from mlff.dynamics.runner import can_resume, run_md
 from mlff.dynamics.settings import MDSettings
-from mlff.threads import apply_thread_policy
+from mlff.units import FS_PER_PS
 
 QUICK_TIME = "1ps"
 
@@ -48,13 +49,9 @@ def run_target(
     """The protocol on one potential (resuming its run if an earlier one stopped part-way); its table row."""
     run_dir = output_dir / target.name
     summary_path = run_dir / "summary.json"
-    finished = summary_path.is_file() and not json.loads(summary_path.read_text()).get("interrupted", True)
-    if finished:
-        summary = json.loads(summary_path.read_text())
-        if summary["settings"] != settings.to_dict():
-            finished = False
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    finished = bool(summary) and not summary.get("interrupted", True) and summary["settings"] == settings.to_dict()
     if not finished:
-        apply_thread_policy(settings.replicas * _atoms_of(target))
         summary = run_md(
             target.potential,
             None,
@@ -67,17 +64,6 @@ def run_target(
             resume=can_resume(run_dir, "torch", settings),
         )
     return stability_row(target, summary)
-
-
-def _atoms_of(target: StabilityTarget) -> int:
-    """Atoms of the target's molecule (from its dataset when given, else from the potential's start frames)."""
-    if target.data is not None:
-        from mlff.data import read_frames
-
-        return len(read_frames(target.data).frame(0)[0])
-    from mlff.export import read_metadata
-
-    return len((read_metadata(target.potential).get("reference") or {}).get("atomic_numbers") or [])
 
 
 def stability_row(target: StabilityTarget, summary: dict[str, Any]) -> dict[str, Any]:
@@ -122,34 +108,41 @@ def record_in_card(target: StabilityTarget, row: dict[str, Any], protocol: str) 
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """The rows as a Markdown table."""
-    lines = [
-        "| molecule | force MAE (meV/A) | stable ps, mean (min) of seeds | collapsed | h(r) MAE | steps/s | "
-        "ns/day (all seeds) |",
-        "|---|---|---|---|---|---|---|",
+    """The rows as a Markdown table ("-" where the card has no force MAE or no replica has an h(r))."""
+    headers = [
+        "molecule",
+        "force MAE (meV/A)",
+        "stable ps, mean (min) of seeds",
+        "collapsed",
+        "h(r) MAE",
+        "steps/s",
+        "ns/day (all seeds)",
     ]
-    for row in rows:
-        mae = row["force_mae_mev_per_a"]
-        hr = row["hr_mae"]
-        lines.append(
-            f"| {row['molecule']} | {'-' if mae is None else f'{mae:.1f}'} | "
-            f"{row['stable_time_ps_mean']:.1f} ({row['stable_time_ps_min']:.1f}) of {row['length_ps']:g} | "
-            f"{row['collapsed_seeds']}/{row['seeds']} | {'-' if hr is None else f'{hr:.3f}'} | "
-            f"{row['steps_per_second']:.1f} | {row['ns_per_day']:.2f} |"
-        )
-    return "\n".join(lines)
+    cells = [
+        [
+            row["molecule"],
+            row["force_mae_mev_per_a"],
+            f"{row['stable_time_ps_mean']:.1f} ({row['stable_time_ps_min']:.1f}) of {row['length_ps']:g}",
+            f"{row['collapsed_seeds']}/{row['seeds']}",
+            row["hr_mae"],
+            row["steps_per_second"],
+            row["ns_per_day"],
+        ]
+        for row in rows
+    ]
+    return utils.format_table(cells, headers, floatfmt=("", ".1f", "", "", ".3f", ".1f", ".2f"), missingval="-")
 
 
 def write_report(output_dir: Path, rows: list[dict[str, Any]], settings: MDSettings, protocol: str) -> Path:
     """`stability.json` and `report.md` (the table, the protocol, each molecule's plots)."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "stability.json").write_text(
-        json.dumps({"protocol": protocol, "settings": settings.to_dict(), "rows": rows}, indent=2)
+    utils.write_json(
+        output_dir / "stability.json", {"protocol": protocol, "settings": settings.to_dict(), "rows": rows}
     )
+    length_ps = settings.steps * settings.timestep_fs / FS_PER_PS
     lines = [
         "# MD17 stability benchmark",
         "",
-        f"Protocol `{protocol}`: {settings.steps * settings.timestep_fs / 1000:g} ps of {settings.thermostat} MD at "
+        f"Protocol `{protocol}`: {length_ps:g} ps of {settings.thermostat} MD at "
         f"{settings.temperature_k:g} K, {settings.timestep_fs} fs steps, {settings.replicas} seeds per molecule in one "
         f"torch-engine batch; a seed has collapsed when a bond deviates more than {settings.max_bond_deviation_a} A "
         "from its reference length (MDsim). h(r) MAE: mean |h - h_dataset| x 10 A over 500 bins on (0, 10] A.",
@@ -160,6 +153,4 @@ def write_report(output_dir: Path, rows: list[dict[str, Any]], settings: MDSetti
     for row in rows:
         name = row["molecule"]
         lines += [f"## {name}", "", f"![bond deviation]({name}/bond_deviation.png) ![h(r)]({name}/hr.png)", ""]
-    path = output_dir / "report.md"
-    path.write_text("\n".join(lines))
-    return path
+    return utils.atomic_write_text(output_dir / "report.md", "\n".join(lines))

@@ -26,11 +26,10 @@ def thread_benchmark(
         rounds: rounds per size.
     """
     from mlff.export import load_potential
-    from mlff.resources import potential_path as resolve
 
     if rounds < 1 or not replicas or min(replicas) < 1:
         raise ValueError("rounds and every replica count must be >= 1")
-    potential = load_potential(resolve(potential_path))
+    potential = load_potential(potential_path)
     reference = potential.metadata.get("reference") or {}
     if "start_positions" not in reference:
         raise ValueError(f"{potential_path} carries no reference start frame to replicate")

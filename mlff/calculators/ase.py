@@ -18,15 +18,18 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
-from ase.data import chemical_symbols
 
 from mlff.export.load import Potential, load_potential
-from mlff.resources import potential_path
 from mlff.threads import apply_thread_policy
+from mlff.utils import check_species
 
 
 class MLFFCalculator(Calculator):
     """ASE calculator for an mlff potential: energy, free_energy (equal to it) and forces.
+
+    A committee file (`mlff.export.committee`) also gives `results["force_spread"]`: [n] eV/A, each
+    atom's norm over x, y, z of the standard deviation of the members' forces (the committee's
+    uncertainty); energy and forces are the members' mean.
 
     Args:
         potential: a shipped potential's name ("ethanol"; `mlff.resources.shipped_potentials()`),
@@ -46,7 +49,7 @@ class MLFFCalculator(Calculator):
         FileNotFoundError: `potential` is neither a file nor a shipped name (the message lists them).
     """
 
-    implemented_properties = ["energy", "free_energy", "forces"]
+    implemented_properties = ["energy", "free_energy", "forces", "force_spread"]
 
     def __init__(
         self,
@@ -59,7 +62,7 @@ class MLFFCalculator(Calculator):
         if isinstance(potential, Potential):
             self.potential = potential.to(device=device, dtype=dtype)
         else:
-            self.potential = load_potential(potential_path(potential), device=device, dtype=dtype)
+            self.potential = load_potential(potential, device=device, dtype=dtype)
         self.seconds_in_potential = 0.0
         self._threads_sized_for: int | None = None
         if self.atoms is not None:
@@ -87,9 +90,15 @@ class MLFFCalculator(Calculator):
         check_atoms(self.atoms, self.potential.species)
         self._size_threads(len(self.atoms))
         started = time.perf_counter()
-        energy, forces = self.potential.energy_and_forces(self.atoms.get_atomic_numbers(), self.atoms.get_positions())
+        numbers, positions = self.atoms.get_atomic_numbers(), self.atoms.get_positions()
+        if self.potential.is_committee:
+            energy, forces, spread = self.potential.energy_forces_spread_of(numbers, positions)
+        else:
+            energy, forces = self.potential.energy_and_forces(numbers, positions)
         self.seconds_in_potential += time.perf_counter() - started
         self.results = {"energy": energy, "free_energy": energy, "forces": forces}
+        if self.potential.is_committee:
+            self.results["force_spread"] = spread
 
 
 def check_atoms(atoms: Atoms, species: Sequence[int]) -> None:
@@ -104,20 +113,8 @@ def check_atoms(atoms: Atoms, species: Sequence[int]) -> None:
             f"periodic boundary conditions (atoms.pbc = {atoms.pbc.tolist()}) are not supported: "
             "potential format v1 handles isolated molecules; set atoms.pbc = False"
         )
-    numbers = atoms.get_atomic_numbers()
-    unknown = sorted(set(int(z) for z in numbers) - set(species))
-    if unknown:
-        known = " ".join(chemical_symbols[z] for z in species)
-        names = ", ".join(_element_name(z) for z in unknown)
-        raise ValueError(f"element(s) {names} not in the potential's species ({known})")
+    check_species(atoms.get_atomic_numbers(), species)
     positions = atoms.get_positions()
     bad = np.flatnonzero(~np.isfinite(positions).all(axis=1))
     if bad.size:
         raise ValueError(f"positions of atom(s) {bad.tolist()} are NaN or inf")
-
-
-def _element_name(atomic_number: int) -> str:
-    """Symbol and atomic number, e.g. "F (Z=9)"."""
-    if 0 < atomic_number < len(chemical_symbols):
-        return f"{chemical_symbols[atomic_number]} (Z={atomic_number})"
-    return f"Z={atomic_number}"

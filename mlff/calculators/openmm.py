@@ -23,12 +23,11 @@ import openmm
 import openmm.app
 import torch
 from ase import Atoms
-from ase.data import chemical_symbols
 from openmm import unit
 
 from mlff.export.load import Potential, load_potential, torchscript_without_deprecation_warning
-from mlff.resources import potential_path
 from mlff.units import ANGSTROM_TO_NM, EV_PER_ANGSTROM_TO_KJ_PER_MOL_PER_NM, EV_TO_KJ_PER_MOL, NM_TO_ANGSTROM
+from mlff.utils import check_species
 
 PRECISIONS: dict[str, torch.dtype] = {"single": torch.float32, "double": torch.float64}
 
@@ -114,7 +113,7 @@ def torch_force_module(
         precision: "single" (float32 network), "double" (float64) or None (the file's dtype).
     """
     numbers = [int(z) for z in atomic_numbers]
-    loaded = potential if isinstance(potential, Potential) else load_potential(potential_path(potential))
+    loaded = potential if isinstance(potential, Potential) else load_potential(potential)
     check_species(numbers, loaded.species)
     dtype = precision_dtype(precision, loaded)
     module = _module_copy(loaded, dtype)
@@ -224,15 +223,6 @@ def check_not_periodic(system: openmm.System, topology: openmm.app.Topology) -> 
         )
 
 
-def check_species(atomic_numbers: Sequence[int], species: Sequence[int]) -> None:
-    """Raise ValueError naming any element of `atomic_numbers` that is not among `species`."""
-    unknown = sorted(set(int(z) for z in atomic_numbers) - set(int(z) for z in species))
-    if unknown:
-        names = ", ".join(_element_name(z) for z in unknown)
-        known = " ".join(chemical_symbols[int(z)] for z in species)
-        raise ValueError(f"element(s) {names} not in the potential's species ({known})")
-
-
 def topology_atomic_numbers(atoms: Sequence[openmm.app.topology.Atom]) -> list[int]:
     """Atomic numbers of topology atoms; ValueError for an atom without an element."""
     missing = [atom.index for atom in atoms if atom.element is None]
@@ -310,10 +300,3 @@ def _first_model_atom_records(path: Path) -> int:
         elif line.startswith(("ENDMDL", "END")) and count:
             break
     return count
-
-
-def _element_name(atomic_number: int) -> str:
-    """Symbol and atomic number, e.g. "F (Z=9)"."""
-    if 0 < atomic_number < len(chemical_symbols):
-        return f"{chemical_symbols[atomic_number]} (Z={atomic_number})"
-    return f"Z={atomic_number}"

@@ -18,7 +18,7 @@ def add_parser(subparsers: Any) -> None:
     benches = parser.add_subparsers(dest="bench", metavar="BENCH")
     benches.required = True
     speed = benches.add_parser("speed", help="energy+force calls per second of potential files")
-    speed.add_argument("potentials", nargs="+", help="potential files (.pt); ratios are to the first")
+    speed.add_argument("potentials", nargs="+", help="potential files (.pt) or shipped names; ratios are to the first")
     add_structure_argument(speed)
     speed.add_argument("--calls", type=int, default=100, help="timed calls per structure")
     speed.add_argument("--device", default="cpu")
@@ -28,7 +28,7 @@ def add_parser(subparsers: Any) -> None:
     md = benches.add_parser(
         "openmm", help="MD steps/s: OpenMM TorchForce vs OpenMM PythonForce vs ASE (Langevin, 0.5 fs, 300 K)"
     )
-    md.add_argument("potential", help="potential file (.pt)")
+    md.add_argument("potential", help="potential file (.pt) or a shipped potential's name (ethanol, ...)")
     add_structure_argument(md)
     md.add_argument("--steps", type=int, default=200, help="timed MD steps per engine and round")
     md.add_argument("--rounds", type=int, default=5, help="timed rounds, engines taking turns (median reported)")

@@ -1,4 +1,4 @@
-"""`mlff bench md POTENTIAL [--structure NAME=SPEC ...] [--engines torch:1 torch:8 ...]`: MD throughput, JSON."""
+"""`mlff bench md NAME_OR_FILE [--structure NAME=SPEC ...] [--engines torch:1 torch:8 ...]`: MD throughput, JSON."""
 
 import argparse
 from typing import Any
@@ -12,7 +12,7 @@ def add_parser(benches: Any) -> None:
     parser = benches.add_parser(
         "md", help="MD steps/s and ns/day of the torch (1, 8, 64 replicas), OpenMM and ASE engines"
     )
-    parser.add_argument("potential", help="potential file (.pt)")
+    parser.add_argument("potential", help="potential file (.pt) or a shipped potential's name (ethanol, ...)")
     add_structure_argument(parser)
     parser.add_argument(
         "--engines",

@@ -8,6 +8,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from mlff.utils import DTYPE_NAMES
+
 DEFAULT_PROTOCOL = "md17-stability-cpu"
 
 
@@ -29,7 +31,7 @@ def add_parser(benches: Any) -> None:
     parser.add_argument("--quick", action="store_true", help="1 ps of the protocol: a few minutes on 2 CPU cores")
     parser.add_argument("--time", default=None, help="override the protocol's length, e.g. 10ps")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", choices=["float32", "float64"], default=None, help="default: the file's")
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, default=None, help="default: the file's")
     parser.add_argument(
         "--update-cards",
         action="store_true",

@@ -1,4 +1,4 @@
-"""`mlff data fetch|generate|minimize`: benchmark datasets and labelled data of our own.
+"""`mlff data fetch|generate|minimize|label`: benchmark datasets and labelled data of our own.
 
 - `mlff data fetch md17|rmd17 MOLECULE [--cache DIR] [--source URL_PREFIX]`: download, verify, convert.
 - `mlff data generate --method gfn2-xtb|pbe/def2-svp [--g2] [--xyz FILES...] [--smiles S... | --smiles-file F]
@@ -6,6 +6,8 @@
   (`mlff.data.generate` documents the extxyz contract).
 - `mlff data minimize MOLECULE|DATASET [--frames 0 5 ...] -o minima.extxyz`: dataset frames optimised at
   PBE/def2-SVP (rMD17's level), written as equilibrium frames of the same contract.
+- `mlff data label FRAMES -o labelled.extxyz --method gfn2-xtb|pbe/def2-svp [--workers N]`: single-point
+  energies and forces of given frames, appended as each finishes, resumable (`mlff.data.label`).
 
 Library imports happen inside `run`: building the parser imports every
 subcommand module, and `mlff --help` should not import torch.
@@ -29,7 +31,7 @@ def add_parser(subparsers: Any) -> None:
         description="Dataset tools. `mlff data fetch DATASET MOLECULE` downloads MD17 or rMD17 into a cache, "
         "checks its SHA-256 and converts it to the MD17 layout that `mlff train` reads; `mlff data generate` "
         "labels molecules (GFN2-xTB or PBE/def2-SVP) into an extxyz corpus; `mlff data minimize` optimises "
-        "dataset frames into minima of the PBE/def2-SVP surface.",
+        "dataset frames into minima of the PBE/def2-SVP surface; `mlff data label` computes given frames.",
     )
     actions = parser.add_subparsers(dest="data_command", metavar="ACTION")
     actions.required = True
@@ -58,6 +60,7 @@ def add_parser(subparsers: Any) -> None:
     )
     _add_generate_parser(actions)
     _add_minimize_parser(actions)
+    _add_label_parser(actions)
     parser.set_defaults(run=run)
 
 
@@ -128,6 +131,24 @@ def _add_minimize_parser(actions: Any) -> None:
     _add_run_options(minimize)
 
 
+def _add_label_parser(actions: Any) -> None:
+    label = actions.add_parser(
+        "label",
+        help="single-point energies and forces of given frames (GFN2-xTB or PBE/def2-SVP)",
+        description="Compute energy and forces of each frame of FRAMES (any file ase.io reads, e.g. the "
+        "candidates an MD selection wrote) and append each to OUTPUT (extxyz, the `mlff data generate` "
+        "contract plus info frame_index and positions_sha256) as soon as it is done; a rerun skips the "
+        "frames already in OUTPUT (same index and positions), so a killed run resumes.",
+    )
+    label.add_argument("frames", type=Path, help="the frames to label")
+    label.add_argument("-o", "--output", type=Path, required=True, help="the extxyz file to append to")
+    label.add_argument("--method", choices=METHODS, default="gfn2-xtb", help="level of theory")
+    label.add_argument("--basis", default=None, help="basis set overriding the pyscf method's (e.g. sto-3g)")
+    label.add_argument("--workers", type=int, default=1, help="frames computed at once (processes)")
+    label.add_argument("--threads-per-worker", type=int, default=1, help="OpenMP/BLAS threads of each worker")
+    label.add_argument("--quiet", action="store_true", help="no line per frame")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the chosen `data` action."""
     if args.data_command == "fetch":
@@ -139,10 +160,28 @@ def run(args: argparse.Namespace) -> int:
     from mlff.data.optional import MissingDependencyError
 
     try:
+        if args.data_command == "label":
+            return _run_label(args)
         return _run_generate(args) if args.data_command == "generate" else _run_minimize(args)
     except MissingDependencyError as error:
         print(f"mlff data {args.data_command}: error: {error}", file=sys.stderr)
         return 2
+
+
+def _run_label(args: argparse.Namespace) -> int:
+    from mlff.data.label import format_report, label_frames
+
+    result = label_frames(
+        args.frames,
+        args.output,
+        method=args.method,
+        basis=args.basis,
+        workers=args.workers,
+        threads_per_worker=args.threads_per_worker,
+        report=None if args.quiet else print,
+    )
+    print(format_report(result))
+    return 1 if result.failed else 0
 
 
 def _run_generate(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""`mlff eval MODEL DATA`: energy and force errors of a potential file or a training checkpoint.
+"""`mlff eval MODEL DATA`: energy and force errors of a potential (a file or a shipped name) or a training checkpoint.
 
 Library imports happen inside functions: building the parser imports every
 subcommand module, and `mlff --help` should not import torch.
@@ -19,7 +19,9 @@ def add_parser(subparsers: Any) -> None:
         help="energy and force errors of a potential or checkpoint on a dataset",
         description="Evaluate a potential file or a training checkpoint on labelled frames.",
     )
-    parser.add_argument("model", type=Path, help="potential file or training checkpoint (.pt)")
+    parser.add_argument(
+        "model", type=Path, help="potential file, shipped potential's name or training checkpoint (.pt)"
+    )
     parser.add_argument("data", type=Path, help="dataset (MD17/rMD17 .npz, or extxyz with energies and forces)")
     parser.add_argument("--split", choices=SPLITS, default="test", help="frames to evaluate (default: test)")
     parser.add_argument("--split-index", type=int, default=None, help="k of the file's split_train[k]/split_test[k]")

@@ -20,7 +20,20 @@ def add_parser(subparsers: Any) -> None:
         "the file runs with torch.jit.load alone.",
     )
     parser.add_argument(
-        "checkpoint", type=Path, help="training checkpoint (.pt), or a potential file with --reference-data"
+        "checkpoint",
+        type=Path,
+        nargs="?",
+        help="training checkpoint (.pt), the folder of a committee run (train.committee > 1: one committee "
+        "file), or a potential file with --reference-data",
+    )
+    parser.add_argument(
+        "--committee",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="CHECKPOINT",
+        help="write these checkpoints (>= 2) as one committee file: forward gives the members' mean, "
+        "energy_forces_spread adds the per-atom force spread",
     )
     parser.add_argument("-o", "--output", type=Path, required=True, help="potential file to write (.pt)")
     parser.add_argument("--weights", choices=("ema", "raw"), default="ema", help="EMA or raw weights (default: ema)")
@@ -80,6 +93,16 @@ def run(args: argparse.Namespace) -> int:
         f"wrote {path} ({size_kib:.0f} KiB): species {species}, cutoff {metadata['cutoff']} A, "
         f"{metadata['dtype']}, {training.get('weights')} weights of epoch {training.get('epoch')}"
     )
+    committee = metadata.get("committee")
+    if committee:
+        threshold = committee.get("spread_threshold_ev_per_a")
+        fitted = (
+            f"selection threshold {threshold:.4f} eV/A (percentile {committee['spread_percentile']:g} of the "
+            f"{committee['training_spread']['frames']} training frames' largest force spread)"
+            if threshold is not None
+            else "no spread threshold (no single training data file)"
+        )
+        print(f"committee of {committee['members']} members; {fitted}")
     if args.reference_data:
         print(f"reference statistics from {args.reference_data}")
     if metadata.get("core_repulsion"):
@@ -92,17 +115,26 @@ def run(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> Path:
     """Export a checkpoint, or re-write a potential file, with the reference statistics asked for."""
     from mlff.data.reference import dataset_reference
+    from mlff.export.committee import committee_checkpoints, export_committee, is_committee_run
     from mlff.export.deploy import export_checkpoint, replace_reference
     from mlff.export.load import is_potential_file
 
-    if is_potential_file(args.checkpoint):
+    if (args.checkpoint is None) == (args.committee is None):
+        raise ValueError("give one CHECKPOINT (a checkpoint, committee run folder or potential file) or --committee")
+    committee = args.committee is not None or is_committee_run(args.checkpoint)
+    if not committee and is_potential_file(args.checkpoint):
         if args.core_repulsion or args.repulsion:
             raise ValueError("a core repulsion needs the training checkpoint (its data), not a potential file")
         if not args.reference_data:
             raise ValueError(f"{args.checkpoint} is a potential file already; --reference-data is all export can add")
         return replace_reference(args.checkpoint, dataset_reference(args.reference_data), args.output)
-    path = export_checkpoint(
-        args.checkpoint,
+    if committee:
+        source = args.committee if args.committee is not None else committee_checkpoints(args.checkpoint)
+        exporter = export_committee
+    else:
+        source, exporter = args.checkpoint, export_checkpoint
+    path = exporter(
+        source,
         args.output,
         weights=args.weights,
         dtype=args.dtype,

@@ -22,7 +22,13 @@ def add_parser(subparsers: Any) -> None:
         "(non-linearity, non-monotonicity, diversity, smoothness) with plots; several models also get their "
         "pairwise similarity matrix. Tables print here and are saved as JSON with the PNGs.",
     )
-    parser.add_argument("models", nargs="+", type=Path, metavar="MODEL", help="potential file or training checkpoint")
+    parser.add_argument(
+        "models",
+        nargs="+",
+        type=Path,
+        metavar="MODEL",
+        help="potential file, shipped potential's name or training checkpoint",
+    )
     parser.add_argument(
         "-o", "--output-dir", type=Path, default=None, help="output folder (default: runs/inspect/<model label(s)>)"
     )

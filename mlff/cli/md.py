@@ -1,9 +1,9 @@
 """`mlff md POTENTIAL [--structure FILE|DATASET:INDEX] [--engine torch|openmm|ase] ...`: MD with stability and speed."""
 
 import argparse
-from pathlib import Path
 
 from mlff.dynamics.engines import ENGINES
+from mlff.utils import DTYPE_NAMES
 
 SETTINGS = ("steps", "timestep_fs", "temperature_k", "thermostat", "friction_per_fs", "ttime", "seed", "save_every")
 
@@ -44,7 +44,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--reference-data", default=None, help="dataset whose bonds, h(r) and start frames replace the potential's"
     )
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", choices=["float32", "float64"], default=None, help="default: the file's dtype")
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, default=None, help="default: the file's dtype")
     parser.add_argument(
         "-o", "--output-dir", default=None, help="write trajectories (HDF5), thermo.csv, checkpoint, summary, plots"
     )
@@ -67,33 +67,12 @@ def settings_from_args(args: argparse.Namespace):
     return load_protocol(protocol_path(args.protocol), **overrides) if args.protocol else settings_from(overrides)
 
 
-def atoms_per_call(
-    potential: Path, structures: list[str] | None, reference_data: str | None, replicas: int, engine: str
-) -> int:
-    """Atoms in one potential call of the run (the thread policy's system size): the torch engine
-    evaluates every replica in one batch, OpenMM and ASE one replica at a time."""
-    from mlff.dynamics.runner import load_structure
-    from mlff.export import read_metadata
-
-    if structures:
-        atoms = len(load_structure(structures[0], {}))
-    elif reference_data:
-        from mlff.data import read_frames
-
-        atoms = len(read_frames(reference_data).frame(0)[0])
-    else:
-        atoms = len((read_metadata(potential).get("reference") or {}).get("atomic_numbers") or [])
-    return atoms * (replicas if engine == "torch" else 1)
-
-
 def run(args: argparse.Namespace) -> int:
     from mlff.dynamics import MDInterrupted, run_md
     from mlff.resources import potential_path
-    from mlff.threads import apply_thread_policy
 
     settings = settings_from_args(args)
     potential = potential_path(args.potential)
-    apply_thread_policy(atoms_per_call(potential, args.structure, args.reference_data, settings.replicas, args.engine))
     try:
         summary = run_md(
             potential,

@@ -22,5 +22,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"stopped: {result.stopped_because}; epochs: {result.epochs_run}")
     print(f"best validation force MAE: {result.best_val_force_mae:.3f} meV/A")
     print("test:", json.dumps({k: round(v, 4) for k, v in result.test_metrics.items()}))
-    print(f"checkpoints: {result.output_dir}/best.pt, {result.output_dir}/last.pt")
+    if config.train.committee > 1:
+        members = ", ".join(f"{result.output_dir}/member_{k}/best.pt" for k in range(config.train.committee))
+        print(f"committee of {config.train.committee} (means over members above): {members}")
+        print(f"export it: mlff export {result.output_dir} -o POTENTIAL.pt")
+    else:
+        print(f"checkpoints: {result.output_dir}/best.pt, {result.output_dir}/last.pt")
     return 0

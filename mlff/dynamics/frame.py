@@ -2,6 +2,7 @@
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +21,9 @@ class Frame:
         potential_energy_ev: [R] eV.
         kinetic_energy_ev: [R] eV, centre-of-mass motion removed.
         temperature_k: [R] K, 2 KE / ((3n - 3) k_B).
+        force_spread_ev_per_a: one [n_k] array per replica, eV/Angstrom, the committee's per-atom force
+            spread (`mlff.export.committee`; NaN where the coordinates are not finite); None when the
+            potential is not a committee. The runner fills it (`add_force_spread`), whatever the engine.
     """
 
     step: int
@@ -30,6 +34,36 @@ class Frame:
     potential_energy_ev: np.ndarray
     kinetic_energy_ev: np.ndarray
     temperature_k: np.ndarray
+    force_spread_ev_per_a: list[np.ndarray] | None = None
+
+
+def add_force_spread(frame: Frame, potential: Any, atomic_numbers: Sequence[np.ndarray]) -> None:
+    """Fill `frame.force_spread_ev_per_a` with a committee potential's spread at the frame's positions.
+
+    Args:
+        frame: the saved state.
+        potential: a loaded committee `mlff.export.Potential`.
+        atomic_numbers: each active replica's atomic numbers, in the order of `frame.replicas`.
+    """
+    import torch
+
+    spreads = [np.full(len(p), np.nan) for p in frame.positions_a]
+    finite = [b for b, positions in enumerate(frame.positions_a) if np.isfinite(positions).all()]
+    if finite:
+        counts = [len(frame.positions_a[b]) for b in finite]
+        device, dtype = potential.device, potential.dtype
+        _, _, spread = potential.energy_forces_spread(
+            torch.as_tensor(np.concatenate([frame.positions_a[b] for b in finite]), dtype=dtype, device=device),
+            torch.as_tensor(np.concatenate([atomic_numbers[b] for b in finite]), dtype=torch.long, device=device),
+            torch.arange(len(finite), device=device).repeat_interleave(torch.as_tensor(counts, device=device)),
+            torch.zeros(len(finite), 3, 3, dtype=dtype, device=device),
+            torch.zeros(len(finite), 3, dtype=torch.bool, device=device),
+        )
+        values = spread.cpu().double().numpy()
+        bounds = np.cumsum([0, *counts])
+        for i, b in enumerate(finite):
+            spreads[b] = values[bounds[i] : bounds[i + 1]]
+    frame.force_spread_ev_per_a = spreads
 
 
 def frame_of(

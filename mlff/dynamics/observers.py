@@ -2,8 +2,10 @@
 
 Two kinds. An `Observer` (what `run_md(observers=[...])` takes) sees every saved state of the
 whole run as a `Frame`: for each live replica its positions [n, 3] Angstrom, forces [n, 3]
-eV/Angstrom and potential energy (eV), with kinetic energy and temperature; `ForceObserver` is
-one. A `ReplicaObserver` sees one replica's positions; the runner keeps one stability and one
+eV/Angstrom and potential energy (eV), with kinetic energy and temperature, and with a committee
+potential the per-atom force spread [n] eV/Angstrom (`Frame.force_spread_ev_per_a`, None
+otherwise); `ForceObserver`, `SpreadObserver` and `mlff.dynamics.selection.SelectionObserver` are
+such observers. A `ReplicaObserver` sees one replica's positions; the runner keeps one stability and one
 h(r) observer per replica and stops a replica when its stability observer says it collapsed.
 
 Stability follows MDsim (Fu et al. 2022, "Forces are not Enough"): a replica has collapsed at
@@ -54,6 +56,11 @@ class ReplicaObserver(Protocol):
     def load_state_dict(self, saved: dict[str, Any]) -> None: ...
 
 
+def largest_bond_deviation(positions_a: np.ndarray, bonds: np.ndarray, reference_lengths_a: np.ndarray) -> float:
+    """The largest |bond length - reference length| of positions [n, 3] over bonds [K, 2], Angstrom."""
+    return float(np.abs(bond_lengths(positions_a, bonds) - reference_lengths_a).max(initial=0.0))
+
+
 class _DataclassState:
     """state_dict / load_state_dict of a dataclass observer: its fields."""
 
@@ -94,7 +101,7 @@ class StabilityObserver(_DataclassState):
             return
         self.frames_seen += 1
         finite = bool(np.isfinite(positions_a).all())
-        deviation = float(np.abs(bond_lengths(positions_a, self.bonds) - self.reference_lengths_a).max(initial=0.0))
+        deviation = largest_bond_deviation(positions_a, self.bonds, self.reference_lengths_a)
         self.times_fs.append(float(time_fs))
         self.deviations_a.append(deviation if finite else float("inf"))
         if not finite or deviation > self.max_deviation_a:
@@ -193,4 +200,47 @@ class ForceObserver(_DataclassState):
             "largest_force_ev_per_a": {str(k): v for k, v in sorted(self.largest_force_ev_per_a.items())},
             "energy_range_ev": {str(k): v for k, v in sorted(self.energy_range_ev.items())},
             "frames": self.frames_seen,
+        }
+
+
+@dataclass
+class SpreadObserver(_DataclassState):
+    """The largest committee force spread of each saved frame (over the live replicas' atoms).
+
+    Sees nothing when the potential is not a committee (`Frame.force_spread_ev_per_a` is None).
+
+    Attributes:
+        times_fs, largest_ev_per_a: each saved frame's time and largest per-atom spread, eV/Angstrom.
+        per_replica_ev_per_a: replica index -> largest spread seen.
+    """
+
+    name: str = "force_spread"
+    times_fs: list[float] = field(default_factory=list)
+    largest_ev_per_a: list[float] = field(default_factory=list)
+    per_replica_ev_per_a: dict[int, float] = field(default_factory=dict)
+
+    def observe(self, frame: Frame) -> None:
+        if frame.force_spread_ev_per_a is None:
+            return
+        largest = float("nan")
+        for k, spread in zip(frame.replicas, frame.force_spread_ev_per_a):
+            if spread.size == 0 or not np.isfinite(spread).all():
+                continue
+            value = float(spread.max())
+            self.per_replica_ev_per_a[k] = max(self.per_replica_ev_per_a.get(k, 0.0), value)
+            largest = value if not largest >= value else largest
+        self.times_fs.append(float(frame.time_fs))
+        self.largest_ev_per_a.append(largest)
+
+    def summary(self) -> dict[str, Any]:
+        values = np.array(self.largest_ev_per_a, dtype=np.float64)
+        finite = values[np.isfinite(values)]
+        return {
+            "committee": bool(self.times_fs),
+            "frames": len(self.times_fs),
+            "largest_ev_per_a": float(finite.max()) if finite.size else None,
+            "median_of_frame_largest_ev_per_a": float(np.median(finite)) if finite.size else None,
+            "per_replica_largest_ev_per_a": {str(k): v for k, v in sorted(self.per_replica_ev_per_a.items())},
+            "times_fs": list(self.times_fs),
+            "largest_per_frame_ev_per_a": [value if np.isfinite(value) else None for value in self.largest_ev_per_a],
         }

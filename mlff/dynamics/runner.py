@@ -25,7 +25,7 @@ from ase import Atoms
 
 from mlff.data.reference import bond_lengths, dataset_reference, find_bonds, hr_density
 from mlff.dynamics.engines import ENGINES, Engine, build_engine
-from mlff.dynamics.frame import Frame
+from mlff.dynamics.frame import Frame, add_force_spread
 from mlff.dynamics.observers import Observer, RDFObserver, StabilityObserver
 from mlff.dynamics.output import (
     ThermoWriter,
@@ -38,6 +38,9 @@ from mlff.dynamics.output import (
 )
 from mlff.dynamics.settings import MDSettings, throughput_measures
 from mlff.dynamics.thermo import energy_drift_mev_per_ps_atom
+from mlff.threads import apply_thread_policy
+from mlff.units import FS_PER_PS, ns_per_day
+from mlff.utils import dtype_name
 
 CHECKPOINT_VERSION = 1
 # The dtype run_md used for every run before it kept the file's: a resumed old run goes on in it.
@@ -133,7 +136,7 @@ def run_md(
     """MD of `settings.replicas` replicas with a potential file; returns a JSON-able summary.
 
     Args:
-        potential_path: the potential file.
+        potential_path: the potential file or a shipped potential's name ("ethanol").
         structure: FILE or DATASET:INDEX, or several (replica k takes the k-th, cycling); None: the
             potential's start frames.
         settings: the run (`load_protocol("md/....yaml")`).
@@ -149,6 +152,10 @@ def run_md(
         observers: further observers (distinct `name`s), shown every saved state of the live
             replicas (positions, forces, energies) before collapsed replicas stop; their summaries
             go under summary["observers"][name] and their state into the run's checkpoint.
+
+    Torch's CPU thread count follows `mlff.threads.apply_thread_policy` for the atoms of one
+    potential call (`atoms_per_call`) unless the user chose one (`mlff.threads.set_user_threads`,
+    OMP_NUM_THREADS / MKL_NUM_THREADS).
     """
     from mlff.export import load_potential
 
@@ -169,6 +176,7 @@ def run_md(
     specs = [structure] if isinstance(structure, str) else list(structure or [])
     systems = load_structures(specs, {"reference": reference}, settings.replicas)
     replica_watch = [replica_observers(atoms, reference, settings.max_bond_deviation_a) for atoms in systems]
+    apply_thread_policy(atoms_per_call(systems, engine))
     md = build_engine(engine, potential, systems, settings)
     records = [ReplicaRecord() for _ in systems]
     counters = RunCounters()
@@ -197,6 +205,8 @@ def run_md(
             counters.atom_steps += chunk * active_atoms
             counters.replica_steps += chunk * len(md.replicas)
             frame = md.frame()
+            if potential.is_committee:
+                add_force_spread(frame, potential, [systems[k].get_atomic_numbers() for k in frame.replicas])
             collapsed = _observe(frame, replica_watch, records)
             for observer in observers:
                 observer.observe(frame)
@@ -218,7 +228,7 @@ def run_md(
         if bar is not None:
             bar.close()
     summary = _summary(potential_path, specs, systems, settings, engine, md, replica_watch, records, counters)
-    summary["dtype"] = str(potential.dtype).removeprefix("torch.")
+    summary["dtype"] = dtype_name(potential.dtype)
     summary["observers"] = {observer.name: observer.summary() for observer in observers}
     summary["interrupted"] = interrupted
     if directory is not None:
@@ -227,6 +237,13 @@ def run_md(
     if interrupted:
         raise MDInterrupted(summary)
     return summary
+
+
+def atoms_per_call(systems: Sequence[Atoms], engine: str) -> int:
+    """Atoms in one potential call of a run over `systems` (the thread policy's system size): the
+    torch engine evaluates every replica in one batch, OpenMM and ASE one replica at a time."""
+    sizes = [len(atoms) for atoms in systems]
+    return sum(sizes) if engine == "torch" else max(sizes, default=0)
 
 
 class MDInterrupted(KeyboardInterrupt):
@@ -285,7 +302,7 @@ def _checkpoint(
         "engine_name": engine,
         "settings": settings.to_dict(),
         "potential": str(potential_path),
-        "dtype": str(potential.dtype).removeprefix("torch."),
+        "dtype": dtype_name(potential.dtype),
         "engine": md.state_dict(),
         "observers": [{"stability": s.state_dict(), "rdf": r.state_dict()} for s, r in observers],
         "run_observers": {observer.name: observer.state_dict() for observer in run_observers},
@@ -366,7 +383,7 @@ def _summary(
     wall = counters.wall_seconds
     throughput["atom_steps_per_second"] = counters.atom_steps / wall if wall > 0 else 0.0
     throughput["ns_per_day_per_replica"] = throughput["ns_per_day"]
-    throughput["ns_per_day"] = counters.replica_steps * settings.timestep_fs * 1e-6 / wall * 86400.0 if wall else 0.0
+    throughput["ns_per_day"] = ns_per_day(counters.replica_steps / wall, settings.timestep_fs) if wall > 0 else 0.0
     seconds = md.potential_seconds
     throughput["potential_time_fraction"] = seconds / wall if seconds is not None and wall > 0 else None
     throughput["replicas"] = len(systems)
@@ -391,7 +408,7 @@ def _stability_summary(per_replica: list[dict[str, Any]], settings: MDSettings) 
         "collapsed": any(entry["collapsed"] for entry in per_replica),
         "collapsed_replicas": [k for k, entry in enumerate(per_replica) if entry["collapsed"]],
         "replicas": len(per_replica),
-        "length_ps": settings.steps * settings.timestep_fs / 1000.0,
+        "length_ps": settings.steps * settings.timestep_fs / FS_PER_PS,
         "stable_time_ps": min(stable),
         "stable_time_ps_mean": float(np.mean(stable)),
         "largest_bond_deviation_a": max(entry["largest_bond_deviation_a"] for entry in per_replica),

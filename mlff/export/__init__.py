@@ -14,9 +14,11 @@ from mlff.export.load import (
     POTENTIAL_FORMAT_VERSION,
     Potential,
     PotentialError,
+    PotentialNotFoundError,
     describe_metadata,
     load_potential,
     read_metadata,
+    resolve_potential,
 )
 
 if TYPE_CHECKING:
@@ -37,9 +39,11 @@ __all__ = [
     "POTENTIAL_FORMAT_VERSION",
     "Potential",
     "PotentialError",
+    "PotentialNotFoundError",
     "describe_metadata",
     "export_checkpoint",
     "export_model",
     "load_potential",
     "read_metadata",
+    "resolve_potential",
 ]

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from mlff._version import __version__
+from mlff.resources import potential_path
 
 # dtype_from_name and dtype_name are this module's public names for the one dtype map in mlff.utils.
 from mlff.utils import dtype_map, format_table, species_symbols
@@ -54,6 +55,23 @@ class PotentialError(ValueError):
     """A potential file is missing, corrupt, not an mlff potential, or of an unknown version."""
 
 
+class PotentialNotFoundError(PotentialError, FileNotFoundError):
+    """Neither an existing file nor a shipped potential's name (a PotentialError and a FileNotFoundError)."""
+
+
+def resolve_potential(name_or_path: str | os.PathLike) -> Path:
+    """The file of a potential given by path or by a shipped potential's name ("ethanol",
+    `mlff.resources.shipped_potentials()`); an existing path wins over a name of the same spelling.
+
+    Raises:
+        PotentialNotFoundError: neither an existing file nor a shipped name; the message lists the names.
+    """
+    try:
+        return potential_path(name_or_path)
+    except FileNotFoundError as error:
+        raise PotentialNotFoundError(str(error)) from None
+
+
 def is_potential_file(path: str | os.PathLike) -> bool:
     """True if `path` is a TorchScript archive, the container of a potential file.
 
@@ -69,15 +87,15 @@ def is_potential_file(path: str | os.PathLike) -> bool:
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The metadata of a potential file, checked for format and version.
+    """The metadata of a potential file (a path or a shipped potential's name), checked for format and version.
 
     Reads only the archive's `mlff_metadata.json`: the model is not loaded.
 
     Raises:
-        PotentialError: the file is missing, unreadable, not an mlff potential,
-            or written in a format version this mlff does not read.
+        PotentialError: the file is missing (PotentialNotFoundError), unreadable, not an mlff
+            potential, or written in a format version this mlff does not read.
     """
-    path = Path(path)
+    path = resolve_potential(path)
     metadata = _read_archive_metadata(path)
     _check_format(path, metadata)
     return metadata
@@ -225,6 +243,45 @@ class Potential:
         )
         return float(energy[0]), forces.cpu().numpy().astype(np.float64)
 
+    @property
+    def is_committee(self) -> bool:
+        """Whether the file is a committee (`mlff.export.committee`): it has `energy_forces_spread`."""
+        return bool(self.metadata.get("committee"))
+
+    def energy_forces_spread(
+        self,
+        positions: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        batch: torch.Tensor,
+        cell: torch.Tensor,
+        pbc: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A committee's mean energy [B] eV, mean forces [N, 3] eV/A and force spread [N] eV/A (the
+        norm over x, y, z of the standard deviation over members), detached; arguments as `__call__`."""
+        if not self.is_committee:
+            raise ValueError("this potential is not a committee: it has no force spread")
+        try:
+            energy, forces, spread = self.module.energy_forces_spread(positions, atomic_numbers, batch, cell, pbc)
+        except torch.jit.Error as error:
+            raise _input_error(error) from None
+        return energy.detach(), forces.detach(), spread.detach()
+
+    def energy_forces_spread_of(
+        self, atomic_numbers: np.ndarray, positions: np.ndarray
+    ) -> tuple[float, np.ndarray, np.ndarray]:
+        """A committee's energy (eV), forces [n, 3] and force spread [n] (float64, eV/A) of one structure."""
+        numbers = np.asarray(atomic_numbers)
+        coordinates = np.asarray(positions, dtype=np.float64)
+        energy, forces, spread = self.energy_forces_spread(
+            torch.as_tensor(coordinates, dtype=self.dtype, device=self.device),
+            torch.as_tensor(numbers, dtype=torch.long, device=self.device),
+            torch.zeros(numbers.size, dtype=torch.long, device=self.device),
+            torch.zeros(1, 3, 3, dtype=self.dtype, device=self.device),
+            torch.zeros(1, 3, dtype=torch.bool, device=self.device),
+        )
+        as_numpy = lambda tensor: tensor.cpu().numpy().astype(np.float64)  # noqa: E731
+        return float(energy[0]), as_numpy(forces), as_numpy(spread)
+
 
 def _input_error(error: torch.jit.Error) -> Exception:
     """The ValueError a TorchScript module raised, without the interpreter traceback."""
@@ -242,15 +299,16 @@ def load_potential(
     """Load a potential file for inference.
 
     Args:
-        path: a .pt file written by `mlff export` / `export_model`.
+        path: a .pt file written by `mlff export` / `export_model`, or a shipped potential's name
+            ("ethanol"); an existing path wins over a name.
         device: where to put the module ("cpu", "cuda", ...).
         dtype: "float32" or "float64" to convert the network; None keeps the file's.
 
     Raises:
-        PotentialError: the file is missing, truncated or corrupt, not an mlff
-            potential, or of a format version this mlff does not read.
+        PotentialError: the file is missing (PotentialNotFoundError, also a FileNotFoundError),
+            truncated or corrupt, not an mlff potential, or of a format version this mlff does not read.
     """
-    path = Path(path)
+    path = resolve_potential(path)
     metadata = read_metadata(path)
     target = torch.device(device)
     try:

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from mlff.encodings import ENCODINGS, DistanceEncoding
-from mlff.export.load import is_potential_file, load_potential
+from mlff.export.load import is_potential_file, load_potential, resolve_potential
 
 DEFAULT_POINTS = 1000
 NON_SPLINE_R_MIN_A = 0.5
@@ -127,17 +127,16 @@ def load_inspected_model(path: str | os.PathLike, weights: str = "ema", label: s
     """Load a potential file or a training checkpoint and find its distance encodings.
 
     Args:
-        path: a potential file (TorchScript, from `mlff export`) or a training checkpoint.
+        path: a potential file (TorchScript, from `mlff export`), a shipped potential's name
+            ("ethanol") or a training checkpoint.
         weights: for a checkpoint, "ema" (its averaged weights, raw ones if it has none) or "raw".
         label: the name to show; default_label(path) if None.
 
     Raises:
-        FileNotFoundError: no such file.
+        FileNotFoundError: no such file and no shipped potential of that name.
         ValueError: the file is neither an mlff potential nor an mlff checkpoint, or holds no distance encoding.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such potential or checkpoint file: {path}")
+    path = resolve_potential(path)
     label = label or default_label(path)
     if is_potential_file(path):
         potential = load_potential(path)

@@ -141,6 +141,10 @@ class TrainConfig:
         denoising_temperature_k: Kelvin, T of the denoising term's harmonic well: its force
             constant per coordinate is k_B T / sigma^2 (the default 300 K with sigma 0.04 A gives
             16 eV/A^2, between typical Cartesian bend (~3) and bond-stretch (~30) force constants).
+        committee: K members trained one after another in one run (`mlff.training.committee`), member k
+            with seed `seed + k` under output_dir/member_k; 1 (default): one model, as ever.
+        committee_bootstrap: each member trains on a bootstrap resample (drawn with replacement,
+            by its seed) of the training frames; validation and test frames are unchanged.
     """
 
     epochs: int = 100
@@ -162,11 +166,13 @@ class TrainConfig:
     eval_batch_size: int = 100
     denoising_sigma: float = 0.04
     denoising_temperature_k: float = 300.0
+    committee: int = 1
+    committee_bootstrap: bool = False
 
     def __post_init__(self) -> None:
         if self.schedule not in ("cosine", "plateau", "constant"):
             raise ConfigError(f"train.schedule must be cosine, plateau or constant, got {self.schedule!r}")
-        for name in ("epochs", "batch_size", "eval_batch_size"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "committee"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:

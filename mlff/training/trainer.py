@@ -67,6 +67,10 @@ def train(config: Config, resume: bool = False, progress: bool = True, command: 
     """
     if not config.data.path:
         raise ValueError("data.path names no dataset file (set it in the config or with data.path=FILE)")
+    if config.train.committee > 1:
+        from mlff.training.committee import train_committee
+
+        return train_committee(config, resume=resume, progress=progress, command=command)
     if config.init_from is not None and not resume and not Path(config.init_from).is_file():
         raise FileNotFoundError(f"init_from: no checkpoint at {config.init_from}")
     check_loss_weights(config.train.loss_weights)
@@ -81,6 +85,8 @@ def train(config: Config, resume: bool = False, progress: bool = True, command: 
     device = torch.device(config.train.device)
     training_data = load_training_data(config.data)
     frames, split = training_data.frames, training_data.split
+    if config.train.committee_bootstrap:
+        split = dataclasses.replace(split, train=bootstrap_frames(split.train, config.train.seed))
     data = FrameTensors(frames, dtype=DTYPES[config.model.dtype], device=device)
     _seed_everything(config.train.seed)
     last = load_checkpoint(last_path) if resume else None
@@ -395,6 +401,12 @@ def _finish(
         summary["test_per_file"] = test_files
     write_json(output_dir / "results.json", summary)
     return test
+
+
+def bootstrap_frames(train: np.ndarray, seed: int) -> np.ndarray:
+    """A bootstrap resample of the training frame indices: as many, drawn with replacement, by `seed`."""
+    rng = np.random.default_rng([seed, 2])
+    return np.sort(rng.choice(train, size=train.size, replace=True))
 
 
 def noise_seed(seed: int, epoch: int) -> int:
