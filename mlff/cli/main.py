@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "bench": "mlff.cli.bench",
     "data": "mlff.cli.data",
     "inspect": "mlff.cli.inspect",
+    "learn": "mlff.cli.learn",
 }
 
 

@@ -42,6 +42,12 @@ def build_model(
     """
     if config.backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {config.backbone!r}; known: {sorted(BACKBONES)}")
+    if "polarization" in config.backbone_options and not BACKBONES[config.backbone].VECTOR_FEATURES:
+        capable = sorted(name for name, cls in BACKBONES.items() if cls.VECTOR_FEATURES)
+        raise ValueError(
+            f"backbone_options.polarization needs a backbone with equivariant vector features "
+            f"({', '.join(capable)}); {config.backbone!r} has none"
+        )
     encoding = build_encoding(config.encoding, config.encoding_size, config.cutoff, **config.encoding_options)
     try:
         backbone = BACKBONES[config.backbone](num_species=len(species), encoding=encoding, **config.backbone_options)

@@ -16,7 +16,12 @@ class Backbone(nn.Module):
     Angstrom, the encoded distances [E, s] and cutoff envelope [E]) to per-atom outputs [N]
     (dimensionless; the energy model scales them to eV). The energy model evaluates the
     encoding and the envelope once per call and hands them in `edges`.
+
+    `VECTOR_FEATURES` says whether the backbone carries equivariant vector features per atom
+    (options built on them, such as `polarization`, are refused for backbones without them).
     """
+
+    VECTOR_FEATURES = False
 
     def __init__(self, num_species: int, encoding: DistanceEncoding) -> None:
         super().__init__()

@@ -13,7 +13,7 @@ class ModelConfig:
     Attributes:
         backbone: a key of `mlff.models.BACKBONES`.
         backbone_options: the backbone's own keyword arguments (egnn: hidden, layers, neighbor_norm;
-            transformer and et: hidden, heads, layers).
+            transformer: hidden, heads, layers; et: hidden, heads, layers, polarization).
         encoding: a key of `mlff.encodings.ENCODINGS`.
         encoding_size: s, the feature size of the distance encoding.
         encoding_options: the encoding's own keyword arguments (spline: n_bins, r_min, r_max, init);

@@ -22,13 +22,31 @@ vectors every atom starts with.
 Unlike TorchMD-NET's default, the vector messages are multiplied by the
 envelope as well: its filters have biases, so a pair entering the cutoff would
 otherwise switch on a finite vector message and make the energy jump.
+
+Neural polarization (option `polarization`, off by default; after "Neural Polarization:
+Toward Electron Density for Molecules by Extending Equivariant Networks"): every atom j also
+owns a polarization point p_j = r_j + d_j, moved off its nucleus by an equivariant
+displacement d_j = W_d v_j (a bias-free linear map of its F vector channels to one vector,
+Angstrom). After each layer l a second attention block of the same form (its own weights)
+lets every nucleus i receive from the polarization points of its neighbours j:
+
+    d_j = W_d^(l) v_j;   q_ij = p_j - r_i = (r_j - r_i) + d_j;   rho_ij = |q_ij|
+    env'_ij = env(r_ij) env(rho_ij);   enc'_ij = enc(rho_ij);   u'_ij = q_ij / rho_ij
+    (dx, dvec) = Attention^(l)(x, v; enc', env', u')      x <- x + dx,  v <- v + dvec
+
+The pairs are the nuclear ones (r_ij < cutoff, no new neighbour search). rho_ij may exceed
+the cutoff: env(rho_ij) switches such a message off smoothly, and env(r_ij) switches it off
+as j leaves the nuclear list, so the energy stays smooth. The energy is a function of the
+nuclear positions only (p depends on them through the network), so forces are exact
+gradients and the model scripts like the plain one. With the option off no polarization
+module exists and `forward` runs the plain loop: the model is exactly the plain one.
 """
 
 import torch
 from torch import nn
 from torch.nn import functional
 
-from mlff.encodings.base import DistanceEncoding
+from mlff.encodings.base import DistanceEncoding, cosine_envelope
 from mlff.models.base import Backbone, check_heads
 from mlff.models.neighbors import Edges
 
@@ -142,6 +160,16 @@ class EquivariantAttention(nn.Module):
         return dx, dvec
 
 
+class PolarizationBlock(nn.Module):
+    """One layer's polarization: displacements d = W_d v and the nucleus <- polarization-point attention."""
+
+    def __init__(self, hidden: int, heads: int, encoding_size: int) -> None:
+        super().__init__()
+        # No bias, so d is equivariant (and zero while the vector features are).
+        self.displacement = nn.Linear(hidden, 1, bias=False)
+        self.attention = EquivariantAttention(hidden, heads, encoding_size)
+
+
 class EquivariantTransformer(Backbone):
     """TorchMD-NET-style equivariant transformer backbone.
 
@@ -152,7 +180,12 @@ class EquivariantTransformer(Backbone):
         hidden: scalar and vector channels F (default 128); must be divisible by `heads`.
         heads: attention heads per layer (default 8).
         layers: attention layers (default 6).
+        polarization: add neural polarization (default False): after every layer, nuclei
+            receive messages from their neighbours' polarization points (module docstring).
+            Costs a second attention block per layer, about twice the plain model's work.
     """
+
+    VECTOR_FEATURES = True
 
     def __init__(
         self,
@@ -161,6 +194,7 @@ class EquivariantTransformer(Backbone):
         hidden: int = 128,
         heads: int = 8,
         layers: int = 6,
+        polarization: bool = False,
     ) -> None:
         super().__init__(num_species, encoding)
         check_heads(hidden, heads)
@@ -171,6 +205,11 @@ class EquivariantTransformer(Backbone):
         self.output_norm = nn.LayerNorm(hidden)
         readout_width = max(hidden // 2, 1)
         self.readout = nn.Sequential(nn.Linear(hidden, readout_width), nn.SiLU(), nn.Linear(readout_width, 1))
+        self.polarization = bool(polarization)
+        # Empty when off: no parameters, so the state dict is exactly the plain model's.
+        self.polarization_blocks = nn.ModuleList(
+            [PolarizationBlock(hidden, heads, encoding.size) for _ in range(layers)] if self.polarization else []
+        )
 
     def forward(self, species: torch.Tensor, edges: Edges) -> torch.Tensor:
         encoded, envelope = edges.encoded, edges.envelope
@@ -178,6 +217,21 @@ class EquivariantTransformer(Backbone):
         unit_vectors = edges.vectors / edges.distances.unsqueeze(-1)
         x = self.neighbor_embedding(species, self.embedding(species), edges.index, encoded, envelope)
         vec = torch.zeros(x.size(0), 3, self.hidden, dtype=x.dtype, device=x.device)
+        if self.polarization:
+            for layer, block in zip(self.layers, self.polarization_blocks):
+                dx, dvec = layer(x, vec, edges.index, encoded, envelope, unit_vectors)
+                x = x + dx
+                vec = vec + dvec
+                displacements = block.displacement(vec).squeeze(-1)  # [N, 3] Angstrom
+                vectors = edges.vectors + displacements[edges.index[1]]  # p_j - r_i
+                distances = torch.linalg.vector_norm(vectors, dim=-1)
+                # p_j can reach r_i only on a measure-zero set; the clamp keeps u' finite there.
+                polar_units = vectors / distances.clamp_min(1e-6).unsqueeze(-1)
+                polar_envelope = envelope * cosine_envelope(distances, self.cutoff)
+                dx, dvec = block.attention(x, vec, edges.index, self.encoding(distances), polar_envelope, polar_units)
+                x = x + dx
+                vec = vec + dvec
+            return self.readout(self.output_norm(x)).squeeze(-1)
         for layer in self.layers:
             dx, dvec = layer(x, vec, edges.index, encoded, envelope, unit_vectors)
             x = x + dx

@@ -55,6 +55,9 @@ class DataConfig:
         equilibrium_repeat: each frame of `equilibrium_path` joins the training frames this many
             times per epoch; one minimum among ~1000 frames otherwise meets the regularisers in one
             batch an epoch (about len(train) / batch_size repeats puts it in every batch on average).
+        extra_train_paths: further files (read like data.path, off-equilibrium) whose frames all join the
+            training frames, never validation or test, e.g. the frames `mlff learn` labels; their energies
+            follow energy_consistent and energy_method like data.path's. Empty: none.
     """
 
     path: str | list[str] = ""
@@ -71,6 +74,7 @@ class DataConfig:
     equilibrium_path: str | None = None
     equilibrium_energies: bool = False
     equilibrium_repeat: int = 1
+    extra_train_paths: list[str] = field(default_factory=list)
 
     @property
     def paths(self) -> list[str]:
@@ -89,6 +93,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         if isinstance(self.path, list) and (not self.path or not all(p and isinstance(p, str) for p in self.path)):
             raise ConfigError(f"data.path must be a file or a non-empty list of files, got {self.path!r}")
+        if not all(p and isinstance(p, str) for p in self.extra_train_paths):
+            raise ConfigError(f"data.extra_train_paths must be a list of files, got {self.extra_train_paths!r}")
         if len(set(self.paths)) != len(self.paths):
             raise ConfigError(f"data.path names a file more than once: {self.path!r}")
         if self.sha256 is not None and len(self.sha256s) != len(self.paths):
@@ -249,10 +255,13 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
     """Build a Config from a plain dict, naming any unknown key or bad value."""
-    return _build(Config, raw, "")
+    return dataclass_from_dict(Config, raw, "")
 
 
-def _build(cls: type, raw: Any, prefix: str) -> Any:
+def dataclass_from_dict(cls: type, raw: Any, prefix: str = "") -> Any:
+    """An instance of the dataclass `cls` from a plain dict: unknown keys and values of the wrong type
+    are a ConfigError naming the dotted key (under `prefix`); nested dataclasses, unions, lists and
+    dicts are converted by their type hints. Every config of mlff (training, learn) is built with it."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{prefix or 'config'} must be a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
@@ -281,7 +290,7 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
 
 def _convert(kind: Any, value: Any, key: str) -> Any:
     if dataclasses.is_dataclass(kind):
-        return _build(kind, value, key + ".")
+        return dataclass_from_dict(kind, value, key + ".")
     origin = typing.get_origin(kind)
     if origin in (typing.Union, types.UnionType):
         options = [option for option in typing.get_args(kind) if option is not type(None)]

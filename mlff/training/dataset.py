@@ -2,15 +2,16 @@
 
 `data.path` (one file or several, each split on its own and concatenated in the
 order given) is split into train / validation / test (`mlff.data.make_split`);
-the frames of `data.equilibrium_path`, if any, are appended after it as
-equilibrium frames and join the training frames only, so validation and test
+the frames of `data.extra_train_paths` follow, all of them training frames,
+then those of `data.equilibrium_path`, if any, as equilibrium frames; both
+join the training frames only, so validation and test
 (and `mlff eval` with the run's recorded split) see the same frames with or
 without them. Which frames keep their energy labels follows
 `data.energy_consistent`, `data.energy_method` and `data.equilibrium_energies`;
 energies of more than one level of theory are never trained together.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,10 @@ class TrainingData:
     """The run's frames and split.
 
     Attributes:
-        frames: the frames of data.path followed by those of data.equilibrium_path.
-        split: indices into `frames` (the equilibrium_path frames are in `train` only, each
-            `data.equilibrium_repeat` times).
+        frames: the frames of data.path followed by those of data.extra_train_paths and
+            data.equilibrium_path.
+        split: indices into `frames` (the extra_train_paths frames are in `train` only, and the
+            equilibrium_path frames too, each `data.equilibrium_repeat` times).
         base_frames: the frames of data.path alone (all its files, concatenated).
         base_split: the split of data.path alone (indices into `base_frames`).
         files: file label (its stem) -> that file's split, as indices into `frames`; one entry
@@ -41,6 +43,7 @@ class TrainingData:
     base_split: Split
     files: dict[str, Split]
     sha256: list[str]
+    extra_sha256: list[str] = field(default_factory=list)
 
     def summary(self, config: DataConfig) -> dict[str, Any]:
         """JSON-able description of the data (for checkpoints, potential metadata and model cards)."""
@@ -50,6 +53,11 @@ class TrainingData:
             "train_pool": config.train_pool,
             "sha256": self.sha256[0] if len(self.sha256) == 1 else self.sha256,
             "equilibrium_path": config.equilibrium_path,
+            **(
+                {"extra_train_paths": dict(zip(config.extra_train_paths, self.extra_sha256))}
+                if self.extra_sha256
+                else {}
+            ),
             **self.split.summary(),
             **({"files": {name: split.summary() for name, split in self.files.items()}} if len(self.files) > 1 else {}),
         }
@@ -74,16 +82,27 @@ def load_training_data(config: DataConfig) -> TrainingData:
         )
     base, split = (parts[0], splits[0]) if len(parts) == 1 else (Frames.concatenate(parts), _joined(parts, splits))
     files = dict(zip(file_labels(config.paths), _shifted(parts, splits)))
-    if config.equilibrium_path is None:
+    if config.equilibrium_path is None and not config.extra_train_paths:
         _check_one_method(base, base.has_energy)
         return TrainingData(base, split, base, split, files, hashes)
-    minima = read_frames(config.equilibrium_path, config.energy_unit, equilibrium=True)
-    minima.has_energy = energy_labels(minima, config.equilibrium_energies, config.energy_method)
-    frames = Frames.concatenate([base, minima])
+    added, train, extra_hashes = [], [split.train], []
+    offset = base.num_frames
+    for path in config.extra_train_paths:
+        extra_hashes.append(checked_sha256(path, None))
+        part = read_frames(path, config.energy_unit)
+        part.has_energy = energy_labels(part, config.energy_consistent, config.energy_method)
+        added.append(part)
+        train.append(offset + np.arange(part.num_frames))
+        offset += part.num_frames
+    if config.equilibrium_path is not None:
+        minima = read_frames(config.equilibrium_path, config.energy_unit, equilibrium=True)
+        minima.has_energy = energy_labels(minima, config.equilibrium_energies, config.energy_method)
+        added.append(minima)
+        train.append(np.tile(offset + np.arange(minima.num_frames), config.equilibrium_repeat))
+    frames = Frames.concatenate([base, *added])
     _check_one_method(frames, frames.has_energy)
-    extra = np.tile(base.num_frames + np.arange(minima.num_frames), config.equilibrium_repeat)
-    combined = Split(train=np.concatenate([split.train, extra]), val=split.val, test=split.test)
-    return TrainingData(frames, combined, base, split, files, hashes)
+    combined = Split(train=np.concatenate(train), val=split.val, test=split.test)
+    return TrainingData(frames, combined, base, split, files, hashes, extra_hashes)
 
 
 def checked_sha256(path: str, expected: str | None) -> str:
