@@ -73,6 +73,8 @@ def report(study: dict, section: str, runs: Path, dirs: dict[str, str]) -> list[
         if not metrics.is_file():
             continue
         history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        if not history:
+            continue  # started, no epoch finished yet
         results_path = runs / molecule / name / "results.json"
         results = json.loads(results_path.read_text()) if results_path.is_file() else None
         config = yaml.safe_load((runs / molecule / name / "config.yaml").read_text())
