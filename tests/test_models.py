@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY_BACKBONE_OPTIONS
+from geometry import evaluate, inputs, random_orthogonal
 
 from mlff.encodings import ENCODINGS
 from mlff.models import BACKBONES, EnergyModel, ModelConfig, build_model
@@ -84,30 +85,6 @@ def perturbed(xyz, seed: int, scale: float = 0.05) -> np.ndarray:
     rng = np.random.default_rng(seed)
     xyz = np.asarray(xyz, dtype=np.float64)
     return xyz + scale * rng.standard_normal(xyz.shape)
-
-
-def inputs(molecules, dtype=torch.float64):
-    """Format-v1 inputs for a list of (atomic numbers, positions) molecules."""
-    positions = torch.cat([torch.as_tensor(np.asarray(xyz), dtype=dtype) for _, xyz in molecules])
-    numbers = torch.cat([torch.as_tensor(z, dtype=torch.long) for z, _ in molecules])
-    batch = torch.cat([torch.full((len(z),), b, dtype=torch.long) for b, (z, _) in enumerate(molecules)])
-    cell = torch.zeros(len(molecules), 3, 3, dtype=dtype)
-    pbc = torch.zeros(len(molecules), 3, dtype=torch.bool)
-    return positions, numbers, batch, cell, pbc
-
-
-def evaluate(model, molecules):
-    energy, forces = model(*inputs(molecules))
-    return energy.detach(), forces.detach()
-
-
-def random_orthogonal(seed: int, proper: bool = True) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
-    q = q * np.sign(np.diag(r))
-    if (np.linalg.det(q) > 0) != proper:
-        q[:, 0] = -q[:, 0]
-    return q
 
 
 @pytest.fixture(scope="session", params=ARCHITECTURES, ids=["-".join(pair) for pair in ARCHITECTURES])

@@ -10,6 +10,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from geometry import evaluate, inputs, random_orthogonal
 
 from mlff.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_torch_save
 from mlff.export import export_checkpoint, export_model, load_potential
@@ -60,29 +61,6 @@ def make_model(polarization: bool | None, seed: int = 0, references=REFERENCE_EN
                 if name.endswith("bias"):
                     parameter.add_(0.2 * torch.randn_like(parameter))
     return model
-
-
-def inputs(molecules, dtype=torch.float64):
-    positions = torch.cat([torch.as_tensor(np.asarray(xyz), dtype=dtype) for _, xyz in molecules])
-    numbers = torch.cat([torch.as_tensor(z, dtype=torch.long) for z, _ in molecules])
-    batch = torch.cat([torch.full((len(z),), b, dtype=torch.long) for b, (z, _) in enumerate(molecules)])
-    cell = torch.zeros(len(molecules), 3, 3, dtype=dtype)
-    pbc = torch.zeros(len(molecules), 3, dtype=torch.bool)
-    return positions, numbers, batch, cell, pbc
-
-
-def evaluate(model, molecules):
-    energy, forces = model(*inputs(molecules))
-    return energy.detach(), forces.detach()
-
-
-def random_orthogonal(seed: int, proper: bool = True) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
-    q = q * np.sign(np.diag(r))
-    if (np.linalg.det(q) > 0) != proper:
-        q[:, 0] = -q[:, 0]
-    return q
 
 
 @pytest.fixture(scope="module")

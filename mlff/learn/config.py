@@ -26,7 +26,15 @@ from typing import Any
 
 import yaml
 
-from mlff.training.config import Config, ConfigError, apply_override, config_from_dict, dataclass_from_dict, load_config
+from mlff.training.config import (
+    Config,
+    ConfigError,
+    apply_override,
+    config_from_dict,
+    dataclass_from_dict,
+    load_config,
+    read_raw_config,
+)
 
 
 @dataclass
@@ -168,18 +176,7 @@ class LearnConfig:
 
 def load_learn_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> LearnConfig:
     """Read a learn YAML (or start from defaults), apply dotted key=value overrides, validate."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config not found: {path}")
-        loaded = yaml.safe_load(path.read_text())
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: a config must be a YAML mapping")
-        raw = loaded or {}
-    for override in overrides:
-        apply_override(raw, override)
-    return learn_config_from_dict(raw)
+    return learn_config_from_dict(read_raw_config(path, overrides))
 
 
 def learn_config_from_dict(raw: dict[str, Any]) -> LearnConfig:

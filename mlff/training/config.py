@@ -224,6 +224,11 @@ class Config:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read a YAML config (or start from defaults) and apply dotted key=value overrides."""
+    return config_from_dict(read_raw_config(path, overrides))
+
+
+def read_raw_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """The plain mapping of a YAML config file (empty for None) with dotted key=value overrides applied."""
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -235,7 +240,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         raw = loaded or {}
     for override in overrides:
         apply_override(raw, override)
-    return config_from_dict(raw)
+    return raw
 
 
 def apply_override(raw: dict[str, Any], override: str) -> None:
@@ -302,8 +307,10 @@ def _convert(kind: Any, value: Any, key: str) -> Any:
                 return _convert(option, value, key)
             except ConfigError as error:
                 errors.append(error)
-        raise errors[0] if len(errors) == 1 else ConfigError(
-            f"{key} must be one of {[getattr(o, '__name__', str(o)) for o in options]}, got {value!r}"
+        raise (
+            errors[0]
+            if len(errors) == 1
+            else ConfigError(f"{key} must be one of {[getattr(o, '__name__', str(o)) for o in options]}, got {value!r}")
         )
     if origin is list:
         if not isinstance(value, list):

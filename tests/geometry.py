@@ -1,0 +1,30 @@
+"""Geometry helpers shared by the model tests: format-v1 inputs of molecules and random rotations."""
+
+import numpy as np
+import torch
+
+
+def inputs(molecules, dtype=torch.float64):
+    """Format-v1 inputs for a list of (atomic numbers, positions) molecules."""
+    positions = torch.cat([torch.as_tensor(np.asarray(xyz), dtype=dtype) for _, xyz in molecules])
+    numbers = torch.cat([torch.as_tensor(z, dtype=torch.long) for z, _ in molecules])
+    batch = torch.cat([torch.full((len(z),), b, dtype=torch.long) for b, (z, _) in enumerate(molecules)])
+    cell = torch.zeros(len(molecules), 3, 3, dtype=dtype)
+    pbc = torch.zeros(len(molecules), 3, dtype=torch.bool)
+    return positions, numbers, batch, cell, pbc
+
+
+def evaluate(model, molecules):
+    """(energies [B], forces [N, 3]) of `model` on the molecules, detached."""
+    energy, forces = model(*inputs(molecules))
+    return energy.detach(), forces.detach()
+
+
+def random_orthogonal(seed: int, proper: bool = True) -> np.ndarray:
+    """A random 3x3 rotation (proper) or rotoreflection (improper) matrix drawn from `seed`."""
+    rng = np.random.default_rng(seed)
+    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
+    q = q * np.sign(np.diag(r))
+    if (np.linalg.det(q) > 0) != proper:
+        q[:, 0] = -q[:, 0]
+    return q
