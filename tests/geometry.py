@@ -28,3 +28,22 @@ def random_orthogonal(seed: int, proper: bool = True) -> np.ndarray:
     if (np.linalg.det(q) > 0) != proper:
         q[:, 0] = -q[:, 0]
     return q
+
+
+def finite_difference_forces(model, molecule, step: float = 1e-5) -> torch.Tensor:
+    """-dE/dx [N, 3] of one (atomic numbers, positions) molecule by central differences.
+
+    All 6N displaced geometries go through `model` in one batch; pass a model without its large
+    reference-energy offset (its rounding would swamp the differences).
+    """
+    numbers, xyz = molecule
+    displaced = []
+    for atom in range(len(numbers)):
+        for axis in range(3):
+            for sign in (1.0, -1.0):
+                moved = np.array(xyz, dtype=np.float64, copy=True)
+                moved[atom, axis] += sign * step
+                displaced.append((numbers, moved))
+    energies, _ = evaluate(model, displaced)
+    pairs = energies.view(len(numbers), 3, 2)
+    return -(pairs[..., 0] - pairs[..., 1]) / (2 * step)
