@@ -52,7 +52,11 @@ class DistanceEncoding(nn.Module):
 
     def forward(self, distances: torch.Tensor) -> torch.Tensor:
         """Features [E, size] of distances [E] (Angstrom), times the cutoff envelope."""
-        envelope = cosine_envelope(distances, self.cutoff)
+        return self.with_envelope(distances, cosine_envelope(distances, self.cutoff))
+
+    def with_envelope(self, distances: torch.Tensor, envelope: torch.Tensor) -> torch.Tensor:
+        """`forward` given the envelope [E] of these distances already computed (the energy model
+        needs it for the backbone too: computing it once saves a cosine per edge and call)."""
         return self.encode(distances) * envelope.unsqueeze(-1)
 
     def regularization(self) -> torch.Tensor:

@@ -72,6 +72,6 @@ class RawDistanceEncoding(DistanceEncoding):
     def encode(self, distances: torch.Tensor) -> torch.Tensor:
         return distances.unsqueeze(-1)
 
-    def forward(self, distances: torch.Tensor) -> torch.Tensor:
+    def with_envelope(self, distances: torch.Tensor, envelope: torch.Tensor) -> torch.Tensor:
         """The distances [E] (Angstrom) as features [E, 1], no envelope (see the class docstring)."""
         return self.encode(distances)

@@ -146,8 +146,8 @@ class EnergyModel(nn.Module):
     def edges(self, positions: torch.Tensor, batch: torch.Tensor, num_structures: int) -> Edges:
         """The pairs within the cutoff with their distance encoding and envelope, computed once per call."""
         index, vectors, distances = neighbor_pairs(positions, batch, num_structures, self.cutoff)
-        encoded = self.backbone.encoding(distances)
         envelope = cosine_envelope(distances, self.cutoff)
+        encoded = self.backbone.encoding.with_envelope(distances, envelope)
         return Edges(index, vectors, distances, encoded, envelope)
 
     def _check_inputs(

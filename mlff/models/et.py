@@ -227,8 +227,10 @@ class EquivariantTransformer(Backbone):
                 distances = torch.linalg.vector_norm(vectors, dim=-1)
                 # p_j can reach r_i only on a measure-zero set; the clamp keeps u' finite there.
                 polar_units = vectors / distances.clamp_min(1e-6).unsqueeze(-1)
-                polar_envelope = envelope * cosine_envelope(distances, self.cutoff)
-                dx, dvec = block.attention(x, vec, edges.index, self.encoding(distances), polar_envelope, polar_units)
+                own_envelope = cosine_envelope(distances, self.cutoff)
+                polar_encoded = self.encoding.with_envelope(distances, own_envelope)
+                polar_envelope = envelope * own_envelope
+                dx, dvec = block.attention(x, vec, edges.index, polar_encoded, polar_envelope, polar_units)
                 x = x + dx
                 vec = vec + dvec
             return self.readout(self.output_norm(x)).squeeze(-1)

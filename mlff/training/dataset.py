@@ -74,8 +74,7 @@ def load_training_data(config: DataConfig) -> TrainingData:
     parts, splits, hashes = [], [], []
     for path, expected in zip(config.paths, config.sha256s):
         hashes.append(checked_sha256(path, expected))
-        part = read_frames(path, config.energy_unit)
-        part.has_energy = energy_labels(part, config.energy_consistent, config.energy_method)
+        part = _labelled_frames(path, config)
         parts.append(part)
         splits.append(
             make_split(part, config.split, config.n_val, config.n_train, config.n_test, config.seed, config.train_pool)
@@ -89,8 +88,7 @@ def load_training_data(config: DataConfig) -> TrainingData:
     offset = base.num_frames
     for path in config.extra_train_paths:
         extra_hashes.append(checked_sha256(path, None))
-        part = read_frames(path, config.energy_unit)
-        part.has_energy = energy_labels(part, config.energy_consistent, config.energy_method)
+        part = _labelled_frames(path, config)
         added.append(part)
         train.append(offset + np.arange(part.num_frames))
         offset += part.num_frames
@@ -103,6 +101,13 @@ def load_training_data(config: DataConfig) -> TrainingData:
     _check_one_method(frames, frames.has_energy)
     combined = Split(train=np.concatenate(train), val=split.val, test=split.test)
     return TrainingData(frames, combined, base, split, files, hashes, extra_hashes)
+
+
+def _labelled_frames(path: str, config: DataConfig) -> Frames:
+    """The frames of one data file with the energy labels the config keeps (`energy_labels`)."""
+    part = read_frames(path, config.energy_unit)
+    part.has_energy = energy_labels(part, config.energy_consistent, config.energy_method)
+    return part
 
 
 def checked_sha256(path: str, expected: str | None) -> str:

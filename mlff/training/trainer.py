@@ -44,6 +44,9 @@ from mlff.training.losses import LossSettings, check_loss_weights, total_loss
 from mlff.training.references import fit_element_energies, force_rms
 from mlff.utils import atomic_write_text, write_json
 
+# Seconds between learning-curve renders during a run (a first one after the first epoch).
+CURVE_INTERVAL_S = 300.0
+
 
 @dataclass
 class TrainResult:
@@ -104,12 +107,16 @@ def train(config: Config, resume: bool = False, progress: bool = True, command: 
     state.clock.start()
     epochs = range(state.epoch + 1, config.train.epochs + 1)
     bar = tqdm(epochs, desc="train", unit="epoch", disable=not progress, initial=state.epoch, total=config.train.epochs)
+    curve_written = -math.inf
     with open(output_dir / "metrics.jsonl", "a", buffering=1) as log:
         for epoch in bar:
             record = _run_epoch(state, data, split, epoch)
             history.append(record)
             log.write(json.dumps(record) + "\n")
-            write_learning_curve(history, output_dir / "curve.png")
+            # Rendering a PNG costs ~0.3 s: at most once a CURVE_INTERVAL_S, and always at the end.
+            if time.monotonic() - curve_written > CURVE_INTERVAL_S:
+                write_learning_curve(history, output_dir / "curve.png")
+                curve_written = time.monotonic()
             improved = record["val_force_mae_mev_per_a"] < state.best_val
             if improved:
                 state.best_val = record["val_force_mae_mev_per_a"]
@@ -136,6 +143,8 @@ def train(config: Config, resume: bool = False, progress: bool = True, command: 
                 stopped_because = cap
                 break
     bar.close()
+    if history:
+        write_learning_curve(history, output_dir / "curve.png")
     test_metrics = _finish(output_dir, training_data, data, stopped_because)
     return TrainResult(output_dir, state.epoch, state.best_val, test_metrics, stopped_because)
 
