@@ -119,7 +119,13 @@ def export_committee(
         fit_threshold: evaluate the committee on the first member's training frames (read again from the
             data file its checkpoint names) for the spread threshold; False (or no data file): none.
     """
-    from mlff.export.deploy import _core_metadata, _write_potential_file, add_core_repulsion, repulsion_kind
+    from mlff.export.deploy import (
+        _core_metadata,
+        _write_potential_file,
+        add_core_repulsion,
+        fit_repulsion_onsets,
+        repulsion_kind,
+    )
     from mlff.models import ModelConfig
 
     if len(checkpoints) < 2:
@@ -149,8 +155,12 @@ def export_committee(
     }
     kind = repulsion_kind(repulsion, core_repulsion_ev_per_a3)
     if kind is not None:
+        # Fitted once: the members share species, cutoff and training data.
+        fitted = fit_repulsion_onsets(data_config, first.species, first.cutoff)
         for model in models:
-            metadata["core_repulsion"] = add_core_repulsion(model, data_config, core_repulsion_ev_per_a3, kind=kind)
+            metadata["core_repulsion"] = add_core_repulsion(
+                model, data_config, core_repulsion_ev_per_a3, kind=kind, fitted=fitted
+            )
     target = dtype_from_name(dtype)
     members = [copy.deepcopy(model).to(device="cpu", dtype=target).eval() for model in models]
     committee = CommitteeModel(members).eval()

@@ -25,7 +25,7 @@ from mlff.export.load import (
     torchscript_without_deprecation_warning,
 )
 from mlff.models import BACKBONES, EnergyModel, ModelConfig
-from mlff.models.priors import PRIORS, ZBLRepulsion, build_prior, pair_onsets
+from mlff.models.priors import PRIORS, PairOnsets, ZBLRepulsion, build_prior, pair_onsets
 from mlff.utils import atomic_write, to_json
 
 RESERVED_KEYS = ("format", "format_version", "mlff_version", "species", "cutoff", "dtype", "units", "model")
@@ -140,7 +140,11 @@ def repulsion_kind(repulsion: str | None, strength_ev_per_a3: float) -> str | No
 
 
 def add_core_repulsion(
-    model: EnergyModel, data_config: dict[str, Any], strength_ev_per_a3: float = 0.0, kind: str = "cubic"
+    model: EnergyModel,
+    data_config: dict[str, Any],
+    strength_ev_per_a3: float = 0.0,
+    kind: str = "cubic",
+    fitted: "tuple[PairOnsets, str] | None" = None,
 ) -> dict[str, Any]:
     """Switch on a core repulsion of `model`, onsets from the training run's train + val frames; its metadata.
 
@@ -153,19 +157,11 @@ def add_core_repulsion(
         data_config: the run's data section (`path` and the split settings).
         strength_ev_per_a3: the cubic repulsion's k > 0 (unused by "zbl").
         kind: "cubic" (the model's `core_repulsion` prior) or "zbl" (a `zbl_repulsion` prior added).
+        fitted: `fit_repulsion_onsets`'s result when already computed (a committee's members share it).
     """
-    from mlff.data import read_frames
-    from mlff.data.reference import shortest_pair_distances
-    from mlff.data.splits import select_frames, split_settings
-
     if kind not in REPULSIONS:
         raise ValueError(f"repulsion must be one of {REPULSIONS}, got {kind!r}")
-    if not data_config.get("path"):
-        raise ValueError("the checkpoint names no training data file: the core repulsion's onsets cannot be fitted")
-    frames = read_frames(data_config["path"])
-    settings = split_settings(data_config)
-    seen = np.concatenate([select_frames(frames, "train", settings), select_frames(frames, "val", settings)])
-    onsets = pair_onsets(shortest_pair_distances(frames, seen, model.species), model.species, model.cutoff)
+    onsets, fitted_on = fitted or fit_repulsion_onsets(data_config, model.species, model.cutoff)
     dtype = model.energy_scale.dtype
     onsets_tensor = torch.as_tensor(onsets.onsets_a, dtype=dtype)
     if kind == "cubic":
@@ -183,8 +179,23 @@ def add_core_repulsion(
         "kind": kind,
         **settings_metadata,
         **onsets.describe(),
-        "fitted_on": f"{seen.size} train + val frames of {data_config['path']}",
+        "fitted_on": fitted_on,
     }
+
+
+def fit_repulsion_onsets(data_config: dict[str, Any], species: list[int], cutoff: float) -> "tuple[PairOnsets, str]":
+    """The onsets of every species pair from a training run's train + val frames, and what they were fitted on."""
+    from mlff.data import read_frames
+    from mlff.data.reference import shortest_pair_distances
+    from mlff.data.splits import select_frames, split_settings
+
+    if not data_config.get("path"):
+        raise ValueError("the checkpoint names no training data file: the core repulsion's onsets cannot be fitted")
+    frames = read_frames(data_config["path"])
+    settings = split_settings(data_config)
+    seen = np.concatenate([select_frames(frames, "train", settings), select_frames(frames, "val", settings)])
+    onsets = pair_onsets(shortest_pair_distances(frames, seen, species), species, cutoff)
+    return onsets, f"{seen.size} train + val frames of {data_config['path']}"
 
 
 def replace_reference(potential_path: str | os.PathLike, reference: dict[str, Any], output: str | os.PathLike) -> Path:
