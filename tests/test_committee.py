@@ -154,3 +154,18 @@ def test_md_observers_see_the_committee_spread(committee_run, tmp_path):
     # Defaults: the threshold fitted on the training frames at export.
     default = SelectionObserver.for_run(systems, metadata["reference"], metadata)
     assert default.spread_threshold_ev_per_a == metadata["committee"]["spread_threshold_ev_per_a"]
+
+
+def test_mlff_md_select_writes_the_candidates_and_logs_the_spread(committee_run, tmp_path, capsys):
+    import ase.io
+
+    root, _, _, _ = committee_run
+    path = export_committee([root / "run" / f"member_{k}" / "best.pt" for k in range(2)], tmp_path / "c.pt")
+    out = tmp_path / "candidates.extxyz"
+    arguments = ["md", str(path), "--steps", "20", "--save-every", "5", "--replicas", "2", "--no-progress"]
+    assert main([*arguments, "--select", str(out), "--spread-threshold", "1e-9", "--max-candidates", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "committee force spread: largest" in printed and "selection: 3 candidate frames" in printed
+    frames = ase.io.read(out, index=":")
+    assert len(frames) == 3 and all(f.info["reason"] == "spread" for f in frames)
+    assert all(f.info["force_spread_ev_per_a"] > 1e-9 for f in frames)

@@ -49,6 +49,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "-o", "--output-dir", default=None, help="write trajectories (HDF5), thermo.csv, checkpoint, summary, plots"
     )
     parser.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its checkpoint")
+    select = parser.add_argument_group(
+        "selection for labelling (active learning; docs/learn.md): frames of high committee spread, large bond "
+        "deviation, or just before a collapse"
+    )
+    select.add_argument("--select", default=None, metavar="OUT.extxyz", help="write the candidate frames here")
+    select.add_argument(
+        "--spread-threshold",
+        type=float,
+        default=None,
+        help="eV/A; default: the committee file's (99th percentile over its training frames); no committee: off",
+    )
+    select.add_argument("--bond-deviation", type=float, default=0.3, help="A (default 0.3)")
+    select.add_argument("--max-candidates", type=int, default=50, help="cap on the frames kept (default 50)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 
@@ -73,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     potential = potential_path(args.potential)
+    observers = run_observers(args, potential, settings)
     try:
         summary = run_md(
             potential,
@@ -85,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
             reference_data=args.reference_data,
             resume=args.resume,
             progress=not args.no_progress,
+            observers=observers,
         )
     except MDInterrupted as interrupted:
         summary = interrupted.summary
@@ -94,6 +109,30 @@ def run(args: argparse.Namespace) -> int:
         return 130
     print_summary(summary)
     return 1 if summary["stability"]["collapsed"] else 0
+
+
+def run_observers(args: argparse.Namespace, potential, settings) -> list:
+    """The committee spread log (committee files) and, with --select, the selection observer."""
+    from mlff.dynamics.observers import SpreadObserver
+    from mlff.dynamics.selection import SelectionObserver
+    from mlff.export.load import read_metadata
+
+    observers = [SpreadObserver()] if read_metadata(potential).get("committee") else []
+    if args.select:
+        options = {
+            "output": args.select,
+            "bond_deviation_a": args.bond_deviation,
+            "collapse_deviation_a": settings.max_bond_deviation_a,
+            "max_candidates": args.max_candidates,
+        }
+        if args.spread_threshold is not None:
+            options["spread_threshold_ev_per_a"] = args.spread_threshold
+        observers.append(
+            SelectionObserver.for_potential(
+                potential, args.structure, settings.replicas, args.reference_data, **options
+            )
+        )
+    return observers
 
 
 def print_summary(summary: dict) -> None:
@@ -122,6 +161,16 @@ def print_summary(summary: dict) -> None:
         print(thermo)
     share = speed["potential_time_fraction"]
     share_text = f", {100 * share:.0f}% in the potential" if share is not None else ""
+    spread = summary.get("observers", {}).get("force_spread")
+    if spread and spread["largest_ev_per_a"] is not None:
+        print(
+            f"committee force spread: largest {spread['largest_ev_per_a']:.3f} eV/A, median of the saved frames' "
+            f"largest {spread['median_of_frame_largest_ev_per_a']:.3f} eV/A"
+        )
+    selection = summary.get("observers", {}).get("selection")
+    if selection:
+        found = f"{selection['candidates']} candidate frames {selection['by_reason']}"
+        print(f"selection: {found} -> {selection['output']}")
     print(
         f"speed: {speed['steps_per_second']:.1f} steps/s, {speed['ns_per_day']:.3f} ns/day (all replicas), "
         f"{speed['atom_steps_per_second']:.0f} atom-steps/s{share_text}"

@@ -99,6 +99,27 @@ class SelectionObserver:
             **options,
         )
 
+    @classmethod
+    def for_potential(
+        cls,
+        potential_path: str | Path,
+        structure: str | Sequence[str] | None,
+        replicas: int,
+        reference_data: str | Path | None = None,
+        **options: Any,
+    ) -> "SelectionObserver":
+        """The observer of the run `run_md(potential_path, structure, ...)` will make: the same start
+        structures (one per replica) and reference (the potential's, or `reference_data`'s)."""
+        from mlff.data.reference import dataset_reference
+        from mlff.dynamics.runner import load_structures
+        from mlff.export.load import read_metadata
+
+        metadata = read_metadata(potential_path)
+        reference = dataset_reference(reference_data) if reference_data else (metadata.get("reference") or {})
+        specs = [structure] if isinstance(structure, str) else list(structure or [])
+        systems = load_structures(specs, {"reference": reference}, replicas)
+        return cls.for_run(systems, reference, metadata, **options)
+
     def observe(self, frame: Frame) -> None:
         self.frames_seen += 1
         spreads = frame.force_spread_ev_per_a

@@ -191,16 +191,12 @@ def md_settings(config: LearnConfig) -> Any:
 
 def _md(config: LearnConfig, base: Any, state: dict[str, Any], record: dict[str, Any], progress: bool, say) -> str:
     from mlff.dynamics.observers import SpreadObserver
-    from mlff.dynamics.runner import can_resume, load_structures, run_md
+    from mlff.dynamics.runner import can_resume, run_md
     from mlff.dynamics.selection import SelectionObserver
-    from mlff.export.load import read_metadata
 
     folder = iteration_dir(config.output_dir, record["index"])
     potential = folder / "committee.pt"
     settings = md_settings(config)
-    metadata = read_metadata(potential)
-    reference = metadata.get("reference") or {}
-    systems = load_structures(config.md.structures, {"reference": reference}, settings.replicas)
     options: dict[str, Any] = {
         "output": folder / "md" / "candidates.extxyz",
         "max_candidates": config.selection.max_frames,
@@ -211,7 +207,7 @@ def _md(config: LearnConfig, base: Any, state: dict[str, Any], record: dict[str,
     }
     if config.selection.spread_threshold_ev_per_a is not None:
         options["spread_threshold_ev_per_a"] = config.selection.spread_threshold_ev_per_a
-    selection = SelectionObserver.for_run(systems, reference, metadata, **options)
+    selection = SelectionObserver.for_potential(potential, config.md.structures, settings.replicas, **options)
     summary = run_md(
         potential,
         structure=config.md.structures or None,
