@@ -3,6 +3,7 @@
     python examples/recipe/run_study.py --md17-dir DIR --slot 0 --slots 2   # arms 0, 2, 4, ... of the screen
     python examples/recipe/run_study.py --md17-dir DIR --slot 1 --slots 2   # arms 1, 3, 5, ...
     python examples/recipe/run_study.py --section pretrain --xtb-dir DIR   # the xTB pretraining
+    python examples/recipe/run_study.py --section confirm --only aspirin/base_2h   # one arm
     python examples/recipe/run_study.py --report             # the table of the arms so far (JSON + Markdown)
 
 Each arm is `mlff train base.yaml <overrides> data.path=<file> data.sha256=<hash> output_dir=<runs>/<molecule>/<arm>`
@@ -140,12 +141,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--study", type=Path, default=HERE / "study.yaml")
     parser.add_argument("--base", type=Path, default=HERE / "base.yaml")
-    parser.add_argument("--section", default="screen", help="screen or confirm")
+    parser.add_argument("--section", default="screen", help="study.yaml section: screen, confirm, scaling, pretrain")
     parser.add_argument("--runs", type=Path, default=Path("runs/recipe"))
     parser.add_argument("--md17-dir", default="~/.cache/mlff/datasets", help="folder of the rmd17_<molecule>.npz files")
     parser.add_argument("--xtb-dir", default="~/.cache/mlff/datasets", help="folder of the xtb_<molecule>.npz files")
     parser.add_argument("--slot", type=int, default=0)
     parser.add_argument("--slots", type=int, default=1)
+    parser.add_argument(
+        "--only", action="append", default=None, metavar="MOLECULE/ARM", help="run just these arms (repeatable)"
+    )
     parser.add_argument(
         "--report", action="store_true", help="print the table; write <out>/<section>.json and <section>.png"
     )
@@ -164,7 +168,8 @@ def main() -> int:
         return 0
     torch.set_num_threads(1)
     for index, arm in enumerate(arms(study, args.section, dirs)):
-        if index % args.slots == args.slot:
+        chosen = f"{arm[0]}/{arm[2]}" in args.only if args.only else index % args.slots == args.slot
+        if chosen:
             run_arm(args.base, args.runs, *arm)
     return 0
 
