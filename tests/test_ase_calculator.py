@@ -1,5 +1,7 @@
 """MLFFCalculator: ASE's protocol, forces = -dE/dR, caching, bad input, optimisers and MD."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -134,10 +136,10 @@ def test_nan_position(potential_file, atoms):
         atoms.get_forces()
 
 
-def test_periodic_atoms_are_refused(potential_file, atoms):
+def test_periodic_atoms_are_refused_by_a_format_v1_file(atoms):
     atoms.cell = [10.0, 10.0, 10.0]
     atoms.pbc = True
-    atoms.calc = MLFFCalculator(potential_file)
+    atoms.calc = MLFFCalculator(Path(__file__).parent / "data" / "legacy" / "potential.pt")
     with pytest.raises(ValueError, match="periodic boundary conditions"):
         atoms.get_potential_energy()
 

@@ -221,9 +221,9 @@ def test_potential_files_are_told_from_checkpoints_by_content(tmp_path, potentia
 
 
 def test_unknown_format_version(tmp_path):
-    metadata = {"format": POTENTIAL_FORMAT, "format_version": 2, "species": [1], "cutoff": 5.0, "dtype": "float64"}
+    metadata = {"format": POTENTIAL_FORMAT, "format_version": 3, "species": [1], "cutoff": 5.0, "dtype": "float64"}
     path = save_plain_torchscript(tmp_path / "future.pt", {"mlff_metadata.json": json.dumps(metadata)})
-    with pytest.raises(PotentialError, match="format version 2 .*reads format version 1"):
+    with pytest.raises(PotentialError, match="format version 3 .*reads format versions 1, 2"):
         load_potential(path)
 
 

@@ -290,13 +290,14 @@ def test_rejects_unknown_species_and_names_it(model, ethanol):
             model(positions, numbers, batch, cell, pbc)
 
 
-def test_rejects_periodic_boundaries(model, ethanol):
+def test_rejects_a_singular_periodic_cell(model, ethanol):
+    # Periodic input is format v2's (tests/test_periodic.py); a cell without volume is an error.
     positions, numbers, batch, cell, pbc = inputs([ethanol])
     for axis in range(3):
         periodic = pbc.clone()
         periodic[0, axis] = True
-        with pytest.raises(ValueError, match="periodic"):
-            model(positions, numbers, batch, 10.0 * torch.eye(3, dtype=torch.float64)[None], periodic)
+        with pytest.raises(ValueError, match="singular"):
+            model(positions, numbers, batch, torch.zeros(1, 3, 3, dtype=torch.float64), periodic)
 
 
 def test_rejects_bad_cell_and_pbc_shapes(model, ethanol):

@@ -269,7 +269,8 @@ def test_unknown_element_is_named(potential_file, methanol_atoms):
         openmmml.MLPotential("mlff", modelPath=str(potential_file)).createSystem(topology)
 
 
-def test_periodic_box_is_refused(potential_file, methanol_atoms):
+def test_periodic_box_is_refused_by_a_format_v1_file(methanol_atoms):
+    potential_file = DATA / "legacy" / "potential.pt"
     periodic = methanol_atoms.copy()
     periodic.cell = [20.0, 20.0, 20.0]
     periodic.pbc = True
@@ -281,7 +282,8 @@ def test_periodic_box_is_refused(potential_file, methanol_atoms):
         openmmml.MLPotential("mlff", modelPath=str(potential_file)).createSystem(topology)
 
 
-def test_periodic_mm_system_is_refused_in_a_mixed_system(potential_file, methanol_atoms):
+def test_periodic_mm_system_is_refused_in_a_mixed_system_by_a_format_v1_file(methanol_atoms):
+    potential_file = DATA / "legacy" / "potential.pt"
     forcefield = openmm.app.ForceField(str(DATA / "methanol_mm.xml"), "tip3p.xml")
     topology, _ = solvated_methanol(methanol_atoms)
     topology.setPeriodicBoxVectors(np.eye(3) * 2.0 * unit.nanometer)

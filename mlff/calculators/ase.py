@@ -1,9 +1,10 @@
-"""An ASE calculator on top of a potential file (format v1: isolated molecules).
+"""An ASE calculator on top of a potential file (molecules; periodic cells with format v2).
 
     from mlff import MLFFCalculator
     atoms.calc = MLFFCalculator("ethanol")          # a shipped potential by name, or a file path
     atoms.get_potential_energy()   # eV
     atoms.get_forces()             # eV/Angstrom
+    atoms.get_stress()             # eV/A^3, Voigt order xx yy zz yz xz xy (periodic atoms, format v2)
 
 Energy and forces come from one call and ASE caches them until the atoms change. The potential
 runs in its file's dtype unless `dtype` says otherwise (the same policy as every mlff entry point).
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
 
 from mlff.export.load import Potential, load_potential
 from mlff.threads import apply_thread_policy
@@ -25,7 +27,13 @@ from mlff.utils import check_species
 
 
 class MLFFCalculator(Calculator):
-    """ASE calculator for an mlff potential: energy, free_energy (equal to it) and forces.
+    """ASE calculator for an mlff potential: energy, free_energy (equal to it), forces and stress.
+
+    Periodic atoms (any `atoms.pbc`) need a format v2 file; their `stress` is (1/V) dE/d(strain)
+    in eV/A^3 (ASE's sign and Voigt order xx yy zz yz xz xy), so cell filters
+    (`ase.filters.FrechetCellFilter`) and NPT dynamics run on it. Isolated atoms have no stress
+    (ASE raises PropertyNotImplementedError), nor do periodic atoms of a committee file or whose
+    cell has no volume (a slab without its vacuum vector).
 
     A committee file (`mlff.export.committee`) also gives `results["force_spread"]`: [n] eV/A, each
     atom's norm over x, y, z of the standard deviation of the members' forces (the committee's
@@ -49,7 +57,7 @@ class MLFFCalculator(Calculator):
         FileNotFoundError: `potential` is neither a file nor a shipped name (the message lists them).
     """
 
-    implemented_properties = ["energy", "free_energy", "forces", "force_spread"]
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "force_spread"]
 
     def __init__(
         self,
@@ -80,38 +88,47 @@ class MLFFCalculator(Calculator):
         properties: Sequence[str] | None = None,
         system_changes: Sequence[str] = all_changes,
     ) -> None:
-        """Compute energy (eV) and forces (eV/Angstrom) of `atoms` into self.results.
+        """Compute energy (eV), forces (eV/Angstrom) and, for periodic atoms, stress (eV/A^3) into self.results.
 
         Raises:
-            ValueError: the atoms are periodic, contain an element the potential
-                does not know, or have NaN/inf positions.
+            ValueError: the atoms are periodic and the file is format v1, contain an element the
+                potential does not know, have NaN/inf positions, or a singular periodic cell.
         """
         super().calculate(atoms, properties, system_changes)
-        check_atoms(self.atoms, self.potential.species)
+        check_atoms(self.atoms, self.potential.species, periodic=self.potential.periodic)
         self._size_threads(len(self.atoms))
         started = time.perf_counter()
         numbers, positions = self.atoms.get_atomic_numbers(), self.atoms.get_positions()
+        pbc = np.asarray(self.atoms.pbc, dtype=bool)
+        cell = np.asarray(self.atoms.cell, dtype=np.float64) if pbc.any() else None
+        stress = None
         if self.potential.is_committee:
-            energy, forces, spread = self.potential.energy_forces_spread_of(numbers, positions)
+            energy, forces, spread = self.potential.energy_forces_spread_of(numbers, positions, cell, pbc)
+        elif cell is not None and self.potential.has_stress and abs(np.linalg.det(cell)) > 0.0:
+            energy, forces, stress = self.potential.energy_forces_stress_of(numbers, positions, cell, pbc)
         else:
-            energy, forces = self.potential.energy_and_forces(numbers, positions)
+            energy, forces = self.potential.energy_and_forces(numbers, positions, cell, pbc)
         self.seconds_in_potential += time.perf_counter() - started
         self.results = {"energy": energy, "free_energy": energy, "forces": forces}
+        if stress is not None:
+            self.results["stress"] = full_3x3_to_voigt_6_stress(stress)
         if self.potential.is_committee:
             self.results["force_spread"] = spread
 
 
-def check_atoms(atoms: Atoms, species: Sequence[int]) -> None:
-    """Raise ValueError naming the problem if `atoms` cannot be evaluated by a v1 potential.
+def check_atoms(atoms: Atoms, species: Sequence[int], periodic: bool = False) -> None:
+    """Raise ValueError naming the problem if `atoms` cannot be evaluated by the potential.
 
     Args:
         atoms: the structure.
         species: atomic numbers the potential knows.
+        periodic: whether the potential handles periodic cells (format v2); False refuses any pbc.
     """
-    if atoms.pbc.any():
+    if atoms.pbc.any() and not periodic:
         raise ValueError(
             f"periodic boundary conditions (atoms.pbc = {atoms.pbc.tolist()}) are not supported: "
-            "potential format v1 handles isolated molecules; set atoms.pbc = False"
+            "potential format v1 handles isolated molecules; set atoms.pbc = False or re-export the "
+            "potential with this mlff (format v2 handles periodic cells)"
         )
     check_species(atoms.get_atomic_numbers(), species)
     positions = atoms.get_positions()

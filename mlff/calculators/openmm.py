@@ -7,9 +7,11 @@
 The TorchForce holds a TorchScript wrapper (`OpenMMPotentialModule`) around the
 potential's module: OpenMM's positions (nm) go in, energy (kJ/mol) and forces
 (kJ/mol/nm) come out, computed by the potential's own autograd, so OpenMM runs
-no second backward pass and every step stays inside OpenMM's C++ loop. Format v1
-potentials handle isolated molecules: periodic systems are refused at set-up. The network runs
-in the file's dtype unless a precision is given ("single" float32, "double" float64).
+no second backward pass and every step stays inside OpenMM's C++ loop. A periodic System (box
+vectors on the topology, or a periodic force such as PME) gets a periodic TorchForce: OpenMM's box
+vectors (nm) are the module's second input, and the ML atoms interact with the nearest images of
+each other (a format v2 file; v1 files handle isolated molecules and are refused at set-up). The
+network runs in the file's dtype unless a precision is given ("single" float32, "double" float64).
 """
 
 import copy
@@ -17,6 +19,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import openmm
@@ -33,11 +36,13 @@ PRECISIONS: dict[str, torch.dtype] = {"single": torch.float32, "double": torch.f
 
 
 class OpenMMPotentialModule(torch.nn.Module):
-    """TorchScript-able wrapper: OpenMM units and atom selection around a v1 potential module.
+    """TorchScript-able wrapper: OpenMM units and atom selection around a potential module.
 
-    forward(positions [P, 3] nm) -> (energy [] float64 kJ/mol, forces [P, 3] float64 kJ/mol/nm),
-    P the number of particles in the OpenMM System. Only the ML atoms are passed to
-    the potential; the forces on all other particles are zero.
+    forward(positions [P, 3] nm, box_vectors [3, 3] nm or None) -> (energy [] float64 kJ/mol,
+    forces [P, 3] float64 kJ/mol/nm), P the number of particles in the OpenMM System. Only the ML
+    atoms are passed to the potential; the forces on all other particles are zero. A periodic
+    module needs the box vectors (rows a, b, c, as OpenMM passes them) and evaluates the ML atoms
+    in that fully periodic box.
 
     Args:
         module: the potential's TorchScript module (format v1 forward), already in `dtype`.
@@ -46,6 +51,7 @@ class OpenMMPotentialModule(torch.nn.Module):
             P = n particles are ML atoms (in order).
         num_particles: P.
         dtype: the potential's network dtype (positions are converted to it).
+        periodic: whether OpenMM passes box vectors (the System uses periodic boundary conditions).
     """
 
     def __init__(
@@ -55,9 +61,11 @@ class OpenMMPotentialModule(torch.nn.Module):
         ml_atoms: Sequence[int] | None,
         num_particles: int,
         dtype: torch.dtype,
+        periodic: bool = False,
     ) -> None:
         super().__init__()
         self.potential = module
+        self.periodic = bool(periodic)
         self.num_particles = int(num_particles)
         self.select = ml_atoms is not None
         indices = list(range(len(atomic_numbers))) if ml_atoms is None else [int(i) for i in ml_atoms]
@@ -70,7 +78,9 @@ class OpenMMPotentialModule(torch.nn.Module):
         self.energy_scale = EV_TO_KJ_PER_MOL
         self.force_scale = EV_PER_ANGSTROM_TO_KJ_PER_MOL_PER_NM
 
-    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, positions: torch.Tensor, box_vectors: Optional[torch.Tensor] = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if positions.size(0) != self.num_particles:
             raise ValueError(
                 "expected positions of " + str(self.num_particles) + " particles, got " + str(positions.size(0))
@@ -79,7 +89,14 @@ class OpenMMPotentialModule(torch.nn.Module):
         if self.select:
             coordinates = coordinates.index_select(0, self.ml_atoms)
         coordinates = coordinates.to(self.cell.dtype) * self.length_scale
-        energy, forces = self.potential(coordinates, self.atomic_numbers, self.batch, self.cell, self.pbc)
+        cell = self.cell
+        pbc = self.pbc
+        if self.periodic:
+            if box_vectors is None:
+                raise ValueError("a periodic module needs the box vectors: setUsesPeriodicBoundaryConditions(True)")
+            cell = (box_vectors.detach().to(self.cell.dtype) * self.length_scale).reshape(1, 3, 3)
+            pbc = torch.ones_like(self.pbc)
+        energy, forces = self.potential(coordinates, self.atomic_numbers, self.batch, cell, pbc)
         forces = forces.to(positions.dtype) * self.force_scale
         if self.select:
             forces = torch.zeros_like(positions).index_copy(0, self.ml_atoms, forces)
@@ -101,6 +118,7 @@ def torch_force_module(
     ml_atoms: Sequence[int] | None = None,
     num_particles: int | None = None,
     precision: str | None = None,
+    periodic: bool = False,
 ) -> torch.jit.ScriptModule:
     """The scripted `OpenMMPotentialModule` for a potential file and a set of atoms.
 
@@ -111,9 +129,15 @@ def torch_force_module(
         ml_atoms: [n] particle indices of the ML atoms, or None for all particles.
         num_particles: particles in the System (default n).
         precision: "single" (float32 network), "double" (float64) or None (the file's dtype).
+        periodic: a module for a periodic System (box vectors as second input; a format v2 file).
+
+    Raises:
+        ValueError: periodic with a format v1 file, or atoms the potential does not know.
     """
     numbers = [int(z) for z in atomic_numbers]
     loaded = potential if isinstance(potential, Potential) else load_potential(potential)
+    if periodic:
+        check_periodic_support(loaded)
     check_species(numbers, loaded.species)
     dtype = precision_dtype(precision, loaded)
     module = _module_copy(loaded, dtype)
@@ -122,7 +146,7 @@ def torch_force_module(
     total = len(numbers) if num_particles is None else int(num_particles)
     if ml_atoms is not None and (min(ml_atoms, default=0) < 0 or max(ml_atoms, default=-1) >= total):
         raise ValueError(f"ML atom indices must lie in 0..{total - 1}")
-    wrapper = OpenMMPotentialModule(module, numbers, ml_atoms, total, dtype)
+    wrapper = OpenMMPotentialModule(module, numbers, ml_atoms, total, dtype, periodic)
     with torchscript_without_deprecation_warning():
         return torch.jit.script(wrapper.eval())
 
@@ -142,17 +166,18 @@ def create_torch_force(
     num_particles: int | None = None,
     precision: str | None = None,
     force_group: int = 0,
+    periodic: bool = False,
 ) -> openmm.Force:
-    """An `openmmtorch.TorchForce` computing the potential's energy and forces (non-periodic).
+    """An `openmmtorch.TorchForce` computing the potential's energy and forces.
 
-    Arguments as `torch_force_module`; `force_group` is the OpenMM force group.
-    The force outputs its own forces (`setOutputsForces(True)`).
+    Arguments as `torch_force_module`; `force_group` is the OpenMM force group. The force outputs
+    its own forces (`setOutputsForces(True)`) and uses periodic boundary conditions when `periodic`.
     """
     openmmtorch = _import_openmmtorch()
-    module = torch_force_module(potential, atomic_numbers, ml_atoms, num_particles, precision)
+    module = torch_force_module(potential, atomic_numbers, ml_atoms, num_particles, precision, periodic)
     force = openmmtorch.TorchForce(module)
     force.setOutputsForces(True)
-    force.setUsesPeriodicBoundaryConditions(False)
+    force.setUsesPeriodicBoundaryConditions(bool(periodic))
     force.setForceGroup(int(force_group))
     return force
 
@@ -179,19 +204,28 @@ def add_ml_force(
 ) -> openmm.Force:
     """Add the potential as a TorchForce acting on `ml_atoms` (None: all atoms) of `system`.
 
+    The force is periodic when the system or the topology is (`uses_periodic_box`); a periodic
+    topology's box becomes the system's default box when the system has none of its own forces.
+
     Raises:
-        ValueError: the system or topology is periodic (format v1 handles isolated
-            molecules), an atom has no element or one outside the potential's species,
+        ValueError: the system or topology is periodic and the file is format v1 (isolated
+            molecules only), an atom has no element or one outside the potential's species,
             or the topology and system disagree on the number of atoms.
     """
-    check_not_periodic(system, topology)
+    periodic = uses_periodic_box(system, topology)
+    loaded = potential if isinstance(potential, Potential) else load_potential(potential)
+    if periodic:
+        check_periodic_support(loaded)
+        box = topology.getPeriodicBoxVectors()
+        if box is not None and not system.usesPeriodicBoundaryConditions():
+            system.setDefaultPeriodicBoxVectors(*box)
     atoms = list(topology.atoms())
     if len(atoms) != system.getNumParticles():
         raise ValueError(f"the topology has {len(atoms)} atoms but the system {system.getNumParticles()} particles")
     selected = [atoms[i] for i in ml_atoms] if ml_atoms is not None else atoms
     numbers = topology_atomic_numbers(selected)
     indices = None if ml_atoms is None else [int(i) for i in ml_atoms]
-    force = create_torch_force(potential, numbers, indices, system.getNumParticles(), precision, force_group)
+    force = create_torch_force(loaded, numbers, indices, system.getNumParticles(), precision, force_group, periodic)
     system.addForce(force)
     return force
 
@@ -214,12 +248,18 @@ def create_system(
     return system
 
 
-def check_not_periodic(system: openmm.System, topology: openmm.app.Topology) -> None:
-    """Raise ValueError if the system or topology is periodic (potential format v1 refuses pbc)."""
-    if topology.getPeriodicBoxVectors() is not None or system.usesPeriodicBoundaryConditions():
+def uses_periodic_box(system: openmm.System, topology: openmm.app.Topology) -> bool:
+    """Whether the topology has box vectors or the system a periodic force (PME, periodic cutoff)."""
+    return topology.getPeriodicBoxVectors() is not None or system.usesPeriodicBoundaryConditions()
+
+
+def check_periodic_support(potential: Potential) -> None:
+    """Raise ValueError unless the potential handles periodic boxes (format v2's `periodic` flag)."""
+    if not potential.periodic:
         raise ValueError(
-            "periodic box: potential format v1 handles isolated molecules only; "
-            "remove the topology's box vectors and use a non-periodic system (e.g. NoCutoff)"
+            f"periodic box: this potential (format v{potential.metadata.get('format_version')}) handles isolated "
+            "molecules only; remove the topology's box vectors and use a non-periodic system (e.g. NoCutoff), "
+            "or re-export the potential with this mlff (format v2 handles periodic boxes)"
         )
 
 
@@ -238,7 +278,7 @@ def topology_from_atoms(
 
     Args:
         atoms: the molecule (positions in Angstrom); a fully periodic cell becomes
-            the topology's box (which create_system then refuses).
+            the topology's box (a periodic System with create_system).
         species: if given, atomic numbers the potential knows; others are an error.
 
     Raises:

@@ -12,7 +12,9 @@ class MLFFPotentialImpl(MLPotentialImpl):
     """An mlff potential file added to a System as an `openmmtorch.TorchForce`.
 
     Args:
-        model_path: the potential file (.pt, format v1), or a shipped potential's name.
+        model_path: the potential file (.pt), or a shipped potential's name. A periodic topology or
+            system (`createSystem` on a topology with box vectors, `createMixedSystem` with PME) needs a
+            format v2 file: the TorchForce then uses periodic boundary conditions.
         precision: default network precision, "single", "double" or None (the file's dtype).
     """
 
@@ -34,7 +36,8 @@ class MLFFPotentialImpl(MLPotentialImpl):
         options openmm-ml passes along) are ignored.
 
         Raises:
-            ValueError: periodic topology or system, or an element the potential does not know.
+            ValueError: periodic topology or system with a format v1 file, or an element the
+                potential does not know.
         """
         from mlff.calculators.openmm import add_ml_force
 

@@ -1,6 +1,7 @@
 """Write a potential file: a TorchScript EnergyModel plus JSON metadata.
 
-The file runs with `torch.jit.load` alone (format v1, see mlff.export.load).
+The file runs with `torch.jit.load` alone (format v2, see mlff.export.load and docs/file-format.md):
+periodic structures, and the stress where the module has `energy_forces_stress`.
 """
 
 import copy
@@ -28,7 +29,20 @@ from mlff.models import BACKBONES, EnergyModel, ModelConfig
 from mlff.models.priors import PRIORS, PairOnsets, ZBLRepulsion, build_prior, pair_onsets
 from mlff.utils import atomic_write, to_json
 
-RESERVED_KEYS = ("format", "format_version", "mlff_version", "species", "cutoff", "dtype", "units", "model")
+RESERVED_KEYS = (
+    "format",
+    "format_version",
+    "mlff_version",
+    "species",
+    "cutoff",
+    "dtype",
+    "units",
+    "periodic",
+    "stress",
+    "model",
+)
+# The exported method a v2 file gives the stress with (the `stress` capability flag).
+STRESS_METHOD = "energy_forces_stress"
 # Potential files are meant to be shared: readable by all whatever the umask.
 _FILE_MODE = 0o644
 
@@ -220,6 +234,9 @@ def _core_metadata(model: EnergyModel, dtype: torch.dtype, config: ModelConfig |
         "cutoff": float(model.cutoff),
         "dtype": dtype_name(dtype),
         "units": dict(UNITS),
+        # Capability flags of format v2; `stress` is settled by the scripted module (_write_potential_file).
+        "periodic": True,
+        "stress": True,
         "model": {
             "backbone": _registry_name(BACKBONES, type(model.backbone)),
             "encoding": _registry_name(ENCODINGS, type(model.backbone.encoding)),
@@ -239,8 +256,11 @@ def _write_potential_file(module: torch.jit.ScriptModule, metadata: dict[str, An
     """The module with its metadata as the JSON extra file, saved through atomic_write (never half a file).
 
     numpy, torch, Path and set values in the metadata are converted (mlff.utils.JSONEncoder);
-    any other non-JSON value is a ValueError, raised before anything is written.
+    any other non-JSON value is a ValueError, raised before anything is written. A v2 file's
+    `stress` flag says whether the module has `energy_forces_stress` (a committee has none).
     """
+    if metadata.get("format_version") == POTENTIAL_FORMAT_VERSION:
+        metadata = {**metadata, "stress": module._c._has_method(STRESS_METHOD)}
     try:
         extra_files = {METADATA_FILE: to_json(metadata, indent=1)}
     except TypeError as error:

@@ -1,13 +1,15 @@
 """Read a potential file: metadata, validation and a thin runtime wrapper.
 
-A potential file (format v1) is a TorchScript archive whose forward is
+A potential file is a TorchScript archive whose forward is
 
     forward(positions [N, 3] Angstrom, atomic_numbers [N] long, batch [N] long,
             cell [B, 3, 3] Angstrom, pbc [B, 3] bool)
         -> (energy [B] float64 eV, forces [N, 3] eV/Angstrom)
 
 with a JSON extra file `mlff_metadata.json` (format, format_version, species,
-cutoff, dtype, units, model, and whatever the exporter added). This module
+cutoff, dtype, units, model, and whatever the exporter added). Format v1 handles isolated
+molecules only; v2 adds periodic structures and the capability flags `periodic` and `stress`
+(the method `energy_forces_stress`, stress [B, 3, 3] eV/A^3). Both versions load. This module
 needs only torch, numpy, ASE's element table and the file: it imports no
 model class and nothing from training, so any runtime can use it.
 """
@@ -42,7 +44,9 @@ def torchscript_without_deprecation_warning() -> Iterator[None]:
 
 
 POTENTIAL_FORMAT = "mlff-potential"
-POTENTIAL_FORMAT_VERSION = 1
+POTENTIAL_FORMAT_VERSION = 2
+# Versions this mlff reads: v1 (isolated molecules) and v2 (periodic, stress).
+READABLE_FORMAT_VERSIONS = (1, 2)
 METADATA_FILE = "mlff_metadata.json"
 UNITS: dict[str, str] = {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom"}
 DTYPES: dict[str, torch.dtype] = dtype_map()
@@ -129,18 +133,18 @@ def _read_archive_metadata(path: Path) -> dict[str, Any]:
 
 
 def _check_format(path: Path, metadata: dict[str, Any]) -> None:
-    """Raise PotentialError unless the metadata names format v1 with species, cutoff and dtype."""
+    """Raise PotentialError unless the metadata names a readable format version with species, cutoff and dtype."""
     found_format = metadata.get("format")
     if found_format != POTENTIAL_FORMAT:
         raise PotentialError(
             f"{path} is not an mlff potential (metadata format {found_format!r}, expected {POTENTIAL_FORMAT!r})"
         )
     version = metadata.get("format_version")
-    if version != POTENTIAL_FORMAT_VERSION:
+    if version not in READABLE_FORMAT_VERSIONS:
         raise PotentialError(
             f"{path} has potential format version {version!r} (written by mlff "
-            f"{metadata.get('mlff_version', '?')}); this mlff {__version__} reads format version "
-            f"{POTENTIAL_FORMAT_VERSION}"
+            f"{metadata.get('mlff_version', '?')}); this mlff {__version__} reads format versions "
+            f"{', '.join(str(known) for known in READABLE_FORMAT_VERSIONS)}"
         )
     missing = [key for key in ("species", "cutoff", "dtype") if key not in metadata]
     if missing:
@@ -153,12 +157,14 @@ class Potential:
     """A loaded potential file: the TorchScript module and its metadata.
 
     Attributes:
-        module: the TorchScript module (v1 forward, see this module's docstring).
+        module: the TorchScript module (forward as in this module's docstring).
         metadata: the file's metadata dict.
         species: atomic numbers the potential knows.
         cutoff: interaction cutoff, Angstrom.
         device: where the module's weights live.
         dtype: the network's floating dtype (energies are always float64).
+        periodic: whether the file handles periodic structures (format v2's `periodic` flag).
+        has_stress: whether it gives the stress (format v2's `stress` flag: `energy_forces_stress`).
     """
 
     def __init__(self, module: torch.jit.ScriptModule, metadata: dict[str, Any], device: torch.device) -> None:
@@ -168,6 +174,8 @@ class Potential:
         self.cutoff = float(metadata["cutoff"])
         self.device = device
         self.dtype = DTYPES[metadata["dtype"]]
+        self.periodic = bool(metadata.get("periodic", False))
+        self.has_stress = bool(metadata.get("stress", False))
 
     def __repr__(self) -> str:
         symbols = species_symbols(self.species)
@@ -184,12 +192,13 @@ class Potential:
         cell: torch.Tensor,
         pbc: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Energies and forces of a batch of structures (format v1).
+        """Energies and forces of a batch of structures.
 
         Args:
             positions: [N, 3] Angstrom. atomic_numbers: [N] long. batch: [N] long,
-                structure index of each atom (non-decreasing). cell: [B, 3, 3] Angstrom.
-            pbc: [B, 3] bool, all False (format v1 handles isolated molecules).
+                structure index of each atom (non-decreasing). cell: [B, 3, 3] Angstrom, rows
+                the cell vectors.
+            pbc: [B, 3] bool; all False for a format v1 file (isolated molecules only).
 
         Returns:
             energy [B] float64 eV and forces [N, 3] eV/Angstrom in the potential's
@@ -218,30 +227,86 @@ class Potential:
             self.module.to(self.dtype)
         return self
 
-    def energy_and_forces(self, atomic_numbers: np.ndarray, positions: np.ndarray) -> tuple[float, np.ndarray]:
-        """Energy and forces of one isolated structure.
+    def energy_forces_stress(
+        self,
+        positions: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        batch: torch.Tensor,
+        cell: torch.Tensor,
+        pbc: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Energy [B] float64 eV, forces [N, 3] eV/A and stress [B, 3, 3] eV/A^3 (ASE's sign:
+        (1/V) dE/d(strain)) of periodic structures, detached; arguments as `__call__`.
+
+        Raises:
+            ValueError: the file has no stress (a v1 or committee file), or the module rejected the input.
+        """
+        if not self.has_stress:
+            raise ValueError(
+                f"this potential (format v{self.metadata.get('format_version')}) gives no stress; "
+                "re-export it with this mlff (format v2) for the stress"
+            )
+        try:
+            energy, forces, stress = self.module.energy_forces_stress(positions, atomic_numbers, batch, cell, pbc)
+        except torch.jit.Error as error:
+            raise _input_error(error) from None
+        return energy.detach(), forces.detach(), stress.detach()
+
+    def energy_and_forces(
+        self,
+        atomic_numbers: np.ndarray,
+        positions: np.ndarray,
+        cell: np.ndarray | None = None,
+        pbc: np.ndarray | None = None,
+    ) -> tuple[float, np.ndarray]:
+        """Energy and forces of one structure.
 
         Args:
             atomic_numbers: [n] integers.
             positions: [n, 3] Angstrom.
+            cell: [3, 3] Angstrom, rows the cell vectors (None: no cell).
+            pbc: [3] bools (None: isolated).
 
         Returns:
             (energy in eV, forces [n, 3] float64 in eV/Angstrom).
         """
+        energy, forces = self(*self._structure_tensors(atomic_numbers, positions, cell, pbc))
+        return float(energy[0]), forces.cpu().numpy().astype(np.float64)
+
+    def energy_forces_stress_of(
+        self, atomic_numbers: np.ndarray, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray
+    ) -> tuple[float, np.ndarray, np.ndarray]:
+        """Energy (eV), forces [n, 3] (eV/A) and stress [3, 3] (eV/A^3), float64, of one periodic structure."""
+        energy, forces, stress = self.energy_forces_stress(
+            *self._structure_tensors(atomic_numbers, positions, cell, pbc)
+        )
+        return float(energy[0]), forces.cpu().numpy().astype(np.float64), stress[0].cpu().numpy().astype(np.float64)
+
+    def _structure_tensors(
+        self,
+        atomic_numbers: np.ndarray,
+        positions: np.ndarray,
+        cell: np.ndarray | None,
+        pbc: np.ndarray | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The five forward arguments of one structure (B = 1), checked for shapes."""
         numbers = np.asarray(atomic_numbers)
         coordinates = np.asarray(positions, dtype=np.float64)
         if numbers.ndim != 1 or coordinates.shape != (numbers.size, 3):
             raise ValueError(
                 f"expected atomic_numbers [n] and positions [n, 3], got shapes {numbers.shape} and {coordinates.shape}"
             )
-        energy, forces = self(
+        box = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
+        periodic = np.zeros(3, dtype=bool) if pbc is None else np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
+        if box.shape != (3, 3):
+            raise ValueError(f"expected a cell [3, 3], got shape {box.shape}")
+        return (
             torch.as_tensor(coordinates, dtype=self.dtype, device=self.device),
             torch.as_tensor(numbers, dtype=torch.long, device=self.device),
             torch.zeros(numbers.size, dtype=torch.long, device=self.device),
-            torch.zeros(1, 3, 3, dtype=self.dtype, device=self.device),
-            torch.zeros(1, 3, dtype=torch.bool, device=self.device),
+            torch.as_tensor(box, dtype=self.dtype, device=self.device)[None],
+            torch.as_tensor(np.array(periodic), device=self.device)[None],
         )
-        return float(energy[0]), forces.cpu().numpy().astype(np.float64)
 
     @property
     def is_committee(self) -> bool:
@@ -267,17 +332,16 @@ class Potential:
         return energy.detach(), forces.detach(), spread.detach()
 
     def energy_forces_spread_of(
-        self, atomic_numbers: np.ndarray, positions: np.ndarray
+        self,
+        atomic_numbers: np.ndarray,
+        positions: np.ndarray,
+        cell: np.ndarray | None = None,
+        pbc: np.ndarray | None = None,
     ) -> tuple[float, np.ndarray, np.ndarray]:
-        """A committee's energy (eV), forces [n, 3] and force spread [n] (float64, eV/A) of one structure."""
-        numbers = np.asarray(atomic_numbers)
-        coordinates = np.asarray(positions, dtype=np.float64)
+        """A committee's energy (eV), forces [n, 3] and force spread [n] (float64, eV/A) of one structure
+        (cell [3, 3] A and pbc [3] as `energy_and_forces`)."""
         energy, forces, spread = self.energy_forces_spread(
-            torch.as_tensor(coordinates, dtype=self.dtype, device=self.device),
-            torch.as_tensor(numbers, dtype=torch.long, device=self.device),
-            torch.zeros(numbers.size, dtype=torch.long, device=self.device),
-            torch.zeros(1, 3, 3, dtype=self.dtype, device=self.device),
-            torch.zeros(1, 3, dtype=torch.bool, device=self.device),
+            *self._structure_tensors(atomic_numbers, positions, cell, pbc)
         )
         as_numpy = lambda tensor: tensor.cpu().numpy().astype(np.float64)  # noqa: E731
         return float(energy[0]), as_numpy(forces), as_numpy(spread)
@@ -334,13 +398,14 @@ def describe_metadata(metadata: dict[str, Any]) -> str:
     architecture = f"{model.get('backbone')} backbone, {model.get('encoding')} encoding"
     rows = [
         ("format", f"{metadata.get('format')} v{metadata.get('format_version')} (mlff {metadata.get('mlff_version')})"),
+        ("periodic", f"{bool(metadata.get('periodic', False))}, stress {bool(metadata.get('stress', False))}"),
         ("species", f"{symbols} (Z = {', '.join(str(z) for z in species)})"),
         ("cutoff", f"{metadata.get('cutoff')} Angstrom"),
         ("dtype", str(metadata.get("dtype"))),
         ("units", ", ".join(f"{key} {value}" for key, value in units.items())),
         ("model", f"{architecture}, {model.get('parameters')} parameters"),
     ]
-    shown = {"format", "format_version", "mlff_version", "species", "cutoff", "dtype", "units"}
+    shown = {"format", "format_version", "mlff_version", "species", "cutoff", "dtype", "units", "periodic", "stress"}
     rest = {key: value for key, value in metadata.items() if key not in shown}
     rest["model"] = {key: value for key, value in model.items() if key not in ("backbone", "encoding", "parameters")}
     rows.extend(_flatten(rest))

@@ -1,10 +1,16 @@
 """The energy model: backbone + priors + forces by autograd.
 
-This module is what a potential file holds. Its forward is file format v1:
+This module is what a potential file holds. Its forward is file format v2 (v1's arguments, and
+periodic structures allowed):
 
     forward(positions [N, 3] Angstrom, atomic_numbers [N], batch [N],
             cell [B, 3, 3] Angstrom, pbc [B, 3]) -> (energy [B] eV float64,
                                                        forces [N, 3] eV/Angstrom)
+    energy_forces_stress(same arguments) -> (energy [B], forces [N, 3], stress [B, 3, 3] eV/A^3)
+
+A batch with no periodic structure takes the all-pairs neighbour search of v1 unchanged (the MD
+hot path); any periodic structure sends the batch through `periodic_neighbor_pairs`. The stress is
+(1/V) dE/d(strain) for a symmetric strain applied to positions and cell alike (ASE's sign).
 
 Energy = sum of scaled atomic outputs of the backbone (in the network dtype, float32 or
 float64) + the energy of each prior (`mlff.models.priors`: per-element reference energies, a
@@ -22,7 +28,7 @@ from torch import nn
 
 from mlff.encodings.base import cosine_envelope
 from mlff.models.base import Backbone
-from mlff.models.neighbors import Edges, neighbor_pairs
+from mlff.models.neighbors import Edges, neighbor_pairs, periodic_neighbor_pairs
 from mlff.models.priors import CubicRepulsion, ElementReference, Prior
 from mlff.models.priors.base import MAX_ATOMIC_NUMBER
 
@@ -123,12 +129,58 @@ class EnergyModel(nn.Module):
         pbc: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         self._check_inputs(positions, atomic_numbers, batch, cell, pbc)
+        energy, forces, _ = self._evaluate(positions, atomic_numbers, batch, cell, pbc, False)
+        return energy, forces
+
+    @torch.jit.export
+    def energy_forces_stress(
+        self,
+        positions: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        batch: torch.Tensor,
+        cell: torch.Tensor,
+        pbc: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Energy [B] float64 eV, forces [N, 3] eV/A and stress [B, 3, 3] eV/A^3 of periodic structures.
+
+        stress = (1/V) dE/d(strain), V = |det(cell)|, for a symmetric strain eps scaling positions
+        and cell by (1 + eps) (ASE's convention: positive under tension). Every structure must be
+        periodic along some axis and its cell non-singular (a slab's cell needs its vacuum vector).
+        """
+        self._check_inputs(positions, atomic_numbers, batch, cell, pbc)
+        if not bool(pbc.any(dim=1).all()):
+            raise ValueError("stress needs periodic structures: a structure of the batch has pbc all false")
+        volume = torch.linalg.det(cell.to(torch.float64)).abs()
+        if bool((volume <= 1e-12).any()):
+            raise ValueError("stress needs a non-singular cell (its volume is zero); give a slab its vacuum vector")
+        energy, forces, strain_gradient = self._evaluate(positions, atomic_numbers, batch, cell, pbc, True)
+        stress = strain_gradient.to(torch.float64) / volume[:, None, None]
+        return energy, forces, stress.to(forces.dtype)
+
+    def _evaluate(
+        self,
+        positions: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        batch: torch.Tensor,
+        cell: torch.Tensor,
+        pbc: torch.Tensor,
+        with_stress: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Energy [B], forces [N, 3] and dE/d(strain) [B, 3, 3] eV (zeros unless with_stress)."""
         num_structures = cell.size(0)
         dtype = self.energy_scale.dtype
         if positions.dtype != dtype or not positions.requires_grad:
             positions = positions.detach().to(dtype).requires_grad_(True)
+        cell = cell.detach().to(dtype)
+        strain = torch.zeros(num_structures, 3, 3, dtype=dtype, device=positions.device)
+        strained = positions
+        if with_stress:
+            strain.requires_grad_(True)
+            symmetric = 0.5 * (strain + strain.transpose(1, 2))
+            strained = positions + torch.bmm(positions.unsqueeze(1), symmetric[batch]).squeeze(1)
+            cell = cell + torch.bmm(cell, symmetric)
         species = self.species_table[atomic_numbers]
-        edges = self.edges(positions, batch, num_structures)
+        edges = self.edges(strained, batch, num_structures, cell, pbc)
         atomic = self.backbone(species, edges) * self.energy_scale
         energy = torch.zeros(num_structures, dtype=torch.float64, device=positions.device).index_add(
             0, batch, atomic.to(torch.float64)
@@ -136,19 +188,42 @@ class EnergyModel(nn.Module):
         for prior in self.priors.values():
             energy = energy + prior(atomic_numbers, species, batch, edges, num_structures)
         forces = torch.zeros_like(positions)
+        strain_gradient = torch.zeros_like(strain)
         if energy.requires_grad:
-            gradients = torch.autograd.grad([energy.sum()], [positions], create_graph=self.training, allow_unused=True)
+            inputs = [positions, strain] if with_stress else [positions]
+            gradients = torch.autograd.grad([energy.sum()], inputs, create_graph=self.training, allow_unused=True)
             gradient: Optional[torch.Tensor] = gradients[0]
             if gradient is not None:
                 forces = -gradient
-        return energy, forces
+            if with_stress:
+                strain_derivative: Optional[torch.Tensor] = gradients[1]
+                if strain_derivative is not None:
+                    strain_gradient = strain_derivative
+        return energy, forces, strain_gradient
 
-    def edges(self, positions: torch.Tensor, batch: torch.Tensor, num_structures: int) -> Edges:
-        """The pairs within the cutoff with their distance encoding and envelope, computed once per call."""
-        index, vectors, distances = neighbor_pairs(positions, batch, num_structures, self.cutoff)
+    def edges(
+        self,
+        positions: torch.Tensor,
+        batch: torch.Tensor,
+        num_structures: int,
+        cell: Optional[torch.Tensor] = None,
+        pbc: Optional[torch.Tensor] = None,
+    ) -> Edges:
+        """The pairs within the cutoff with their distance encoding and envelope, computed once per call.
+
+        With a cell [B, 3, 3] and pbc [B, 3] of which some entry is true, pairs across periodic
+        boundaries too (`periodic_neighbor_pairs`; `Edges.shifts` holds their lattice translations).
+        """
+        shifts: Optional[torch.Tensor] = None
+        if cell is not None and pbc is not None and bool(pbc.any()):
+            index, shifts, vectors, distances = periodic_neighbor_pairs(
+                positions, batch, num_structures, self.cutoff, cell, pbc.to(torch.bool)
+            )
+        else:
+            index, vectors, distances = neighbor_pairs(positions, batch, num_structures, self.cutoff)
         envelope = cosine_envelope(distances, self.cutoff)
         encoded = self.backbone.encoding.with_envelope(distances, envelope)
-        return Edges(index, vectors, distances, encoded, envelope)
+        return Edges(index, vectors, distances, encoded, envelope, shifts)
 
     def _check_inputs(
         self,
@@ -174,8 +249,8 @@ class EnergyModel(nn.Module):
             raise ValueError("cell must have shape [B, 3, 3], got " + str(list(cell.shape)))
         if pbc.dim() != 2 or pbc.size(0) != cell.size(0) or pbc.size(1) != 3:
             raise ValueError("pbc must have shape [B, 3] matching cell, got " + str(list(pbc.shape)))
-        if bool(pbc.any()):
-            raise ValueError("periodic boundary conditions are not supported by potential format v1")
+        if bool(pbc.any()) and not bool(torch.isfinite(cell).all()):
+            raise ValueError("cell contains NaN or inf")
         if not bool(torch.isfinite(positions).all()):
             raise ValueError("positions contain NaN or inf")
         if num_atoms == 0:
