@@ -119,6 +119,35 @@ def value_at(history: list[dict], hours: float) -> float | None:
     return None
 
 
+def projection(study: dict, runs: Path) -> list[dict]:
+    """Per molecule of study["projection"]: the power law E(T) = a T^-b through the finished runs'
+    test force MAE E (meV/A) at their CPU-hours T (least squares in log-log), and the CPU-hours
+    where E reaches twice MACE's figure; None where fewer than two runs have finished."""
+    rows = []
+    for molecule, entry in (study.get("projection") or {}).items():
+        points = []
+        for name in entry["runs"]:
+            results_path, metrics = runs / name / "results.json", runs / name / "metrics.jsonl"
+            if results_path.is_file():
+                history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+                mae = json.loads(results_path.read_text())["test"]["force_mae_mev_per_a"]
+                points.append((history[-1]["cpu_seconds_total"] / 3600.0, mae))
+        target = 2.0 * entry["mace_force_mae"]
+        row = {"molecule": molecule, "runs": entry["runs"], "points_cpu_hours_test_mae": points, "target": target}
+        row.update(exponent_b=None, cpu_hours_to_target=None)
+        if len(points) >= 2:
+            logs = [(math.log(hours), math.log(mae)) for hours, mae in points]
+            mean_x = sum(x for x, _ in logs) / len(logs)
+            mean_y = sum(y for _, y in logs) / len(logs)
+            slope = sum((x - mean_x) * (y - mean_y) for x, y in logs) / sum((x - mean_x) ** 2 for x, _ in logs)
+            intercept = mean_y - slope * mean_x
+            row["exponent_b"] = -slope
+            if slope < 0:
+                row["cpu_hours_to_target"] = math.exp((math.log(target) - intercept) / slope)
+        rows.append(row)
+    return rows
+
+
 def plot(rows: list[dict], path: Path) -> None:
     """Validation force MAE against CPU-hours, one line per arm, as a PNG."""
     from matplotlib.figure import Figure
@@ -165,6 +194,10 @@ def main() -> int:
         columns = ["molecule", "arm", "epochs", "frames_per_cpu_s", "cpu_hours", "val_at_0.25h", "best_val_force_mae"]
         columns.append("test_force_mae")
         print(format_table([[row[c] for c in columns] for row in rows], columns, floatfmt=".3g"))
+        projected = projection(study, args.runs)
+        write_json(out / "projection.json", projected)
+        columns = ["molecule", "points_cpu_hours_test_mae", "exponent_b", "target", "cpu_hours_to_target"]
+        print(format_table([[row[c] for c in columns] for row in projected], columns, floatfmt=".3g"))
         return 0
     torch.set_num_threads(1)
     for index, arm in enumerate(arms(study, args.section, dirs)):
