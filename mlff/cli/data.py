@@ -8,6 +8,10 @@
   PBE/def2-SVP (rMD17's level), written as equilibrium frames of the same contract.
 - `mlff data label FRAMES -o labelled.extxyz --method gfn2-xtb|pbe/def2-svp [--workers N]`: single-point
   energies and forces of given frames, appended as each finishes, resumable (`mlff.data.label`).
+- `mlff data pack IN... -o OUT.h5`: dataset files into one chunked HDF5 corpus that training reads
+  lazily (`mlff.data.packed`).
+
+generate, minimize and label run on a Dask cluster with `--scheduler ADDRESS` (docs/scale.md).
 
 Library imports happen inside `run`: building the parser imports every
 subcommand module, and `mlff --help` should not import torch.
@@ -61,6 +65,7 @@ def add_parser(subparsers: Any) -> None:
     _add_generate_parser(actions)
     _add_minimize_parser(actions)
     _add_label_parser(actions)
+    _add_pack_parser(actions)
     parser.set_defaults(run=run)
 
 
@@ -83,7 +88,32 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="molecules computed at once (processes)")
     parser.add_argument("--threads-per-worker", type=int, default=1, help="OpenMP/BLAS threads of each worker")
     parser.add_argument("--seed", type=int, default=0, help="base random seed (conformers, MD)")
+    _add_scheduler_option(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_scheduler_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="run the calculations on the Dask cluster of this scheduler (e.g. tcp://host:8786; needs mlff[scale] "
+        "here and on the workers); results return here. Default: local processes (--workers)",
+    )
+
+
+def _add_pack_parser(actions: Any) -> None:
+    pack = actions.add_parser(
+        "pack",
+        help="pack dataset files into one chunked HDF5 corpus that training reads lazily",
+        description="Read each input (MD17/rMD17 npz, extxyz, another packed corpus; one at a time) and append its "
+        "frames to OUT.h5 (eV, Angstrom; `mlff.data.packed`). Train from it with data.path=OUT.h5: its atoms are "
+        "read a chunk at a time, so the corpus may be larger than memory.",
+    )
+    pack.add_argument("inputs", nargs="+", type=Path, metavar="IN", help="dataset files, in order")
+    pack.add_argument("-o", "--output", type=Path, required=True, help="the .h5 file to write")
+    pack.add_argument("--energy-unit", default="auto", help="auto (npz: kcal/mol, extxyz: eV), kcal/mol or eV")
+    pack.add_argument("--chunk-frames", type=int, default=1024, help="frames per chunk (default 1024)")
 
 
 def _add_generate_parser(actions: Any) -> None:
@@ -147,6 +177,7 @@ def _add_label_parser(actions: Any) -> None:
     label.add_argument("--workers", type=int, default=1, help="frames computed at once (processes)")
     label.add_argument("--threads-per-worker", type=int, default=1, help="OpenMP/BLAS threads of each worker")
     label.add_argument("--quiet", action="store_true", help="no line per frame")
+    _add_scheduler_option(label)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -160,6 +191,8 @@ def run(args: argparse.Namespace) -> int:
     from mlff.data.optional import MissingDependencyError
 
     try:
+        if args.data_command == "pack":
+            return _run_pack(args)
         if args.data_command == "label":
             return _run_label(args)
         return _run_generate(args) if args.data_command == "generate" else _run_minimize(args)
@@ -179,9 +212,23 @@ def _run_label(args: argparse.Namespace) -> int:
         workers=args.workers,
         threads_per_worker=args.threads_per_worker,
         report=None if args.quiet else print,
+        scheduler=args.scheduler,
     )
     print(format_report(result))
     return 1 if result.failed else 0
+
+
+def _run_pack(args: argparse.Namespace) -> int:
+    from mlff.data.packed import PackedFrames, is_packed_path, pack
+
+    if not is_packed_path(args.output):
+        raise ValueError(f"-o {args.output}: a packed corpus is an .h5 or .hdf5 file")
+    path = pack(args.inputs, args.output, energy_unit=args.energy_unit, chunk_frames=args.chunk_frames)
+    with PackedFrames(path) as packed:
+        summary = packed.summary()
+    size = path.stat().st_size / 1e6
+    print(f"packed {summary['frames']} frames of {len(args.inputs)} file(s) -> {path} ({size:.1f} MB)")
+    return 0
 
 
 def _run_generate(args: argparse.Namespace) -> int:
@@ -239,8 +286,9 @@ def _label(specs: "list[MoleculeSpec]", config: "GenerateConfig", args: argparse
     """Run the generator, print the per-molecule table; exit 1 only if no molecule succeeded."""
     from mlff.data.generate import format_table, generate
 
-    print(f"{len(specs)} molecules, method {config.method_label}, {config.workers} worker(s) -> {args.output}")
-    report = generate(specs, config, args.output, progress=not args.no_progress)
+    where = f"Dask scheduler {args.scheduler}" if args.scheduler else f"{config.workers} worker(s)"
+    print(f"{len(specs)} molecules, method {config.method_label}, {where} -> {args.output}")
+    report = generate(specs, config, args.output, progress=not args.no_progress, scheduler=args.scheduler)
     print(format_table(report.results, config.temperatures_k))
     ok = len(report.results) - len(report.failed)
     frames = sum(r.total_frames for r in report.results if r.status == "ok")

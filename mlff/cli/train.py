@@ -1,7 +1,13 @@
-"""`mlff train CONFIG.yaml [key=value ...] [--resume]`."""
+"""`mlff train CONFIG.yaml [key=value ...] [--resume] [--distributed]`.
+
+Under torchrun (`torchrun --nproc-per-node N -m mlff.cli.main train CONFIG`) every process is one
+rank of a data-parallel run (`mlff.training.distributed`); a launch of more than one process
+implies --distributed. Rank 0 alone prints.
+"""
 
 import argparse
 import json
+import os
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -10,6 +16,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=50 data.path=my.npz")
     parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.pt")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel over the processes of a torchrun launch (gloo on CPU, NCCL on CUDA; docs/scale.md); "
+        "implied when torchrun starts more than one process",
+    )
     parser.set_defaults(run=run)
 
 
@@ -18,7 +30,10 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     command = " ".join(["mlff", "train", args.config, *args.overrides])
-    result = train(config, resume=args.resume, progress=not args.no_progress, command=command)
+    distributed = args.distributed or int(os.environ.get("WORLD_SIZE", "1")) > 1
+    result = train(config, resume=args.resume, progress=not args.no_progress, command=command, distributed=distributed)
+    if distributed and int(os.environ.get("RANK", "0")) != 0:
+        return 0
     print(f"stopped: {result.stopped_because}; epochs: {result.epochs_run}")
     print(f"best validation force MAE: {result.best_val_force_mae:.3f} meV/A")
     print("test:", json.dumps({k: round(v, 4) for k, v in result.test_metrics.items()}))

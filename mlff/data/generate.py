@@ -38,6 +38,13 @@ same settings skips finished molecules (failed ones are retried) and rebuilds th
 also atomically, from the parts in input order; molecules can be added to a rerun.
 Molecules run in worker processes (spawned, `workers` at a time); a molecule that raises,
 or whose worker dies, is reported in the summary with its error and left out.
+
+With `scheduler` (a dask.distributed scheduler address, `mlff data generate --scheduler ADDRESS`)
+the molecules run as tasks on that Dask cluster instead (`compute_molecule`): each returns its
+frames as extxyz text to this process, which writes the parts, the corpus and the summary, so
+the workers need no shared filesystem (only mlff and the method's package installed).
+
+An OUTPUT ending in .h5 / .hdf5 is written as a packed corpus (`mlff.data.packed`) from the parts.
 """
 
 import concurrent.futures
@@ -62,7 +69,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from mlff import utils
 from mlff.data.molecules import MoleculeSpec, embed_smiles, is_closed_shell
 from mlff.data.optional import import_optional, require
-from mlff.utils import atomic_path, atomic_write, write_json
+from mlff.utils import atomic_write, atomic_write_text, write_json
 
 METHODS: tuple[str, ...] = ("gfn2-xtb", "pbe/def2-svp")
 # The package each method's calculator needs (the `generate` extra holds them all).
@@ -353,14 +360,6 @@ def label_molecule(
     return frames, result
 
 
-def write_extxyz_atomic(path: Path, frames: Sequence[Atoms]) -> None:
-    """Frames as extended XYZ (eV, Angstrom), written all or nothing (mlff.utils.atomic_path)."""
-    import ase.io
-
-    with atomic_path(path) as temporary:
-        ase.io.write(temporary, list(frames), format="extxyz")
-
-
 def _set_worker_threads(threads: int, method: str) -> None:
     """Thread counts inside a worker: env for OpenMP libraries loaded later (tblite), pyscf's own setting."""
     for name in _THREAD_VARIABLES:
@@ -369,25 +368,95 @@ def _set_worker_threads(threads: int, method: str) -> None:
         import_optional("pyscf.lib", "the pyscf methods").num_threads(threads)
 
 
-def run_molecule(spec: MoleculeSpec, config: GenerateConfig, parts_dir: Path) -> MoleculeResult:
-    """Worker entry: label one molecule, write its part files; any exception becomes a failed result."""
+def compute_molecule(spec: MoleculeSpec, config: GenerateConfig) -> tuple[MoleculeResult, str | None]:
+    """Task entry (a Dask worker or a pool process): label one molecule where it runs.
+
+    Returns its result and its frames as extxyz text (None when it failed: any exception becomes
+    a failed result); nothing is written, so the caller may be on another machine.
+    """
+    import io
+
+    import ase.io
+
     start = time.perf_counter()
     try:
         _set_worker_threads(config.threads_per_worker, config.method)
         frames, result = label_molecule(spec, config, make_calculator(config.method, config.basis))
         result.seconds = round(time.perf_counter() - start, 3)
-        write_extxyz_atomic(parts_dir / f"{spec.key}.extxyz", frames)
-        # The json is the "finished" marker: written last, so a part without it is redone.
-        write_json(parts_dir / f"{spec.key}.json", result.to_dict())
-        return result
+        buffer = io.StringIO()
+        ase.io.write(buffer, list(frames), format="extxyz")
+        return result, buffer.getvalue()
     except Exception as error:
-        return MoleculeResult(
-            name=spec.name,
-            source=spec.source,
-            key=spec.key,
-            error=f"{type(error).__name__}: {error}",
-            seconds=round(time.perf_counter() - start, 3),
-        )
+        return _failed(spec, f"{type(error).__name__}: {error}", time.perf_counter() - start), None
+
+
+def _failed(spec: MoleculeSpec, error: str, seconds: float = 0.0) -> MoleculeResult:
+    return MoleculeResult(name=spec.name, source=spec.source, key=spec.key, error=error, seconds=round(seconds, 3))
+
+
+def save_molecule(parts_dir: Path, key: str, result: MoleculeResult, text: str) -> None:
+    """A finished molecule's part files: its frames, then the json "finished" marker (each atomically)."""
+    atomic_write_text(parts_dir / f"{key}.extxyz", text)
+    # The json is the "finished" marker: written last, so a part without it is redone.
+    write_json(parts_dir / f"{key}.json", result.to_dict())
+
+
+def run_molecule(spec: MoleculeSpec, config: GenerateConfig, parts_dir: Path) -> MoleculeResult:
+    """Worker entry: label one molecule, write its part files; any exception becomes a failed result."""
+    result, text = compute_molecule(spec, config)
+    if text is None:
+        return result
+    try:
+        save_molecule(parts_dir, spec.key, result, text)
+    except Exception as error:
+        return _failed(spec, f"{type(error).__name__}: {error}", result.seconds)
+    return result
+
+
+def dask_client(scheduler: str):
+    """A dask.distributed Client of the scheduler at `scheduler` (an address such as tcp://host:8786).
+
+    Raises:
+        MissingDependencyError: dask.distributed is not installed (the `scale` extra).
+    """
+    from mlff.data.optional import MissingDependencyError
+
+    try:
+        from distributed import Client
+    except ImportError as error:
+        raise MissingDependencyError(
+            f"--scheduler needs the package 'distributed' ({error}); install it with: pip install 'mlff[scale]'"
+        ) from error
+    try:
+        return Client(scheduler, timeout="60s")
+    except (OSError, TimeoutError) as error:
+        raise ValueError(f"--scheduler {scheduler}: no Dask scheduler answers there ({error})") from None
+
+
+def _run_dask(
+    specs: Sequence[MoleculeSpec],
+    config: GenerateConfig,
+    parts_dir: Path,
+    done: Callable[[MoleculeResult], None],
+    scheduler: str,
+) -> None:
+    """Run `specs` as tasks on a Dask cluster; this process writes each molecule's parts as it returns.
+
+    A task whose worker dies is retried by Dask (its `allowed-failures`), then reported as failed.
+    """
+    from distributed import as_completed
+
+    with dask_client(scheduler) as client:
+        futures = {client.submit(compute_molecule, spec, config, pure=False): spec for spec in specs}
+        for future in as_completed(futures):
+            spec = futures[future]
+            try:
+                result, text = future.result()
+            except Exception as error:
+                result, text = _failed(spec, f"Dask task failed: {type(error).__name__}: {error}"), None
+            if text is not None:
+                save_molecule(parts_dir, spec.key, result, text)
+            done(result)
 
 
 @contextmanager
@@ -440,9 +509,19 @@ def _run_pool(
 
 
 def _run_all(
-    specs: Sequence[MoleculeSpec], config: GenerateConfig, parts_dir: Path, done: Callable[[MoleculeResult], None]
+    specs: Sequence[MoleculeSpec],
+    config: GenerateConfig,
+    parts_dir: Path,
+    done: Callable[[MoleculeResult], None],
+    scheduler: str | None = None,
 ) -> None:
-    """Run every spec; a worker death is retried, then pinned on its molecule by running it alone."""
+    """Run every spec; a worker death is retried, then pinned on its molecule by running it alone.
+
+    With `scheduler`, on that Dask cluster instead of a local process pool.
+    """
+    if scheduler is not None:
+        _run_dask(specs, config, parts_dir, done, scheduler)
+        return
     todo = list(specs)
     # A dead worker takes the molecules beside it down too: they get a second parallel pass ...
     for _ in range(2):
@@ -534,8 +613,12 @@ def generate(
     output: str | Path,
     progress: bool = True,
     report: Callable[[str], None] = print,
+    scheduler: str | None = None,
 ) -> GenerateReport:
     """Label `specs` with `config`, resuming from the work directory, and write the corpus and summary.
+
+    Args:
+        scheduler: a Dask scheduler address to run the molecules on (None: the local process pool).
 
     Returns the report; failed molecules are in it (and in the summary) with their errors.
     """
@@ -567,9 +650,15 @@ def generate(
             bar.update(1)
 
         if todo:
-            _run_all(todo, config, parts_dir, done)
+            _run_all(todo, config, parts_dir, done, scheduler)
     ordered = [results[spec.key] for spec in specs]
-    _concatenate(output, [parts_dir / f"{r.key}.extxyz" for r in ordered if r.status == "ok"])
+    parts = [parts_dir / f"{r.key}.extxyz" for r in ordered if r.status == "ok"]
+    if output.suffix.lower() in (".h5", ".hdf5") and parts:
+        from mlff.data.packed import pack
+
+        pack(parts, output)
+    else:
+        _concatenate(output, parts)
     summary = summary_path(output)
     write_json(summary, summary_document(output, config, ordered))
     return GenerateReport(output=output, summary_path=summary, results=ordered)

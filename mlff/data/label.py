@@ -15,6 +15,10 @@ Resumable: a rerun reads OUTPUT and skips every frame whose (frame_index, positi
 there; a last frame cut short by a kill is dropped (the file is rewritten without it, atomically).
 A frame whose calculation fails is reported and left out, and retried by the next run. OUTPUT
 must hold labels of the same method: another method's labels are refused.
+
+With `scheduler` (a dask.distributed scheduler address, `mlff data label --scheduler ADDRESS`) the
+frames are computed as tasks on that Dask cluster (`dask_single_point`); their energies and forces
+return to this process, which appends them as above (the workers share no filesystem with it).
 """
 
 import concurrent.futures
@@ -122,6 +126,20 @@ def _single_point(index: int, numbers: np.ndarray, positions: np.ndarray) -> tup
         return index, None, None, f"{type(error).__name__}: {error}"
 
 
+def dask_single_point(
+    method: str, basis: str | None, threads: int, index: int, numbers: np.ndarray, positions: np.ndarray
+) -> tuple[int, Any, Any, str | None]:
+    """Dask task entry: `_single_point` with the worker process's calculator made on first use."""
+    global _CALCULATOR_SETTINGS
+    if _CALCULATOR is None or _CALCULATOR_SETTINGS != (method, basis, threads):
+        _init_worker(method, basis, threads)
+        _CALCULATOR_SETTINGS = (method, basis, threads)
+    return _single_point(index, numbers, positions)
+
+
+_CALCULATOR_SETTINGS: tuple[str, str | None, int] | None = None
+
+
 def label_frames(
     frames_path: str | os.PathLike,
     output: str | os.PathLike,
@@ -130,6 +148,7 @@ def label_frames(
     workers: int = 1,
     threads_per_worker: int = 1,
     report: Callable[[str], None] | None = None,
+    scheduler: str | None = None,
 ) -> LabelReport:
     """Label every frame of `frames_path` not yet in `output` (see the module docstring).
 
@@ -140,6 +159,7 @@ def label_frames(
         workers: frames computed at once (1: in this process, no pool).
         threads_per_worker: OpenMP/BLAS threads of each computation.
         report: called with a line per finished frame (None: quiet).
+        scheduler: a Dask scheduler address to compute the frames on (None: `workers` local processes).
     """
     import ase.io
 
@@ -182,7 +202,9 @@ def label_frames(
             if report:
                 report(f"frame {index}: {energy:.6f} eV ({result.labelled}/{len(todo)})")
 
-        if todo and workers == 1:
+        if todo and scheduler is not None:
+            _run_dask(todo, method, basis, threads_per_worker, finished, result, scheduler)
+        elif todo and workers == 1:
             _init_worker(method, basis, threads_per_worker)
             for item in todo:
                 finished(*_single_point(*item))
@@ -223,6 +245,33 @@ def _run_pool(
             executor.shutdown(wait=False, cancel_futures=True)
             raise
         executor.shutdown(wait=True)
+
+
+def _run_dask(
+    todo: list[tuple[int, np.ndarray, np.ndarray]],
+    method: str,
+    basis: str | None,
+    threads: int,
+    finished: Callable[..., None],
+    result: LabelReport,
+    scheduler: str,
+) -> None:
+    """The frames as tasks on a Dask cluster, `finished` called here as each returns."""
+    from distributed import as_completed
+
+    from mlff.data.generate import dask_client
+
+    with dask_client(scheduler) as client:
+        futures = {
+            client.submit(dask_single_point, method, basis, threads, *item, pure=False): item[0] for item in todo
+        }
+        for future in as_completed(futures):
+            try:
+                outcome = future.result()
+            except Exception as error:
+                result.failed[futures[future]] = f"Dask task failed: {type(error).__name__}: {error}"
+                continue
+            finished(*outcome)
 
 
 def _labelled(atoms: Atoms, index: int, energy: float, forces: np.ndarray, label: str, source: Path) -> Atoms:

@@ -3,14 +3,24 @@
 - MD17-layout npz (keys z, R, E, F; optional split_train, split_test, md17_index),
   as in the sGDML MD17 files and ../shared/data/md17: energies kcal/mol.
 - Official rMD17 npz (nuclear_charges, coords, energies, forces): kcal/mol.
+- A packed corpus (.h5, `mlff.data.packed`), read whole here; training reads it lazily.
 - Anything ASE reads with energies and forces (extxyz, ...): eV as ASE stores them.
   Per-frame info keys of extxyz files (the contract of `mlff data generate`):
   `equilibrium` (bool: a local minimum, forces zero), `method` and `molecule`
   (str, kept in Frames.extra). An equilibrium frame may lack forces (taken as
   zero) and an energy (then it has no energy label: Frames.has_energy False).
+
+Label-free frames (positions only: extxyz frames with neither energy nor forces, npz files
+without energy or force keys) are read only when labels are optional (`require_labels=False`,
+or inside `labels_optional()`, which the trainer enters for a run whose losses need no labels,
+e.g. EMPP pretraining): they get no energy label and zero forces, which are not labels. Everywhere
+else such a frame is an error naming the file and the structure.
 """
 
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +38,28 @@ _SPLIT_KEYS = ("split_train", "split_test")
 _PER_FRAME_KEYS = ("md17_index", "old_indices")
 # extxyz info keys kept per frame in Frames.extra ("" where a frame lacks one).
 _INFO_TEXT_KEYS = ("method", "molecule")
+# Whether read_frames (with require_labels None) accepts frames without labels: set by labels_optional().
+_LABELS_OPTIONAL: ContextVar[bool] = ContextVar("mlff_labels_optional", default=False)
+# Part of every "no labels" error: how a label-free file is meant to be trained.
+_LABEL_FREE_HINT = (
+    "a file without energies and forces trains only with losses that need no labels "
+    "(train.loss_weights: {energy: 0, forces: 0, empp: 1})"
+)
 
 
-def read_frames(path: str | Path, energy_unit: str = "auto", equilibrium: bool = False) -> Frames:
+@contextmanager
+def labels_optional() -> Iterator[None]:
+    """Within this block, `read_frames` (with require_labels None) accepts frames without energies or forces."""
+    token = _LABELS_OPTIONAL.set(True)
+    try:
+        yield
+    finally:
+        _LABELS_OPTIONAL.reset(token)
+
+
+def read_frames(
+    path: str | Path, energy_unit: str = "auto", equilibrium: bool = False, require_labels: bool | None = None
+) -> Frames:
     """Read a dataset file into Frames.
 
     Args:
@@ -39,21 +68,33 @@ def read_frames(path: str | Path, energy_unit: str = "auto", equilibrium: bool =
         energy_unit: "auto" (npz: kcal/mol, ASE: eV), "kcal/mol" or "eV"; forces use the same unit per Angstrom.
         equilibrium: mark every frame as an equilibrium frame (a file of minima); otherwise only
             the frames whose extxyz info says `equilibrium=True` are.
+        require_labels: refuse frames without energy and forces (True), or read them with no
+            energy label and zero forces (False); None: True unless inside `labels_optional()`.
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"dataset not found: {path}")
     if energy_unit != "auto" and energy_unit not in ENERGY_UNITS:
         raise ValueError(f"unknown energy unit {energy_unit!r}; known: {sorted(ENERGY_UNITS)}")
-    if path.suffix == ".npz":
-        frames = _read_npz(path, "kcal/mol" if energy_unit == "auto" else energy_unit)
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        from mlff.data.packed import read_packed
+
+        if energy_unit not in ("auto", "eV"):
+            raise ValueError(f"{path}: a packed corpus stores eV; energy_unit {energy_unit!r} does not apply")
+        frames = read_packed(path)
         if equilibrium:
             frames.equilibrium[:] = True
         return frames
-    return _read_ase(path, "eV" if energy_unit == "auto" else energy_unit, equilibrium)
+    optional = _LABELS_OPTIONAL.get() if require_labels is None else not require_labels
+    if path.suffix == ".npz":
+        frames = _read_npz(path, "kcal/mol" if energy_unit == "auto" else energy_unit, optional)
+        if equilibrium:
+            frames.equilibrium[:] = True
+        return frames
+    return _read_ase(path, "eV" if energy_unit == "auto" else energy_unit, equilibrium, optional)
 
 
-def _read_npz(path: Path, energy_unit: str) -> Frames:
+def _read_npz(path: Path, energy_unit: str, labels_optional: bool = False) -> Frames:
     try:
         archive = np.load(path, allow_pickle=False)
         keys = set(archive.files)
@@ -68,13 +109,20 @@ def _read_npz(path: Path, energy_unit: str) -> Frames:
             )
         z_key, r_key, e_key, f_key = _LAYOUTS[layout]
         missing = [key for key in (z_key, r_key, e_key, f_key) if key not in keys]
-        if missing:
-            raise DatasetError(f"{path}: missing key(s) {missing} for the {layout} layout")
+        unlabelled = labels_optional and not {e_key, f_key} & keys
+        if missing and not (unlabelled and set(missing) == {e_key, f_key}):
+            hint = f" ({_LABEL_FREE_HINT})" if set(missing) == {e_key, f_key} else ""
+            raise DatasetError(f"{path}: missing key(s) {missing} for the {layout} layout{hint}")
         try:
             numbers = np.asarray(archive[z_key], dtype=np.int64)
             coordinates = np.asarray(archive[r_key], dtype=np.float64)
-            energies = np.asarray(archive[e_key], dtype=np.float64).reshape(-1)
-            forces = np.asarray(archive[f_key], dtype=np.float64)
+            if unlabelled:
+                frame_count = coordinates.shape[0] if coordinates.ndim else 0
+                energies = np.zeros(frame_count)
+                forces = np.zeros_like(coordinates)
+            else:
+                energies = np.asarray(archive[e_key], dtype=np.float64).reshape(-1)
+                forces = np.asarray(archive[f_key], dtype=np.float64)
             splits = {key: np.asarray(archive[key], dtype=np.int64) for key in _SPLIT_KEYS if key in keys}
             extra = {key: np.asarray(archive[key]) for key in _PER_FRAME_KEYS if key in keys}
         except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
@@ -101,6 +149,7 @@ def _read_npz(path: Path, energy_unit: str) -> Frames:
         splits=splits,
         source=str(path),
         extra=extra,
+        has_energy=np.full(num_frames, not unlabelled),
     )
 
 
@@ -121,11 +170,13 @@ def read_images(path: Path) -> list:
     return images
 
 
-def _read_ase(path: Path, energy_unit: str, all_equilibrium: bool = False) -> Frames:
+def _read_ase(path: Path, energy_unit: str, all_equilibrium: bool = False, labels_optional: bool = False) -> Frames:
     images = read_images(path)
     scale = ENERGY_UNITS[energy_unit]
     flags = [all_equilibrium or _info_flag(path, index, atoms.info) for index, atoms in enumerate(images)]
-    labels = [_ase_labels(path, index, atoms, flag) for index, (atoms, flag) in enumerate(zip(images, flags))]
+    labels = [
+        _ase_labels(path, index, atoms, flag, labels_optional) for index, (atoms, flag) in enumerate(zip(images, flags))
+    ]
     extra = {
         key: np.array([str(atoms.info.get(key, "")) for atoms in images])
         for key in _INFO_TEXT_KEYS
@@ -154,20 +205,23 @@ def _info_flag(path: Path, index: int, info: dict) -> bool:
     raise DatasetError(f"{path}: structure {index} has equilibrium={value!r}; expected a boolean")
 
 
-def _ase_labels(path: Path, index: int, atoms, equilibrium: bool) -> tuple[float | None, np.ndarray]:
+def _ase_labels(
+    path: Path, index: int, atoms, equilibrium: bool, labels_optional: bool = False
+) -> tuple[float | None, np.ndarray]:
     """(energy or None, forces [n, 3]) as the file stores them.
 
-    An off-equilibrium frame needs both. An equilibrium frame's forces are zero
-    by definition when absent, and a missing energy leaves it without an energy label.
+    An off-equilibrium frame needs both, unless labels are optional. An equilibrium frame's
+    forces are zero by definition when absent, and a missing energy leaves it without an energy
+    label; so does a label-free frame's (its zero forces are no label).
     """
     results = atoms.calc.results if atoms.calc is not None else {}
     energy = results.get("energy", results.get("free_energy"))
     forces = results.get("forces")
-    if equilibrium:
+    if equilibrium or labels_optional:
         zeros = np.zeros((len(atoms), 3))
         return (None if energy is None else float(energy)), (zeros if forces is None else np.asarray(forces, float))
     if atoms.calc is None:
-        raise DatasetError(f"{path}: structure {index} has no energy or forces")
+        raise DatasetError(f"{path}: structure {index} has no energy or forces ({_LABEL_FREE_HINT})")
     try:
         return float(atoms.get_potential_energy()), np.asarray(atoms.get_forces(), dtype=np.float64)
     except Exception as error:

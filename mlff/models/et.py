@@ -212,6 +212,15 @@ class EquivariantTransformer(Backbone):
         )
 
     def forward(self, species: torch.Tensor, edges: Edges) -> torch.Tensor:
+        x, _ = self.features(species, edges)
+        return self.readout(self.output_norm(x)).squeeze(-1)
+
+    def features(self, species: torch.Tensor, edges: Edges) -> tuple[torch.Tensor, torch.Tensor]:
+        """The per-atom features after the last layer: scalars x [N, F] and vectors v [N, 3, F].
+
+        `forward` reads the energies from x; training-only heads (EMPP, `mlff.training.empp`) read
+        the equivariant vectors v too.
+        """
         encoded, envelope = edges.encoded, edges.envelope
         # Pairs are distinct atoms, so distances > 0 and the division is safe.
         unit_vectors = edges.vectors / edges.distances.unsqueeze(-1)
@@ -233,9 +242,9 @@ class EquivariantTransformer(Backbone):
                 dx, dvec = block.attention(x, vec, edges.index, polar_encoded, polar_envelope, polar_units)
                 x = x + dx
                 vec = vec + dvec
-            return self.readout(self.output_norm(x)).squeeze(-1)
+            return x, vec
         for layer in self.layers:
             dx, dvec = layer(x, vec, edges.index, encoded, envelope, unit_vectors)
             x = x + dx
             vec = vec + dvec
-        return self.readout(self.output_norm(x)).squeeze(-1)
+        return x, vec

@@ -31,7 +31,8 @@ class DataConfig:
             list of them trained together: each file is split on its own (its split_train[k] /
             split_test[k], or by seed) with the same settings, validation and test errors are
             reported per file and overall, and the reference energies are fitted jointly (so the
-            files' energies must share one level of theory).
+            files' energies must share one level of theory). A packed corpus (.h5, `mlff data pack`) is read
+            lazily, a chunk at a time, and trained alone (`mlff.training.dataset`).
         sha256: the SHA-256 of the file (a list: of each file of `path`) this config means; a file with
             other bytes is refused before training. A dataset is identified by its SHA-256: the
             9,633-frame rMD17 file of the published splits and a fetched 100,000-frame rMD17 file
@@ -114,6 +115,40 @@ class DataConfig:
 
 
 @dataclass
+class EMPPConfig:
+    """Settings of the EMPP loss (`train.empp`; used when train.loss_weights.empp > 0, `mlff.training.empp`).
+
+    Attributes:
+        l_max: highest spherical-harmonic degree of the predicted direction distribution (1..3).
+        grid: directions of the Fibonacci grid on which the distribution is normalised (>= 32).
+        masked_atoms_per_frame: atoms masked per frame and step, each in its own copy of the frame (>= 1).
+        channels: angular channels per degree (>= 1).
+        radius_bins: bins of the radius distribution on [0, cutoff] (>= 2).
+        direction_concentration: kappa (1/rad^2) of the smoothed true direction, exp(kappa g.u): its
+            angular width ~ 1/sqrt(kappa) rad should exceed the grid spacing ~ sqrt(4 pi / grid).
+        radius_width_a: Angstrom, width of the smoothed true radius (about the bin spacing or more).
+    """
+
+    l_max: int = 3
+    grid: int = 512
+    masked_atoms_per_frame: int = 1
+    channels: int = 16
+    radius_bins: int = 64
+    direction_concentration: float = 50.0
+    radius_width_a: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.l_max not in (1, 2, 3):
+            raise ConfigError(f"train.empp.l_max must be 1, 2 or 3, got {self.l_max}")
+        for name, least in (("grid", 32), ("masked_atoms_per_frame", 1), ("channels", 1), ("radius_bins", 2)):
+            if getattr(self, name) < least:
+                raise ConfigError(f"train.empp.{name} must be >= {least}, got {getattr(self, name)}")
+        for name in ("direction_concentration", "radius_width_a"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"train.empp.{name} must be > 0, got {getattr(self, name)}")
+
+
+@dataclass
 class TrainConfig:
     """Optimisation.
 
@@ -123,7 +158,8 @@ class TrainConfig:
     (eV/A)^2; zero_force: mean squared predicted force component on equilibrium
     frames, (eV/A)^2; denoising: MSE between the predicted force at a perturbed
     equilibrium geometry and the harmonic restoring force, (eV/A)^2; smoothness:
-    the encoding's regulariser, its weight is the paper's lambda).
+    the encoding's regulariser, its weight is the paper's lambda; empp: the masked-position
+    prediction loss of `train.empp`, nats, which needs no labels).
 
     Attributes:
         epochs: passes over the training frames.
@@ -141,6 +177,8 @@ class TrainConfig:
             its threads, counted across resumes; 0: none). Unlike wall time it does not grow when
             other processes load the machine, so runs capped by it are comparable. With both caps
             set, the run stops and the cosine schedule ends at whichever is reached first.
+            In a data-parallel run (`mlff train --distributed`) wall time is the ranks' mean and CPU
+            time their sum.
         seed: seeds weights and batch order; a fixed epoch count reproduces a run.
         device: "cpu", "cuda", "cuda:1", ...
         denoising_sigma: Angstrom, scale of the Gaussian noise of the denoising term.
@@ -151,6 +189,8 @@ class TrainConfig:
             with seed `seed + k` under output_dir/member_k; 1 (default): one model, as ever.
         committee_bootstrap: each member trains on a bootstrap resample (drawn with replacement,
             by its seed) of the training frames; validation and test frames are unchanged.
+        empp: settings of the `empp` loss term (equivariant masked position prediction,
+            `mlff.training.empp`); with loss_weights.empp 0 (the default) no EMPP head exists.
     """
 
     epochs: int = 100
@@ -174,6 +214,7 @@ class TrainConfig:
     denoising_temperature_k: float = 300.0
     committee: int = 1
     committee_bootstrap: bool = False
+    empp: EMPPConfig = field(default_factory=EMPPConfig)
 
     def __post_init__(self) -> None:
         if self.schedule not in ("cosine", "plateau", "constant"):

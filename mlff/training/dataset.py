@@ -9,6 +9,10 @@ join the training frames only, so validation and test
 without them. Which frames keep their energy labels follows
 `data.energy_consistent`, `data.energy_method` and `data.equilibrium_energies`;
 energies of more than one level of theory are never trained together.
+
+A packed corpus (`data.path: corpus.h5`, `mlff.data.packed`) is opened lazily: its per-frame
+metadata is in memory, its atoms are read a chunk at a time (`frame_tensors`, `epoch_order`);
+it is trained alone (no further files of data.path, extra_train_paths or equilibrium_path).
 """
 
 from dataclasses import dataclass, field
@@ -16,8 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from mlff.data import DatasetError, Frames, Split, make_split, read_frames
+from mlff.data.batch import FrameTensors
+from mlff.data.packed import PackedFrames, PackedTensors, is_packed_path
 from mlff.training.config import DataConfig
 from mlff.utils import sha256_of
 
@@ -71,6 +78,15 @@ def load_training_data(config: DataConfig) -> TrainingData:
     """
     if not config.paths:
         raise ValueError("data.path names no dataset file (set it in the config or with data.path=FILE)")
+    packed = [path for path in config.paths + config.extra_train_paths if is_packed_path(path)]
+    if config.equilibrium_path is not None and is_packed_path(config.equilibrium_path):
+        packed.append(config.equilibrium_path)
+    if packed and (len(config.paths) > 1 or config.extra_train_paths or config.equilibrium_path):
+        raise DatasetError(
+            f"a packed corpus ({packed[0]}) is trained alone: pack the other files into it "
+            "(`mlff data pack IN... -o OUT.h5`) instead of listing them in data.path, "
+            "data.extra_train_paths or data.equilibrium_path"
+        )
     parts, splits, hashes = [], [], []
     for path, expected in zip(config.paths, config.sha256s):
         hashes.append(checked_sha256(path, expected))
@@ -104,8 +120,18 @@ def load_training_data(config: DataConfig) -> TrainingData:
 
 
 def _labelled_frames(path: str, config: DataConfig) -> Frames:
-    """The frames of one data file with the energy labels the config keeps (`energy_labels`)."""
-    part = read_frames(path, config.energy_unit)
+    """The frames of one data file with the energy labels the config keeps (`energy_labels`).
+
+    A packed corpus stays on disk (a `PackedFrames`, read lazily).
+    """
+    if is_packed_path(path):
+        if config.energy_unit not in ("auto", "eV"):
+            raise DatasetError(
+                f"{path}: a packed corpus stores eV; data.energy_unit {config.energy_unit!r} does not apply"
+            )
+        part = PackedFrames(path)
+    else:
+        part = read_frames(path, config.energy_unit)
     part.has_energy = energy_labels(part, config.energy_consistent, config.energy_method)
     return part
 
@@ -171,3 +197,23 @@ def _check_one_method(frames: Frames, labels: np.ndarray) -> None:
             f"{frames.source}: energy labels from {len(methods)} methods {methods} would be trained together; "
             "set data.energy_method to one of them or data.energy_consistent=false"
         )
+
+
+def frame_tensors(
+    frames: Frames | PackedFrames, dtype: torch.dtype, device: torch.device
+) -> FrameTensors | PackedTensors:
+    """The batch source of a run's frames: tensors in memory, or lazy reads of a packed corpus."""
+    if isinstance(frames, PackedFrames):
+        return PackedTensors(frames, dtype=dtype, device=device)
+    return FrameTensors(frames, dtype=dtype, device=device)
+
+
+def epoch_order(data: FrameTensors | PackedTensors, train: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+    """The training frames' order in epoch `epoch`, drawn from (seed, epoch).
+
+    In memory: a permutation of all of them. A packed corpus: chunk order shuffled, then frames
+    shuffled within a buffer of chunks (`mlff.data.packed.epoch_order`), so reads stay sequential.
+    """
+    if isinstance(data, PackedTensors):
+        return data.epoch_order(train, seed, epoch)
+    return np.random.default_rng([seed, epoch]).permutation(train)

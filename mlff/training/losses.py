@@ -17,6 +17,7 @@ trained only where a frame carries an energy label on one consistent scale
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -50,6 +51,10 @@ class LossInputs:
         forces: [N, 3] eV/A, the model's prediction on the batch.
         settings: the terms' settings.
         generator: source of the denoising noise (None: torch's global generator).
+        empp_head: the EMPP head (`mlff.training.empp.EMPPHead`), which the trainer builds when
+            train.loss_weights.empp > 0 (None: no head).
+        diagnostics: figures a term reports beside its value (e.g. the EMPP position error, Angstrom);
+            `total_loss` returns them with the terms.
     """
 
     model: EnergyModel
@@ -58,6 +63,8 @@ class LossInputs:
     forces: torch.Tensor
     settings: LossSettings = field(default_factory=LossSettings)
     generator: torch.Generator | None = None
+    empp_head: Any = None
+    diagnostics: dict[str, float] = field(default_factory=dict)
 
 
 LossTerm = Callable[[LossInputs], torch.Tensor]
@@ -224,13 +231,51 @@ def smoothness(inputs: LossInputs) -> torch.Tensor:
     return inputs.model.backbone.encoding.regularization()
 
 
+def empp(inputs: LossInputs) -> torch.Tensor:
+    """Equivariant masked position prediction (`mlff.training.empp`), nats: needs positions only.
+
+    Masks atoms of the batch's frames and scores the head's direction and radius distributions for
+    them (KL to the smoothed truth, mean over (masked atom, neighbour) pairs). Reports the mean
+    position error of the masked atoms (Angstrom) as the diagnostic `empp_position_error_a`.
+    """
+    head = inputs.empp_head
+    if head is None:
+        raise ValueError(
+            "the empp loss term needs the EMPP head, which the trainer builds when train.loss_weights.empp > 0"
+        )
+    batch = inputs.batch
+    result = head(
+        inputs.model,
+        batch.positions,
+        batch.atomic_numbers,
+        batch.batch,
+        batch.n_atoms,
+        inputs.generator,
+        pbc=batch.pbc,
+    )
+    if result.masked.numel():
+        inputs.diagnostics["empp_position_error_a"] = result.position_error_a
+    return result.loss
+
+
 LOSSES: dict[str, LossTerm] = {
     "energy": energy_mse,
     "forces": force_mse,
     "zero_force": zero_force,
     "denoising": denoising,
     "smoothness": smoothness,
+    "empp": empp,
 }
+
+# Terms that need no energy or force labels: a run weighting only these trains on positions alone.
+LABEL_FREE_TERMS = ("empp", "smoothness")
+
+
+def label_free(weights: dict[str, float]) -> bool:
+    """True when the weighted terms need no labels and EMPP is among them (a label-free pretraining run)."""
+    return weights.get("empp", 0.0) > 0.0 and all(
+        weight == 0.0 for name, weight in weights.items() if name not in LABEL_FREE_TERMS
+    )
 
 
 def check_loss_weights(weights: dict[str, float]) -> None:
@@ -248,6 +293,7 @@ def total_loss(
     forces: torch.Tensor,
     settings: LossSettings | None = None,
     generator: torch.Generator | None = None,
+    empp_head: Any = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted sum of the terms with a non-zero weight, and each term's value.
 
@@ -256,8 +302,11 @@ def total_loss(
         model, batch, energy, forces: the model, the batch and its prediction on it.
         settings: the terms' settings (None: the defaults).
         generator: the denoising noise source (None: torch's global generator).
+        empp_head: the EMPP head (needed when the empp weight is non-zero).
+
+    The returned dict also holds the terms' diagnostics (`LossInputs.diagnostics`).
     """
-    inputs = LossInputs(model, batch, energy, forces, settings or LossSettings(), generator)
+    inputs = LossInputs(model, batch, energy, forces, settings or LossSettings(), generator, empp_head)
     total = torch.zeros((), dtype=torch.float64, device=energy.device)
     parts: dict[str, float] = {}
     for name, weight in weights.items():
@@ -266,4 +315,5 @@ def total_loss(
         value = LOSSES[name](inputs)
         parts[name] = float(value.detach())
         total = total + weight * value.to(torch.float64)
+    parts.update(inputs.diagnostics)
     return total, parts

@@ -11,8 +11,12 @@ follows the same sequence as an uninterrupted one with no RNG state saved.
 The model starts fresh (reference energies fitted on the training frames), from
 a pretrained checkpoint (`init_from`: `mlff.training.finetune`), or, with
 `resume`, from the run's own last.pt (never from init_from).
+
+`train(config, distributed=True)`, in each process of a torchrun launch, trains data-parallel
+(`mlff.training.distributed`); the single-process path is unchanged.
 """
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -32,15 +36,18 @@ from mlff._version import __version__
 from mlff.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_torch_save, load_checkpoint
 from mlff.data import Frames, Split
 from mlff.data.batch import Batch, FrameTensors
+from mlff.data.packed import PackedFrames, streaming_reference_fit
+from mlff.data.readers import labels_optional
 from mlff.data.reference import reference_statistics
 from mlff.evaluate import evaluate
 from mlff.models import DTYPES, EnergyModel, ModelConfig, build_model
 from mlff.training.config import Config, TrainConfig
 from mlff.training.curves import write_learning_curve
-from mlff.training.dataset import TrainingData, load_training_data
+from mlff.training.dataset import TrainingData, epoch_order, frame_tensors, load_training_data
+from mlff.training.empp import build_empp_head, evaluate_empp
 from mlff.training.encoding_range import AUTO, has_auto_options, resolve_encoding_options
 from mlff.training.finetune import pretrained_model
-from mlff.training.losses import LossSettings, check_loss_weights, total_loss
+from mlff.training.losses import LossSettings, check_loss_weights, label_free, total_loss
 from mlff.training.references import fit_element_energies, force_rms
 from mlff.utils import atomic_write_text, write_json
 
@@ -59,44 +66,80 @@ class TrainResult:
     stopped_because: str
 
 
-def train(config: Config, resume: bool = False, progress: bool = True, command: str | None = None) -> TrainResult:
+def train(
+    config: Config, resume: bool = False, progress: bool = True, command: str | None = None, distributed: bool = False
+) -> TrainResult:
     """Train an energy model as `config` says; return the test metrics of the best EMA weights.
 
     Args:
         config: the whole run.
         resume: continue from output_dir/last.pt.
-        progress: show a progress bar.
+        progress: show a progress bar (rank 0 only when distributed).
         command: the command line that started the run, recorded in checkpoints and model cards.
+        distributed: this process is one rank of a torchrun launch (`mlff.training.distributed`).
     """
     if not config.data.path:
         raise ValueError("data.path names no dataset file (set it in the config or with data.path=FILE)")
     if config.train.committee > 1:
+        if distributed:
+            raise ValueError(
+                "train.committee > 1 is not supported with --distributed (its members train one after another "
+                "in one process): train each member as its own distributed run with its own train.seed"
+            )
         from mlff.training.committee import train_committee
 
         return train_committee(config, resume=resume, progress=progress, command=command)
+    if not distributed:
+        return _train(config, resume, progress, command, None)
+    from mlff.training import distributed as parallel
+
+    ctx = parallel.setup(config.train.device)
+    try:
+        return _train(config, resume, progress and ctx.is_main, command, ctx)
+    finally:
+        parallel.teardown()
+
+
+def _train(config: Config, resume: bool, progress: bool, command: str | None, ctx: Any) -> TrainResult:
+    """The run, in one process (ctx None) or as one rank of a data-parallel group (ctx a DistContext)."""
+    main = ctx is None or ctx.is_main
     if config.init_from is not None and not resume and not Path(config.init_from).is_file():
         raise FileNotFoundError(f"init_from: no checkpoint at {config.init_from}")
     check_loss_weights(config.train.loss_weights)
+    if ctx is not None and config.train.loss_weights.get("empp", 0.0):
+        raise ValueError("train.loss_weights.empp is not supported with --distributed: train EMPP in one process")
     output_dir = Path(config.output_dir)
     last_path = output_dir / "last.pt"
-    if resume and not last_path.is_file():
-        raise FileNotFoundError(f"--resume: no checkpoint at {last_path}")
-    if not resume and last_path.is_file():
-        raise ValueError(f"{output_dir} already holds a run: pass --resume to continue it or choose another output_dir")
-    output_dir.mkdir(parents=True, exist_ok=True)
 
-    device = torch.device(config.train.device)
-    training_data = load_training_data(config.data)
+    def open_run_directory() -> dict[str, Any] | None:
+        if resume and not last_path.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint at {last_path}")
+        if not resume and last_path.is_file():
+            raise ValueError(
+                f"{output_dir} already holds a run: pass --resume to continue it or choose another output_dir"
+            )
+        output_dir.mkdir(parents=True, exist_ok=True)
+        return load_checkpoint(last_path) if resume else None
+
+    # Only rank 0 touches the run directory; the others get its checkpoint (or its error).
+    last = open_run_directory() if ctx is None else _parallel().on_main(ctx, open_run_directory)
+    device = torch.device(config.train.device) if ctx is None else ctx.device
+    # A run whose losses need no labels (EMPP pretraining) reads label-free frames; any other refuses them.
+    unlabelled = label_free(config.train.loss_weights)
+    with labels_optional() if unlabelled else contextlib.nullcontext():
+        training_data = load_training_data(config.data)
     frames, split = training_data.frames, training_data.split
     if config.train.committee_bootstrap:
         split = dataclasses.replace(split, train=bootstrap_frames(split.train, config.train.seed))
-    data = FrameTensors(frames, dtype=DTYPES[config.model.dtype], device=device)
+    data = frame_tensors(frames, DTYPES[config.model.dtype], device)
     _seed_everything(config.train.seed)
-    last = load_checkpoint(last_path) if resume else None
     config = dataclasses.replace(config, model=_resolved_model_config(config, frames, split, last))
-    atomic_write_text(output_dir / "config.yaml", _yaml(config.to_dict()))
+    if main:
+        atomic_write_text(output_dir / "config.yaml", _yaml(config.to_dict()))
     model = initial_model(config, frames, split, last).to(device)
-    state = TrainingState(config, model, len(split.train), command)
+    if ctx is not None:
+        _parallel().broadcast_module(ctx, model)
+    state = TrainingState(config, model, len(split.train), command, ctx)
     state.files = training_data.files
     data_summary = {**training_data.summary(config.data), "init_from": config.init_from}
     if last is not None:
@@ -108,45 +151,67 @@ def train(config: Config, resume: bool = False, progress: bool = True, command: 
     epochs = range(state.epoch + 1, config.train.epochs + 1)
     bar = tqdm(epochs, desc="train", unit="epoch", disable=not progress, initial=state.epoch, total=config.train.epochs)
     curve_written = -math.inf
-    with open(output_dir / "metrics.jsonl", "a", buffering=1) as log:
+    with open(output_dir / "metrics.jsonl", "a", buffering=1) if main else contextlib.nullcontext() as log:
         for epoch in bar:
             record = _run_epoch(state, data, split, epoch)
+            if ctx is not None:
+                _parallel().sync_clock(ctx, state.clock)
             history.append(record)
-            log.write(json.dumps(record) + "\n")
+            if main:
+                log.write(json.dumps(record) + "\n")
             # Rendering a PNG costs ~0.3 s: at most once a CURVE_INTERVAL_S, and always at the end.
-            if time.monotonic() - curve_written > CURVE_INTERVAL_S:
+            if main and time.monotonic() - curve_written > CURVE_INTERVAL_S:
                 write_learning_curve(history, output_dir / "curve.png")
                 curve_written = time.monotonic()
-            improved = record["val_force_mae_mev_per_a"] < state.best_val
+            improved = record[state.selection_key] < state.best_val
             if improved:
-                state.best_val = record["val_force_mae_mev_per_a"]
+                state.best_val = record[state.selection_key]
                 state.best_epoch = epoch
             state.epoch = epoch
-            checkpoint = state.checkpoint(data_summary)
-            # best.pt first: a process killed between the two saves must not leave a last.pt
-            # whose run has no best.pt to finish from (the resumed run replays the epoch).
-            if improved:
-                atomic_torch_save(checkpoint, output_dir / "best.pt")
-            atomic_torch_save(checkpoint, last_path)
+            if main:
+                checkpoint = state.checkpoint(data_summary)
+                # best.pt first: a process killed between the two saves must not leave a last.pt
+                # whose run has no best.pt to finish from (the resumed run replays the epoch).
+                if improved:
+                    atomic_torch_save(checkpoint, output_dir / "best.pt")
+                atomic_torch_save(checkpoint, last_path)
             bar.set_postfix(
                 loss=f"{record['loss']:.4g}",
                 val_F=f"{record['val_force_mae_mev_per_a']:.2f}",
                 val_E=f"{record['val_energy_mae_mev']:.2f}",
                 lr=f"{record['lr']:.2e}",
             )
-            patience = config.train.early_stopping_patience
-            if patience and epoch - state.best_epoch >= patience:
-                stopped_because = f"early stopping: no better validation force MAE for {patience} epochs"
-                break
-            cap = state.clock.cap_reached(config.train)
-            if cap:
-                stopped_because = cap
+            stop = _stop_reason(state, epoch)
+            if ctx is not None:
+                stop = _parallel().broadcast_object(ctx, stop)
+            if stop:
+                stopped_because = stop
                 break
     bar.close()
-    if history:
+    if main and history:
         write_learning_curve(history, output_dir / "curve.png")
-    test_metrics = _finish(output_dir, training_data, data, stopped_because)
+    if ctx is None:
+        test_metrics = _finish(output_dir, training_data, data, stopped_because, not unlabelled)
+    else:
+        test_metrics = _parallel().on_main(
+            ctx, lambda: _finish(output_dir, training_data, data, stopped_because, not unlabelled)
+        )
     return TrainResult(output_dir, state.epoch, state.best_val, test_metrics, stopped_because)
+
+
+def _stop_reason(state: "TrainingState", epoch: int) -> str | None:
+    """Why the run stops after `epoch` (early stopping, a time cap), or None."""
+    patience = state.config.train.early_stopping_patience
+    if patience and epoch - state.best_epoch >= patience:
+        return f"early stopping: no better validation force MAE for {patience} epochs"
+    return state.clock.cap_reached(state.config.train)
+
+
+def _parallel():
+    """mlff.training.distributed, imported when a run is distributed (it imports this module)."""
+    from mlff.training import distributed
+
+    return distributed
 
 
 def _resolved_model_config(config: Config, frames: Frames, split: Split, last: dict[str, Any] | None) -> ModelConfig:
@@ -184,8 +249,14 @@ def initial_model(config: Config, frames: Frames, split: Split, last: dict[str, 
     # Statistics over distinct frames: data.equilibrium_repeat repeats minima for sampling only.
     train_frames = np.unique(split.train)
     if config.init_from is not None:
+        if isinstance(frames, PackedFrames):
+            raise ValueError("init_from: fine-tuning on a packed corpus is not supported; unpack it or train afresh")
         return pretrained_model(config, frames, train_frames)
     species = frames.species()
+    if isinstance(frames, PackedFrames):
+        # One pass over the corpus's chunks: the same numbers as the in-memory fit below.
+        energies, scale = streaming_reference_fit(frames, train_frames, species)
+        return build_model(config.model, species, energies, scale)
     return build_model(
         config.model, species, fit_element_energies(frames, train_frames, species), force_rms(frames, train_frames)
     )
@@ -194,15 +265,30 @@ def initial_model(config: Config, frames: Frames, split: Split, last: dict[str, 
 class TrainingState:
     """Model, EMA, optimiser and schedule: everything a checkpoint saves and restores."""
 
-    def __init__(self, config: Config, model: EnergyModel, num_train: int, command: str | None) -> None:
+    def __init__(
+        self, config: Config, model: EnergyModel, num_train: int, command: str | None, dist: Any = None
+    ) -> None:
         self.config = config
+        self.dist = dist
         self.command = command
         self.model = model
         cfg = config.train
         self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay)) if cfg.ema_decay else None
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # The EMPP head (training-only, beside the model) exists only when its loss is weighted: with
+        # weight 0 the model, the parameters and the optimiser are exactly those of a run without it.
+        self.empp = build_empp_head(config.model.backbone, model, cfg.loss_weights.get("empp", 0.0), cfg.empp)
+        self.empp_ema = (
+            AveragedModel(self.empp, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
+            if self.empp is not None and cfg.ema_decay
+            else None
+        )
+        self.label_free = label_free(cfg.loss_weights)
+        # best.pt follows the validation force MAE, or the EMPP loss in a label-free run.
+        self.selection_key = "val_empp_loss" if self.label_free else "val_force_mae_mev_per_a"
+        parameters = list(model.parameters()) + (list(self.empp.parameters()) if self.empp is not None else [])
+        self.optimizer = torch.optim.AdamW(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.steps_per_epoch = math.ceil(num_train / cfg.batch_size)
-        self.clock = _Clock()
+        self.clock = _Clock() if dist is None else _parallel().SyncedClock(dist.world_size)
         self.scheduler = _scheduler(self.optimizer, config, self.steps_per_epoch, self.clock)
         self.epoch = 0
         self.best_val = math.inf
@@ -213,6 +299,15 @@ class TrainingState:
     @property
     def eval_model(self) -> EnergyModel:
         return self.ema.module if self.ema is not None else self.model
+
+    @property
+    def eval_empp(self) -> Any:
+        """The EMPP head that goes with `eval_model` (EMA weights where the run keeps them), or None."""
+        return self.empp_ema.module if self.empp_ema is not None else self.empp
+
+    def trained_parameters(self) -> list[torch.nn.Parameter]:
+        """The parameters the optimiser steps: the model's, and the EMPP head's when there is one."""
+        return list(self.model.parameters()) + (list(self.empp.parameters()) if self.empp is not None else [])
 
     def checkpoint(self, data_summary: dict[str, Any]) -> dict[str, Any]:
         model = self.model
@@ -239,6 +334,14 @@ class TrainingState:
             "data_summary": data_summary,
             "test_metrics": None,
             "reference": None,
+            **(
+                {
+                    "empp_state": self.empp.state_dict(),
+                    "empp_ema_state": self.empp_ema.module.state_dict() if self.empp_ema is not None else None,
+                }
+                if self.empp is not None
+                else {}
+            ),
         }
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
@@ -246,6 +349,11 @@ class TrainingState:
         if self.ema is not None and checkpoint.get("ema_state") is not None:
             self.ema.module.load_state_dict(checkpoint["ema_state"])
             self.ema.n_averaged.fill_(checkpoint.get("ema_updates", 1))
+        if self.empp is not None and checkpoint.get("empp_state") is not None:
+            self.empp.load_state_dict(checkpoint["empp_state"])
+            if self.empp_ema is not None and checkpoint.get("empp_ema_state") is not None:
+                self.empp_ema.module.load_state_dict(checkpoint["empp_ema_state"])
+                self.empp_ema.n_averaged.fill_(checkpoint.get("ema_updates", 1))
         self.optimizer.load_state_dict(checkpoint["optimizer_state"])
         if self.scheduler is not None and checkpoint.get("scheduler_state") is not None:
             self.scheduler.load_state_dict(checkpoint["scheduler_state"])
@@ -318,7 +426,7 @@ def train_step(
     energy, forces = model(batch.positions, batch.atomic_numbers, batch.batch, batch.cell, batch.pbc)
     if mark is not None:
         mark("model")
-    loss, parts = total_loss(cfg.loss_weights, model, batch, energy, forces, settings, generator)
+    loss, parts = total_loss(cfg.loss_weights, model, batch, energy, forces, settings, generator, state.empp)
     state.optimizer.zero_grad(set_to_none=True)
     if mark is not None:
         mark("loss")
@@ -329,12 +437,14 @@ def train_step(
         if mark is not None:
             mark("backward")
         if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(state.trained_parameters(), cfg.grad_clip)
         state.optimizer.step()
     elif mark is not None:
         mark("backward")
     if state.ema is not None:
         state.ema.update_parameters(model)
+    if state.empp_ema is not None:
+        state.empp_ema.update_parameters(state.empp)
     if cfg.schedule in ("cosine", "constant"):
         state.scheduler.step()
     if mark is not None:
@@ -347,21 +457,39 @@ def _run_epoch(state: TrainingState, data: FrameTensors, split: Split, epoch: in
     cfg = state.config.train
     model = state.model
     model.train()
-    order = np.random.default_rng([cfg.seed, epoch]).permutation(split.train)
-    generator = torch.Generator(device=data.device).manual_seed(noise_seed(cfg.seed, epoch))
+    if state.empp is not None:
+        state.empp.train()
+    ctx = state.dist
+    order = epoch_order(data, split.train, cfg.seed, epoch)
+    seed = noise_seed(cfg.seed, epoch) if ctx is None else _parallel().rank_noise_seed(cfg.seed, epoch, ctx.rank)
+    generator = torch.Generator(device=data.device).manual_seed(seed)
     settings = LossSettings(cfg.denoising_sigma, cfg.denoising_temperature_k)
     sums: dict[str, float] = {}
     steps = 0
     started = time.monotonic()
-    for batch in data.batches(order, cfg.batch_size):
-        parts = train_step(state, batch, settings, generator)
+    for start in range(0, len(order), cfg.batch_size):
+        indices = order[start : start + cfg.batch_size]
+        if ctx is None:
+            parts = train_step(state, data.batch(indices), settings, generator)
+        else:
+            parts = _parallel().train_step(state, data, indices, settings, generator)
         for key, value in parts.items():
             sums[key] = sums.get(key, 0.0) + value
         steps += 1
     train_seconds = time.monotonic() - started
-    val, val_files = evaluate_files(state.eval_model.eval(), data, state.files, "val", cfg.eval_batch_size)
+    empp_val: dict[str, float] = {}
+    if state.empp is not None:
+        empp_val = evaluate_empp(state.eval_empp, state.eval_model, data, split.val, cfg.eval_batch_size, cfg.seed)
+    if state.label_free:
+        # No labels to compare with: the validation figures are EMPP's (val_empp_*).
+        val, val_files = {"force_mae_mev_per_a": math.nan, "energy_mae_mev": math.nan}, {}
+    elif ctx is None:
+        val, val_files = evaluate_files(state.eval_model.eval(), data, state.files, "val", cfg.eval_batch_size)
+    else:
+        model = state.eval_model.eval()
+        val, val_files = _parallel().evaluate_files(model, data, state.files, "val", cfg.eval_batch_size, ctx)
     if cfg.schedule == "plateau":
-        state.scheduler.step(val["force_mae_mev_per_a"])
+        state.scheduler.step(empp_val["empp_loss"] if state.label_free else val["force_mae_mev_per_a"])
     record: dict[str, Any] = {
         "epoch": epoch,
         "lr": state.optimizer.param_groups[0]["lr"],
@@ -372,17 +500,19 @@ def _run_epoch(state: TrainingState, data: FrameTensors, split: Split, epoch: in
     }
     record.update({key: value / steps for key, value in sums.items()})
     record.update({f"val_{key}": value for key, value in val.items() if key != "frames"})
+    record.update({f"val_{key}": value for key, value in empp_val.items()})
     for name, metrics in val_files.items():
         record.update({f"val_{name}/{key}": value for key, value in metrics.items() if key != "frames"})
     return record
 
 
 def _finish(
-    output_dir: Path, training_data: TrainingData, data: FrameTensors, stopped_because: str
+    output_dir: Path, training_data: TrainingData, data: FrameTensors, stopped_because: str, labelled: bool = True
 ) -> dict[str, float]:
     """Evaluate the best EMA weights on the test split; store metrics and reference data in the checkpoints.
 
-    A run with no test frames (data.n_test = 0, e.g. pretraining on every frame) records empty test metrics.
+    A run with no test frames (data.n_test = 0, e.g. pretraining on every frame), or a label-free run
+    (`labelled` False: nothing to compare with), records empty test metrics.
     """
     from mlff.checkpoint import model_from_checkpoint
 
@@ -391,13 +521,13 @@ def _finish(
     split = training_data.split
     test: dict[str, float] = {}
     test_files: dict[str, dict[str, float]] = {}
-    if split.test.size:
+    if split.test.size and labelled:
         model = model_from_checkpoint(best).to(data.device).eval()
         batch_size = best["config"]["train"]["eval_batch_size"]
         test, test_files = evaluate_files(model, data, training_data.files, "test", batch_size)
     # Reference statistics (start frames, bonds, h(r)) describe one molecule's dataset: a run over
     # several files has none, and its export takes them from --reference-data.
-    one_file = len(training_data.files) == 1
+    one_file = len(training_data.files) == 1 and not isinstance(training_data.base_frames, PackedFrames)
     reference = reference_statistics(training_data.base_frames, training_data.base_split) if one_file else None
     for path in (best_path, output_dir / "last.pt"):
         checkpoint = load_checkpoint(path)
