@@ -16,7 +16,6 @@ from synthetic import EQUILIBRIUM, NUMBERS, TINY_TRAINING_OVERRIDES, make_frames
 
 from mlff.checkpoint import load_checkpoint, model_from_checkpoint
 from mlff.data import DatasetError, read_frames
-from mlff.data.readers import labels_optional
 from mlff.models import ModelConfig, build_model
 from mlff.training import ConfigError, load_config, train
 from mlff.training.config import EMPPConfig
@@ -186,8 +185,7 @@ def test_label_free_files_are_read_only_when_labels_are_optional(tmp_path):
     extxyz = write_label_free_extxyz(tmp_path / "free.extxyz", frames=3)
     with pytest.raises(DatasetError, match="no energy or forces.*empp: 1"):
         read_frames(extxyz)
-    with labels_optional():
-        frames = read_frames(extxyz)
+    frames = read_frames(extxyz, require_labels=False)
     assert frames.num_frames == 3 and not frames.has_energy.any() and not frames.forces.any()
     npz = tmp_path / "free.npz"
     np.savez(npz, z=NUMBERS, R=make_frames(4)[0])

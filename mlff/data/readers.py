@@ -11,16 +11,13 @@
   zero) and an energy (then it has no energy label: Frames.has_energy False).
 
 Label-free frames (positions only: extxyz frames with neither energy nor forces, npz files
-without energy or force keys) are read only when labels are optional (`require_labels=False`,
-or inside `labels_optional()`, which the trainer enters for a run whose losses need no labels,
-e.g. EMPP pretraining): they get no energy label and zero forces, which are not labels. Everywhere
-else such a frame is an error naming the file and the structure.
+without energy or force keys) are read only with `require_labels=False`, which the trainer passes
+for a run whose losses need no labels (e.g. EMPP pretraining): they get no energy label and
+zero forces, which are not labels. Everywhere else such a frame is an error naming the file and
+the structure.
 """
 
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +35,6 @@ _SPLIT_KEYS = ("split_train", "split_test")
 _PER_FRAME_KEYS = ("md17_index", "old_indices")
 # extxyz info keys kept per frame in Frames.extra ("" where a frame lacks one).
 _INFO_TEXT_KEYS = ("method", "molecule")
-# Whether read_frames (with require_labels None) accepts frames without labels: set by labels_optional().
-_LABELS_OPTIONAL: ContextVar[bool] = ContextVar("mlff_labels_optional", default=False)
 # Part of every "no labels" error: how a label-free file is meant to be trained.
 _LABEL_FREE_HINT = (
     "a file without energies and forces trains only with losses that need no labels "
@@ -47,18 +42,8 @@ _LABEL_FREE_HINT = (
 )
 
 
-@contextmanager
-def labels_optional() -> Iterator[None]:
-    """Within this block, `read_frames` (with require_labels None) accepts frames without energies or forces."""
-    token = _LABELS_OPTIONAL.set(True)
-    try:
-        yield
-    finally:
-        _LABELS_OPTIONAL.reset(token)
-
-
 def read_frames(
-    path: str | Path, energy_unit: str = "auto", equilibrium: bool = False, require_labels: bool | None = None
+    path: str | Path, energy_unit: str = "auto", equilibrium: bool = False, require_labels: bool = True
 ) -> Frames:
     """Read a dataset file into Frames.
 
@@ -68,8 +53,8 @@ def read_frames(
         energy_unit: "auto" (npz: kcal/mol, ASE: eV), "kcal/mol" or "eV"; forces use the same unit per Angstrom.
         equilibrium: mark every frame as an equilibrium frame (a file of minima); otherwise only
             the frames whose extxyz info says `equilibrium=True` are.
-        require_labels: refuse frames without energy and forces (True), or read them with no
-            energy label and zero forces (False); None: True unless inside `labels_optional()`.
+        require_labels: refuse frames without energy and forces (True, the default), or read them
+            with no energy label and zero forces (False: a run whose losses need no labels).
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -85,7 +70,7 @@ def read_frames(
         if equilibrium:
             frames.equilibrium[:] = True
         return frames
-    optional = _LABELS_OPTIONAL.get() if require_labels is None else not require_labels
+    optional = not require_labels
     if path.suffix == ".npz":
         frames = _read_npz(path, "kcal/mol" if energy_unit == "auto" else energy_unit, optional)
         if equilibrium:

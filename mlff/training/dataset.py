@@ -70,8 +70,11 @@ class TrainingData:
         }
 
 
-def load_training_data(config: DataConfig) -> TrainingData:
+def load_training_data(config: DataConfig, require_labels: bool = True) -> TrainingData:
     """Read, label and split the data of a run.
+
+    `require_labels=False` reads label-free frames (positions only) too: a run whose losses need
+    no labels (`mlff.training.losses.label_free`).
 
     Raises:
         DatasetError: a file is unreadable, or the energy labels would mix levels of theory.
@@ -90,7 +93,7 @@ def load_training_data(config: DataConfig) -> TrainingData:
     parts, splits, hashes = [], [], []
     for path, expected in zip(config.paths, config.sha256s):
         hashes.append(checked_sha256(path, expected))
-        part = _labelled_frames(path, config)
+        part = _labelled_frames(path, config, require_labels)
         parts.append(part)
         splits.append(
             make_split(part, config.split, config.n_val, config.n_train, config.n_test, config.seed, config.train_pool)
@@ -104,7 +107,7 @@ def load_training_data(config: DataConfig) -> TrainingData:
     offset = base.num_frames
     for path in config.extra_train_paths:
         extra_hashes.append(checked_sha256(path, None))
-        part = _labelled_frames(path, config)
+        part = _labelled_frames(path, config, require_labels)
         added.append(part)
         train.append(offset + np.arange(part.num_frames))
         offset += part.num_frames
@@ -119,7 +122,7 @@ def load_training_data(config: DataConfig) -> TrainingData:
     return TrainingData(frames, combined, base, split, files, hashes, extra_hashes)
 
 
-def _labelled_frames(path: str, config: DataConfig) -> Frames:
+def _labelled_frames(path: str, config: DataConfig, require_labels: bool = True) -> Frames:
     """The frames of one data file with the energy labels the config keeps (`energy_labels`).
 
     A packed corpus stays on disk (a `PackedFrames`, read lazily).
@@ -131,7 +134,7 @@ def _labelled_frames(path: str, config: DataConfig) -> Frames:
             )
         part = PackedFrames(path)
     else:
-        part = read_frames(path, config.energy_unit)
+        part = read_frames(path, config.energy_unit, require_labels=require_labels)
     part.has_energy = energy_labels(part, config.energy_consistent, config.energy_method)
     return part
 

@@ -37,7 +37,6 @@ from mlff.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_torch_
 from mlff.data import Frames, Split
 from mlff.data.batch import Batch, FrameTensors
 from mlff.data.packed import PackedFrames, streaming_reference_fit
-from mlff.data.readers import labels_optional
 from mlff.data.reference import reference_statistics
 from mlff.evaluate import evaluate
 from mlff.models import DTYPES, EnergyModel, ModelConfig, build_model
@@ -126,8 +125,7 @@ def _train(config: Config, resume: bool, progress: bool, command: str | None, ct
     device = torch.device(config.train.device) if ctx is None else ctx.device
     # A run whose losses need no labels (EMPP pretraining) reads label-free frames; any other refuses them.
     unlabelled = label_free(config.train.loss_weights)
-    with labels_optional() if unlabelled else contextlib.nullcontext():
-        training_data = load_training_data(config.data)
+    training_data = load_training_data(config.data, require_labels=not unlabelled)
     frames, split = training_data.frames, training_data.split
     if config.train.committee_bootstrap:
         split = dataclasses.replace(split, train=bootstrap_frames(split.train, config.train.seed))
