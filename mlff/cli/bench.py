@@ -9,7 +9,7 @@ the paper's encoding ablation (`mlff.cli.bench_ablation`); stability: the MD17 s
 import argparse
 from typing import Any
 
-from mlff.cli import bench_ablation, bench_md, bench_stability, bench_threads, bench_train
+from mlff.cli import bench_ablation, bench_collapse, bench_md, bench_stability, bench_threads, bench_train
 from mlff.utils import DTYPE_NAMES
 
 
@@ -42,6 +42,7 @@ def add_parser(subparsers: Any) -> None:
     bench_md.add_parser(benches)
     bench_ablation.add_parser(benches)
     bench_stability.add_parser(benches)
+    bench_collapse.add_parser(benches)
     bench_train.add_parser(benches)
     bench_threads.add_parser(benches)
 

@@ -20,7 +20,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mlff.data.reference import HR_BINS, HR_MAX_A, bond_lengths, distance_counts, hr_density, hr_mae
+from mlff.data.reference import (
+    HR_BINS,
+    HR_MAX_A,
+    bond_lengths,
+    distance_counts,
+    hr_density,
+    hr_mae,
+    pair_distance_counts,
+)
 from mlff.dynamics.frame import Frame
 from mlff.units import FS_PER_PS
 
@@ -56,9 +64,17 @@ class ReplicaObserver(Protocol):
     def load_state_dict(self, saved: dict[str, Any]) -> None: ...
 
 
-def largest_bond_deviation(positions_a: np.ndarray, bonds: np.ndarray, reference_lengths_a: np.ndarray) -> float:
-    """The largest |bond length - reference length| of positions [n, 3] over bonds [K, 2], Angstrom."""
-    return float(np.abs(bond_lengths(positions_a, bonds) - reference_lengths_a).max(initial=0.0))
+def largest_bond_deviation(
+    positions_a: np.ndarray,
+    bonds: np.ndarray,
+    reference_lengths_a: np.ndarray,
+    cell: np.ndarray | None = None,
+    pbc: np.ndarray | None = None,
+) -> float:
+    """The largest |bond length - reference length| of positions [n, 3] over bonds [K, 2], Angstrom
+    (bond lengths under minimum image when `pbc` has a periodic axis; cell [3, 3] Angstrom)."""
+    lengths = bond_lengths(positions_a, bonds, cell, pbc)
+    return float(np.abs(lengths - reference_lengths_a).max(initial=0.0))
 
 
 class _DataclassState:
@@ -84,11 +100,17 @@ class StabilityObserver(_DataclassState):
         last_stable_fs: time of the last frame before collapse (the stable time), fs.
         largest_deviation_a: the largest deviation seen before collapse, Angstrom.
         times_fs, deviations_a: every observed frame's time and largest deviation (for plots).
+        cell, pbc: the box (cell [3, 3] Angstrom, pbc [3]) of a periodic system, None for a
+            molecule: bonds are then measured under minimum image, so a molecule crossing the box
+            face is not a collapse. For a liquid, `bonds` should be the intramolecular bonds
+            of the first frame (`mlff.data.reference.molecular_bonds`).
     """
 
     bonds: np.ndarray
     reference_lengths_a: np.ndarray
     max_deviation_a: float = 0.5
+    cell: np.ndarray | None = None
+    pbc: np.ndarray | None = None
     collapsed_at_fs: float | None = None
     last_stable_fs: float = 0.0
     largest_deviation_a: float = 0.0
@@ -101,7 +123,7 @@ class StabilityObserver(_DataclassState):
             return
         self.frames_seen += 1
         finite = bool(np.isfinite(positions_a).all())
-        deviation = largest_bond_deviation(positions_a, self.bonds, self.reference_lengths_a)
+        deviation = largest_bond_deviation(positions_a, self.bonds, self.reference_lengths_a, self.cell, self.pbc)
         self.times_fs.append(float(time_fs))
         self.deviations_a.append(deviation if finite else float("inf"))
         if not finite or deviation > self.max_deviation_a:
@@ -130,9 +152,16 @@ class RDFObserver(_DataclassState):
     """h(r) of one trajectory: all interatomic distances of the observed frames, 500 bins on
     (0, 10] Angstrom, density-normalised; its MAE against a reference h(r) when one is given.
 
+    Given the atomic numbers it also keeps h(r) per element pair (`pair_counts`, "O-H", ...);
+    given a cell and pbc with a periodic axis, distances are under minimum image (complete up to
+    half the box width: `mlff.data.reference.half_width`, which r_max_a should not exceed).
+
     Attributes:
         reference_density: [bins] the dataset's h(r) per Angstrom, or None.
         counts: [bins] distance counts so far.
+        atomic_numbers: [n] of the system (None: no per-pair counts).
+        cell, pbc: the box (cell [3, 3] Angstrom, pbc [3]) of a periodic system, or None.
+        pair_counts: element pair -> [bins] counts so far.
     """
 
     reference_density: np.ndarray | None = None
@@ -140,10 +169,29 @@ class RDFObserver(_DataclassState):
     bins: int = HR_BINS
     counts: np.ndarray = field(default_factory=lambda: np.zeros(HR_BINS, dtype=np.int64))
     frames_seen: int = 0
+    atomic_numbers: np.ndarray | None = None
+    cell: np.ndarray | None = None
+    pbc: np.ndarray | None = None
+    pair_counts: dict[str, np.ndarray] = field(default_factory=dict)
 
     def observe(self, step: int, time_fs: float, positions_a: np.ndarray) -> None:
         self.frames_seen += 1
-        self.counts = self.counts + distance_counts(positions_a, self.r_max_a, self.bins)
+        periodic = self.pbc is not None and bool(np.any(self.pbc))
+        if self.atomic_numbers is None and not periodic:
+            self.counts = self.counts + distance_counts(positions_a, self.r_max_a, self.bins)
+            return
+        numbers = self.atomic_numbers if self.atomic_numbers is not None else np.ones(len(positions_a), np.int64)
+        pairs = pair_distance_counts(numbers, positions_a, self.cell, self.pbc, self.r_max_a, self.bins)
+        self.counts = self.counts + sum(pairs.values())
+        if self.atomic_numbers is not None:
+            for name, counts in pairs.items():
+                self.pair_counts[name] = self.pair_counts.get(name, 0) + counts
+
+    def pair_density(self, pair: str) -> np.ndarray:
+        """h(r) [bins] per Angstrom of one element pair ("O-O", "O-H": heavier element first)."""
+        if pair not in self.pair_counts:
+            raise KeyError(f"no {pair} distances observed; pairs: {sorted(self.pair_counts)}")
+        return hr_density(self.pair_counts[pair], self.r_max_a)
 
     @property
     def density(self) -> np.ndarray:
@@ -162,7 +210,7 @@ class RDFObserver(_DataclassState):
         return {"hr_mae": mae, "hr_frames": self.frames_seen}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"counts": self.counts, "frames_seen": self.frames_seen}
+        return {"counts": self.counts, "frames_seen": self.frames_seen, "pair_counts": self.pair_counts}
 
 
 @dataclass
@@ -243,4 +291,83 @@ class SpreadObserver(_DataclassState):
             "per_replica_largest_ev_per_a": {str(k): v for k, v in sorted(self.per_replica_ev_per_a.items())},
             "times_fs": list(self.times_fs),
             "largest_per_frame_ev_per_a": [value if np.isfinite(value) else None for value in self.largest_ev_per_a],
+        }
+
+
+@dataclass
+class CollapseObserver(_DataclassState):
+    """Keeps the saved frames around each replica's collapse (what `mlff.bench.collapse` examines).
+
+    For every live replica it tracks the largest bond deviation (and which bond) of each saved
+    frame and keeps its last `keep` frames (positions, forces, potential energy) in a short ring;
+    at the first frame where a bond deviates more than `max_deviation_a` from its reference length
+    (or the positions are not finite), the stability observer's criterion, it freezes that
+    replica's record: the ring (the last `keep` stable frames) plus the collapse frame. All
+    replicas share one bond list, so they must be the same molecule (the stability protocols' case).
+
+    Attributes:
+        bonds: [K, 2] bonded atom pairs.
+        reference_lengths_a: [K] reference bond lengths, Angstrom.
+        max_deviation_a: collapse threshold, Angstrom (MDsim: 0.5).
+        keep: stable frames kept before the collapse frame.
+        series: replica -> {"times_fs", "deviation_a", "bond"}: each observed frame's time, largest
+            |length - reference| (Angstrom, inf when not finite) and the index of that bond.
+        recent: replica -> the last `keep` + 1 frames, each {"step", "time_fs", "positions_a" [n, 3],
+            "forces_ev_per_a" [n, 3], "energy_ev"}.
+        collapses: replica -> {"time_fs", "step", "frames"}: the frozen frames, collapse frame last.
+    """
+
+    bonds: np.ndarray
+    reference_lengths_a: np.ndarray
+    max_deviation_a: float = 0.5
+    keep: int = 3
+    name: str = "collapse"
+    series: dict[int, dict[str, list[float]]] = field(default_factory=dict)
+    recent: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    collapses: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.bonds = np.asarray(self.bonds, dtype=np.int64).reshape(-1, 2)
+        self.reference_lengths_a = np.asarray(self.reference_lengths_a, dtype=np.float64)
+        if len(self.bonds) != len(self.reference_lengths_a) or not len(self.bonds):
+            raise ValueError(
+                f"CollapseObserver needs one reference length per bond and at least one bond, got "
+                f"{len(self.bonds)} bonds and {len(self.reference_lengths_a)} lengths"
+            )
+        if self.keep < 0:
+            raise ValueError(f"keep must be >= 0, got {self.keep}")
+
+    def observe(self, frame: Frame) -> None:
+        for b, k in enumerate(frame.replicas):
+            if k in self.collapses:
+                continue
+            positions = np.asarray(frame.positions_a[b], dtype=np.float64)
+            finite = bool(np.isfinite(positions).all())
+            deviations = np.abs(bond_lengths(positions, self.bonds) - self.reference_lengths_a)
+            worst = int(np.nanargmax(deviations)) if finite else 0
+            deviation = float(deviations[worst]) if finite else float("inf")
+            series = self.series.setdefault(k, {"times_fs": [], "deviation_a": [], "bond": []})
+            series["times_fs"].append(float(frame.time_fs))
+            series["deviation_a"].append(deviation)
+            series["bond"].append(worst)
+            ring = self.recent.setdefault(k, [])
+            ring.append(
+                {
+                    "step": int(frame.step),
+                    "time_fs": float(frame.time_fs),
+                    "positions_a": positions.copy(),
+                    "forces_ev_per_a": np.asarray(frame.forces_ev_per_a[b], dtype=np.float64).copy(),
+                    "energy_ev": float(frame.potential_energy_ev[b]),
+                }
+            )
+            del ring[: -(self.keep + 1)]
+            if not finite or deviation > self.max_deviation_a:
+                self.collapses[k] = {"time_fs": float(frame.time_fs), "step": int(frame.step), "frames": list(ring)}
+                del self.recent[k]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "collapsed_replicas": sorted(self.collapses),
+            "collapse_time_ps": {str(k): c["time_fs"] / FS_PER_PS for k, c in sorted(self.collapses.items())},
+            "frames_kept": self.keep,
         }
