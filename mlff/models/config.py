@@ -23,7 +23,7 @@ class ModelConfig:
     """
 
     backbone: str = "egnn"
-    backbone_options: dict[str, Any] = field(default_factory=lambda: {"hidden": 128, "layers": 4})
+    backbone_options: dict[str, Any] = field(default_factory=lambda: {"hidden": 64, "layers": 4})
     encoding: str = "spline"
     encoding_size: int = 32
     encoding_options: dict[str, Any] = field(default_factory=dict)
