@@ -62,6 +62,8 @@ class FrameTensors:
         self.n_atoms = torch.as_tensor(frames.n_atoms, dtype=torch.long, device=self.device)
         self.equilibrium = torch.as_tensor(frames.equilibrium, dtype=torch.bool, device=self.device)
         self.has_energy = torch.as_tensor(frames.has_energy, dtype=torch.bool, device=self.device)
+        self.cell = torch.as_tensor(frames.cell, dtype=dtype, device=self.device)
+        self.pbc = torch.as_tensor(frames.pbc, dtype=torch.bool, device=self.device)
 
     def batch(self, frame_indices: np.ndarray) -> Batch:
         """The given frames as one Batch, in the given order."""
@@ -74,8 +76,8 @@ class FrameTensors:
             positions=self.positions[rows],
             atomic_numbers=self.atomic_numbers[rows],
             batch=torch.repeat_interleave(torch.arange(count, device=self.device), n_atoms),
-            cell=torch.zeros(count, 3, 3, dtype=self.positions.dtype, device=self.device),
-            pbc=torch.zeros(count, 3, dtype=torch.bool, device=self.device),
+            cell=self.cell[index],
+            pbc=self.pbc[index],
             energies=self.energies[index],
             forces=self.forces[rows],
             n_atoms=n_atoms,

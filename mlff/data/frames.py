@@ -37,6 +37,8 @@ class Frames:
         equilibrium: [F] bool, True for an equilibrium frame (None: all False).
         has_energy: [F] bool, True where `energies` holds a label to train on (None: all True);
             frames without one store energy 0.
+        cell: [F, 3, 3] float64 Angstrom, each frame's cell vectors as rows (None: zeros, no box).
+        pbc: [F, 3] bool, each frame's periodic axes (None: all False, isolated molecules).
     """
 
     positions: np.ndarray
@@ -49,12 +51,16 @@ class Frames:
     extra: dict[str, np.ndarray] = field(default_factory=dict)
     equilibrium: np.ndarray | None = None
     has_energy: np.ndarray | None = None
+    cell: np.ndarray | None = None
+    pbc: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.n_atoms = np.asarray(self.n_atoms, dtype=np.int64)
         count = self.n_atoms.shape[0]
         self.equilibrium = np.zeros(count, bool) if self.equilibrium is None else np.asarray(self.equilibrium, bool)
         self.has_energy = np.ones(count, bool) if self.has_energy is None else np.asarray(self.has_energy, bool)
+        self.cell = np.zeros((count, 3, 3)) if self.cell is None else np.asarray(self.cell, dtype=np.float64)
+        self.pbc = np.zeros((count, 3), bool) if self.pbc is None else np.asarray(self.pbc, dtype=bool)
         self.offsets = np.concatenate([[0], np.cumsum(self.n_atoms)]).astype(np.int64)
         self.validate()
 
@@ -88,6 +94,14 @@ class Frames:
             (
                 self.has_energy.shape == (self.num_frames,),
                 f"has_energy flags have shape {self.has_energy.shape}, expected ({self.num_frames},)",
+            ),
+            (
+                self.cell.shape == (self.num_frames, 3, 3),
+                f"cells have shape {self.cell.shape}, expected ({self.num_frames}, 3, 3)",
+            ),
+            (
+                self.pbc.shape == (self.num_frames, 3),
+                f"pbc has shape {self.pbc.shape}, expected ({self.num_frames}, 3)",
             ),
         ]
         for ok, message in checks:
@@ -130,6 +144,8 @@ class Frames:
             extra={key: value[frame_indices] for key, value in self.extra.items()},
             equilibrium=self.equilibrium[frame_indices],
             has_energy=self.has_energy[frame_indices],
+            cell=self.cell[frame_indices],
+            pbc=self.pbc[frame_indices],
         )
 
     @classmethod
@@ -151,7 +167,14 @@ class Frames:
             extra={key: np.concatenate([part.extra[key] for part in parts]) for key in sorted(shared)},
             equilibrium=np.concatenate([part.equilibrium for part in parts]),
             has_energy=np.concatenate([part.has_energy for part in parts]),
+            cell=np.concatenate([part.cell for part in parts]),
+            pbc=np.concatenate([part.pbc for part in parts]),
         )
+
+    @property
+    def periodic(self) -> np.ndarray:
+        """[F] bool: True for a frame with at least one periodic axis."""
+        return self.pbc.any(axis=1)
 
     def species(self) -> list[int]:
         """Sorted unique atomic numbers."""

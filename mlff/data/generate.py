@@ -10,6 +10,12 @@ For each molecule (`mlff.data.molecules`: G2, structure files, SMILES, dataset f
    (conformers in turn), `equilibration_steps` discarded, then `md_frames` frames taken
    every `sample_every` steps.
 
+A periodic structure (an extxyz with a cell and pbc: a box of liquid, a crystal) takes neither
+step 1 nor MD constraints: it is not optimised (its input geometry starts every MD run and no
+equilibrium frame is written), its MD has no centre-of-mass or rotation constraint (only the
+initial velocities' net momentum is removed), and its frames keep the cell and pbc. The method
+evaluates it periodically (tblite's GFN2-xTB takes the cell and pbc of the Atoms).
+
 Methods: "gfn2-xtb" (tblite's ASE calculator) and "pbe/def2-svp" (`PySCFCalculator`,
 rMD17's level; `basis` overrides the basis, e.g. "sto-3g" in tests, and the method label
 then reads "pbe/sto-3g").
@@ -27,6 +33,7 @@ one frame per labelled structure, in eV and Angstrom:
     info["conformer"]       int: the minimum the frame is (equilibrium) or its MD run started from
     info["fmax_ev_per_a"]   float: largest atomic force norm, equilibrium frames only
     info["dataset_frame"]   int: frame index in the dataset, `mlff data minimize` frames only
+    cell, pbc               the frame's cell (Lattice) and periodic axes, periodic inputs only
 
 Strings are kept extxyz-safe (backslashes of SMILES become "%5C"; see
 `molecules.extxyz_safe`). Atom order is that of the input (never reordered).
@@ -255,8 +262,8 @@ def same_minimum(a: Atoms, b: Atoms, distance_tolerance_a: float = 0.05, energy_
 
 
 def labelled_frame(atoms: Atoms, info: dict[str, Any]) -> Atoms:
-    """A bare copy of `atoms` (numbers, positions) carrying its energy and forces and `info`."""
-    frame = Atoms(numbers=atoms.get_atomic_numbers(), positions=atoms.get_positions())
+    """A bare copy of `atoms` (numbers, positions, cell, pbc) carrying its energy and forces and `info`."""
+    frame = Atoms(numbers=atoms.get_atomic_numbers(), positions=atoms.get_positions(), cell=atoms.cell, pbc=atoms.pbc)
     # Raw forces: a constraint (FixCom in MD) would otherwise adjust the labels.
     forces = atoms.get_forces(apply_constraint=False)
     frame.calc = SinglePointCalculator(frame, energy=atoms.get_potential_energy(), forces=forces)
@@ -267,21 +274,28 @@ def labelled_frame(atoms: Atoms, info: dict[str, Any]) -> Atoms:
 def md_frames(
     start: Atoms, calculator: Calculator, temperature_k: float, config: GenerateConfig, rng: np.random.Generator
 ) -> list[Atoms]:
-    """`config.md_frames` Langevin frames at `temperature_k` from `start` (not modified), without labels' info."""
+    """`config.md_frames` Langevin frames at `temperature_k` from `start` (not modified), without labels' info.
+
+    A molecule keeps its centre of mass (FixCom) and starts without rotation; a periodic `start`
+    (any pbc) runs unconstrained in its cell, since neither constraint means anything for a box.
+    """
     from ase import units
     from ase.constraints import FixCom
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
 
-    atoms = Atoms(numbers=start.get_atomic_numbers(), positions=start.get_positions())
+    atoms = Atoms(numbers=start.get_atomic_numbers(), positions=start.get_positions(), cell=start.cell, pbc=start.pbc)
     atoms.calc = calculator
-    # ASE's recommended replacement of Langevin's deprecated fixcm: the centre of mass stays put.
-    atoms.set_constraint(FixCom())
+    periodic = bool(atoms.pbc.any())
+    if not periodic:
+        # ASE's recommended replacement of Langevin's deprecated fixcm: the centre of mass stays put.
+        atoms.set_constraint(FixCom())
     MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_k, rng=rng)
     Stationary(atoms)
-    # A linear molecule has a zero moment of inertia; ASE selects it away after dividing.
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ZeroRotation(atoms)
+    if not periodic:
+        # A linear molecule has a zero moment of inertia; ASE selects it away after dividing.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ZeroRotation(atoms)
     dynamics = Langevin(
         atoms,
         timestep=config.timestep_fs * units.fs,
@@ -330,9 +344,13 @@ def label_molecule(
     frames: list[Atoms] = []
     minima: list[tuple[int, Atoms]] = []
     for conformer, positions in enumerate(geometries):
-        atoms = Atoms(numbers=numbers, positions=positions)
+        atoms = Atoms(numbers=numbers, positions=positions, cell=spec.cell, pbc=spec.pbc)
         result.formula = atoms.get_chemical_formula()
         atoms.calc = calculator
+        if spec.periodic:
+            # A box of liquid has no minimum worth sampling: its MD starts from the input geometry.
+            minima.append((conformer, atoms))
+            continue
         if not optimise(atoms, config.fmax_ev_per_a, config.max_opt_steps):
             result.unconverged_conformers += 1
             continue

@@ -33,6 +33,8 @@ class MoleculeSpec:
         smiles: the SMILES string, or None.
         charge: total charge (e); only neutral closed-shell molecules are labelled.
         info: extra per-frame info keys copied to every frame (e.g. {"dataset_frame": 5}).
+        cell: [3, 3] Angstrom cell vectors (rows) of a periodic structure, or None.
+        pbc: periodic axes (x, y, z); all False for a molecule.
     """
 
     name: str
@@ -42,6 +44,13 @@ class MoleculeSpec:
     smiles: str | None = None
     charge: int = 0
     info: dict[str, int | float | str] = field(default_factory=dict)
+    cell: np.ndarray | None = None
+    pbc: tuple[bool, bool, bool] = (False, False, False)
+
+    @property
+    def periodic(self) -> bool:
+        """Whether the structure has a periodic axis (a box of a liquid or crystal, not a molecule)."""
+        return any(self.pbc)
 
     @property
     def key(self) -> str:
@@ -127,6 +136,8 @@ def structure_file_molecules(paths: Iterable[str | Path]) -> list[MoleculeSpec]:
                     numbers=atoms.get_atomic_numbers().astype(np.int64),
                     geometries=[atoms.get_positions()],
                     charge=charge,
+                    cell=np.array(atoms.cell.array) if atoms.pbc.any() else None,
+                    pbc=tuple(bool(axis) for axis in atoms.pbc),
                 )
             )
     return specs

@@ -177,6 +177,8 @@ def _read_ase(path: Path, energy_unit: str, all_equilibrium: bool = False, label
         extra=extra,
         equilibrium=np.array(flags, dtype=bool),
         has_energy=np.array([energy is not None for energy, _ in labels], dtype=bool),
+        cell=np.array([atoms.cell.array for atoms in images], dtype=np.float64).reshape(len(images), 3, 3),
+        pbc=np.array([atoms.pbc for atoms in images], dtype=bool).reshape(len(images), 3),
     )
 
 

@@ -28,9 +28,70 @@ def find_bonds(atomic_numbers: np.ndarray, positions: np.ndarray) -> np.ndarray:
     return np.array(sorted((min(p), max(p)) for p in pairs), dtype=np.int64).reshape(-1, 2)
 
 
-def bond_lengths(positions: np.ndarray, bonds: np.ndarray) -> np.ndarray:
-    """Lengths [..., K] in Angstrom of bonds [K, 2] in positions [..., n, 3]."""
-    return np.linalg.norm(positions[..., bonds[:, 0], :] - positions[..., bonds[:, 1], :], axis=-1)
+def bond_lengths(
+    positions: np.ndarray, bonds: np.ndarray, cell: np.ndarray | None = None, pbc: np.ndarray | None = None
+) -> np.ndarray:
+    """Lengths [..., K] in Angstrom of bonds [K, 2] in positions [..., n, 3].
+
+    With a cell [3, 3] (Angstrom, rows) and pbc [3] having a periodic axis, each bond is taken
+    under minimum image, so a molecule split across the box face keeps its bond lengths.
+    """
+    vectors = positions[..., bonds[:, 1], :] - positions[..., bonds[:, 0], :]
+    if not _periodic(pbc):
+        return np.linalg.norm(vectors, axis=-1)
+    return minimum_image_lengths(vectors, cell, pbc)
+
+
+def _periodic(pbc: np.ndarray | None) -> bool:
+    return pbc is not None and bool(np.any(pbc))
+
+
+def minimum_image_lengths(vectors: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
+    """|v| [...] under minimum image of vectors [..., 3] Angstrom in a cell [3, 3] with pbc [3] (ASE's find_mic)."""
+    from ase.geometry import find_mic
+
+    vectors = np.asarray(vectors, dtype=np.float64)
+    _, lengths = find_mic(vectors.reshape(-1, 3), np.asarray(cell, dtype=np.float64), np.asarray(pbc, dtype=bool))
+    return lengths.reshape(vectors.shape[:-1])
+
+
+def molecular_bonds(
+    atomic_numbers: np.ndarray, positions: np.ndarray, cell: np.ndarray | None = None, pbc: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Intramolecular bonds [K, 2] (i < j) and molecule labels [n] of a liquid or molecular crystal.
+
+    Pairs within ASE's natural cutoffs (under minimum image when periodic) are candidates; each
+    hydrogen keeps only its nearest partner (one covalent bond: a hydrogen bond O-H...O is not
+    one), and the molecules are the connected components of what is left. A bond broken later
+    in a run is then a real collapse, while a molecule wandering across the box face is not.
+    """
+    from ase import Atoms
+    from ase.neighborlist import natural_cutoffs, neighbor_list
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    periodic = _periodic(pbc)
+    atoms = Atoms(
+        numbers=atomic_numbers, positions=positions, cell=cell if periodic else None, pbc=pbc if periodic else False
+    )
+    first, second, distances = neighbor_list("ijd", atoms, natural_cutoffs(atoms))
+    keep = first != second
+    first, second, distances = first[keep], second[keep], distances[keep]
+    pairs: dict[tuple[int, int], float] = {}
+    for i, j, d in zip(first.tolist(), second.tolist(), distances.tolist()):
+        key = (min(i, j), max(i, j))
+        pairs[key] = min(d, pairs.get(key, np.inf))
+    numbers = np.asarray(atomic_numbers)
+    nearest: dict[int, tuple[float, tuple[int, int]]] = {}
+    for key, d in pairs.items():
+        for atom in key:
+            if numbers[atom] == 1 and d < nearest.get(atom, (np.inf, key))[0]:
+                nearest[atom] = (d, key)
+    bonds = sorted(key for key in pairs if all(numbers[a] != 1 or nearest[a][1] == key for a in key))
+    bond_array = np.array(bonds, dtype=np.int64).reshape(-1, 2)
+    graph = coo_matrix((np.ones(len(bonds)), (bond_array[:, 0], bond_array[:, 1])), shape=(len(numbers),) * 2)
+    _, labels = connected_components(graph, directed=False)
+    return bond_array, labels.astype(np.int64)
 
 
 HR_MAX_A = 10.0
@@ -48,6 +109,55 @@ def distance_counts(positions: np.ndarray, r_max_a: float = HR_MAX_A, bins: int 
     distances = np.linalg.norm(coordinates[:, first] - coordinates[:, second], axis=-1).ravel()
     counts, _ = np.histogram(distances, bins=bins, range=(0.0, r_max_a))
     return counts
+
+
+def element_pair_name(z_a: int, z_b: int) -> str:
+    """ "O-H"-style key of an element pair, heavier element first (the same for (a, b) and (b, a))."""
+    from ase.data import chemical_symbols
+
+    high, low = max(z_a, z_b), min(z_a, z_b)
+    return f"{chemical_symbols[high]}-{chemical_symbols[low]}"
+
+
+def pair_distance_counts(
+    atomic_numbers: np.ndarray,
+    positions: np.ndarray,
+    cell: np.ndarray | None = None,
+    pbc: np.ndarray | None = None,
+    r_max_a: float = HR_MAX_A,
+    bins: int = HR_BINS,
+) -> dict[str, np.ndarray]:
+    """Histogram counts [bins] on (0, r_max_a] Angstrom of the distances of each element pair ("O-H", ...).
+
+    Pairs i < j of one frame (positions [n, 3]) or F frames pooled ([F, n, 3]); under minimum
+    image when `pbc` has a periodic axis (cell [3, 3] Angstrom), so the counts are complete only
+    up to half the box's smallest width: choose r_max_a at most that (`half_width`).
+    """
+    numbers = np.asarray(atomic_numbers, dtype=np.int64)
+    coordinates = np.asarray(positions, dtype=np.float64).reshape(-1, numbers.size, 3)
+    first, second = np.triu_indices(numbers.size, k=1)
+    vectors = coordinates[:, second] - coordinates[:, first]
+    if _periodic(pbc):
+        distances = minimum_image_lengths(vectors, cell, pbc)
+    else:
+        distances = np.linalg.norm(vectors, axis=-1)
+    names = np.array([element_pair_name(a, b) for a, b in zip(numbers[first].tolist(), numbers[second].tolist())])
+    counts = {}
+    for name in sorted(set(names.tolist())):
+        selected = distances[:, names == name].ravel()
+        counts[name], _ = np.histogram(selected, bins=bins, range=(0.0, r_max_a))
+    return counts
+
+
+def half_width(cell: np.ndarray, pbc: np.ndarray) -> float:
+    """Half the smallest perpendicular width (Angstrom) over the periodic axes of a cell [3, 3]:
+    the largest distance minimum image gets right; inf without a periodic axis."""
+    cell = np.asarray(cell, dtype=np.float64)
+    if not _periodic(pbc):
+        return float("inf")
+    volume = abs(float(np.linalg.det(cell)))
+    widths = [volume / np.linalg.norm(np.cross(cell[(k + 1) % 3], cell[(k + 2) % 3])) for k in range(3)]
+    return 0.5 * min(w for w, periodic in zip(widths, np.asarray(pbc, bool)) if periodic)
 
 
 def hr_density(counts: np.ndarray, r_max_a: float = HR_MAX_A) -> np.ndarray:

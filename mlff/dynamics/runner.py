@@ -23,7 +23,15 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from mlff.data.reference import bond_lengths, dataset_reference, find_bonds, hr_density
+from mlff.data.reference import (
+    HR_MAX_A,
+    bond_lengths,
+    dataset_reference,
+    find_bonds,
+    half_width,
+    hr_density,
+    molecular_bonds,
+)
 from mlff.dynamics.engines import ENGINES, Engine, build_engine
 from mlff.dynamics.frame import Frame, add_force_spread
 from mlff.dynamics.observers import Observer, RDFObserver, StabilityObserver
@@ -90,6 +98,16 @@ def replica_observers(
     describes this molecule (same atomic numbers in the same order), else bonds from the start
     structure (ASE natural cutoffs) at their start lengths, and no reference h(r)."""
     numbers = atoms.get_atomic_numbers().tolist()
+    if atoms.pbc.any():
+        # A liquid or crystal: the intramolecular bonds of the start, under minimum image, and h(r)
+        # per element pair up to half the box width (what minimum image gets right).
+        cell, pbc = np.array(atoms.cell.array), np.array(atoms.pbc)
+        bonds, _ = molecular_bonds(atoms.get_atomic_numbers(), atoms.get_positions(), cell, pbc)
+        lengths = bond_lengths(atoms.get_positions(), bonds, cell, pbc)
+        rdf = RDFObserver(
+            r_max_a=min(HR_MAX_A, half_width(cell, pbc)), atomic_numbers=atoms.get_atomic_numbers(), cell=cell, pbc=pbc
+        )
+        return StabilityObserver(bonds, lengths, max_deviation_a, cell=cell, pbc=pbc), rdf
     if reference.get("atomic_numbers") == numbers and reference.get("bonds") is not None:
         bonds = np.array(reference["bonds"], dtype=np.int64).reshape(-1, 2)
         lengths = np.array(reference["mean_bond_lengths"], dtype=np.float64)
