@@ -232,6 +232,22 @@ TABLES: dict[str, Table] = {
     ),
 }
 
+# docs/compiled.md: MD throughput per engine and replica count (`mlff bench md`, issue 22), CPU.
+TABLES["bench-md-cpu"] = Table(
+    "docs/bench_md_aspirin_cpu.json",
+    lambda root: json.loads((root / "docs/bench_md_aspirin_cpu.json").read_text()),
+    [
+        Column("engine", field("engine")),
+        Column("replicas", field("replicas")),
+        Column("steps/s", field("steps_per_second"), ".1f"),
+        Column("atom-steps/s", field("atom_steps_per_second"), ".0f"),
+        Column("atom-steps/CPU-s", field("atom_steps_per_cpu_second"), ".0f"),
+        Column("dtype", field("dtype")),
+        Column("device", field("device")),
+        Column("torch", field("torch_version")),
+    ],
+)
+
 _REGION = re.compile(
     r"(?P<open><!-- table:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(?P<close><!-- /table:(?P=name) -->)", re.DOTALL
 )

@@ -124,7 +124,8 @@ def test_cell_configs_change_only_the_ablated_keys(finished):
     _, _, report = finished
     base = ablation._flatten(load_config(examples_dir() / "rmd17_ethanol.yaml", TINY).to_dict())
     allowed = {"output_dir", "data.path", "model.encoding", "model.encoding_size", "model.encoding_options"}
-    allowed |= {"train.epochs", "train.seed", "train.max_minutes", "train.loss_weights.smoothness"}
+    allowed |= {"train.epochs", "train.seed", "train.max_minutes", "train.max_cpu_minutes"}
+    allowed |= {"train.loss_weights.smoothness"}
     for cell in report["cells"]:
         config = ablation._flatten(cell["config"])
         changed = {key for key in set(base) | set(config) if base.get(key) != config.get(key)}
@@ -134,7 +135,8 @@ def test_cell_configs_change_only_the_ablated_keys(finished):
         assert model["encoding_size"] == (1 if cell["variant"] == "raw" else 4)
         assert model["encoding_options"] == ({"n_bins": 8, "r_min": 0.0} if model["encoding"] == "spline" else {})
         assert train["loss_weights"]["smoothness"] == (0.01 if cell["variant"] == "spline_smooth" else 0.0)
-        assert (train["epochs"], train["seed"], train["max_minutes"]) == (1, cell["seed"], 0.0)
+        caps = (train["max_minutes"], train["max_cpu_minutes"])
+        assert (train["epochs"], train["seed"], caps) == (1, cell["seed"], (0, 0))
         assert cell["config"]["data"]["path"].endswith(f"/md17_{cell['molecule']}.npz")
         # The trainer really adds the smoothness term to the +Smooth cells' loss, and only there.
         first_epoch = json.loads((Path(cell["output_dir"]) / "metrics.jsonl").read_text().splitlines()[0])

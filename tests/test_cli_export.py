@@ -164,7 +164,7 @@ def test_python_dash_m_runs_the_cli(potential_file):
         timeout=120,
     )
     assert completed.returncode == 0, completed.stderr
-    assert "mlff-potential v1" in completed.stdout
+    assert "mlff-potential v2" in completed.stdout
 
 
 def test_check_data_records_errors_on_fixed_test_frames_kept_while_the_file_is_unchanged(

@@ -265,7 +265,7 @@ def test_resume_refuses_other_settings(spring_potential_file, h4_file, tmp_path)
 # observer (run_md(observers=...)), having said so through a file: the parent's SIGINT then lands
 # mid-run whatever the machine's load, never after the run has ended.
 PAUSING_MD = r"""
-import functools, sys, time
+import sys, time
 from pathlib import Path
 import mlff.dynamics
 from mlff.cli.main import main
@@ -294,7 +294,12 @@ class PauseAfter:
     def load_state_dict(self, saved):
         self.frames = saved["frames"]
 
-mlff.dynamics.run_md = functools.partial(mlff.dynamics.run_md, observers=[PauseAfter()])
+original_run_md = mlff.dynamics.run_md
+
+def run_md_with_pause(*args, observers=(), **kwargs):
+    return original_run_md(*args, observers=[*observers, PauseAfter()], **kwargs)
+
+mlff.dynamics.run_md = run_md_with_pause
 sys.exit(main(sys.argv[3:]))
 """
 

@@ -58,6 +58,7 @@ FIXED_KEYS: tuple[str, ...] = (
     "train.epochs",
     "train.seed",
     "train.max_minutes",
+    "train.max_cpu_minutes",
     "train.loss_weights.smoothness",
 )
 # Keys that may differ between a stored cell and its plan (where it lives, where it runs).
@@ -237,6 +238,8 @@ def cell_config(
         epochs=settings.epochs,
         seed=seed,
         max_minutes=float(settings.max_minutes_per_cell),
+        # The cells run the planned epochs (the example's CPU cap would anneal them to it instead).
+        max_cpu_minutes=0.0,
         loss_weights=weights,
     )
     config.data = dataclasses.replace(config.data, path=str(data_path), split=0)

@@ -1,4 +1,5 @@
-"""MD throughput of the three engines: steps/s, ns/day and atom-steps/s, measured in one run.
+"""MD throughput of the engines (torch eager and compiled, torch-sim, OpenMM, ASE): steps/s, ns/day
+and atom-steps/s, measured in one run.
 
 Each (structure, engine, replicas) configuration is built through the engine registry with the
 same settings (Langevin at 300 K by default), warmed up, then timed in rounds in which the
@@ -65,15 +66,17 @@ def md_benchmark(
             engine.advance(warmup)
             runs.append((configuration, engine))
     seconds: dict[int, list[float]] = {index: [] for index in range(len(runs))}
+    cpu_seconds: dict[int, list[float]] = {index: [] for index in range(len(runs))}
     potential_seconds: dict[int, list[float | None]] = {index: [] for index in range(len(runs))}
     for _ in range(rounds):
         for index, (_, engine) in enumerate(runs):
             before = engine.potential_seconds
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             engine.advance(steps)
             if potential.device.type == "cuda":
                 torch.cuda.synchronize(potential.device)
             seconds[index].append(time.perf_counter() - started)
+            cpu_seconds[index].append(time.process_time() - cpu_started)
             after = engine.potential_seconds
             potential_seconds[index].append(None if after is None else after - before)
     rows = [
@@ -82,6 +85,7 @@ def md_benchmark(
             structures[configuration.structure],
             steps,
             seconds[index],
+            cpu_seconds[index],
             potential_seconds[index],
             settings,
             potential,
@@ -100,11 +104,15 @@ def _row(
     atoms: Atoms,
     steps: int,
     seconds: list[float],
+    cpu_seconds: list[float],
     potential_seconds: list[float | None],
     settings: MDSettings,
     potential: Potential,
 ) -> dict[str, Any]:
     median = float(np.median(seconds))
+    cpu_measures = throughput_measures(
+        steps, float(np.median(cpu_seconds)), settings.timestep_fs, len(atoms) * configuration.replicas
+    )
     measures = throughput_measures(steps, median, settings.timestep_fs, len(atoms) * configuration.replicas)
     shares = [p / s for p, s in zip(potential_seconds, seconds) if p is not None]
     return {
@@ -118,11 +126,16 @@ def _row(
         "atom_steps_per_second": measures["atom_steps_per_second"],
         "potential_time_fraction": float(np.median(shares)) if shares else None,
         "round_seconds": seconds,
+        # Process CPU time (all threads): on a loaded machine the steady figure beside the wall time.
+        "round_cpu_seconds": cpu_seconds,
+        "atom_steps_per_cpu_second": cpu_measures["atom_steps_per_second"],
         "timestep_fs": settings.timestep_fs,
         "thermostat": settings.thermostat,
         "device": str(potential.device),
         "dtype": dtype_name(potential.dtype),
         "threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "potential_format": potential.metadata.get("container", "torchscript"),
     }
 
 
@@ -137,6 +150,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         "atom-steps/s",
         "in potential",
         "ns/day vs first",
+        "atom-steps/CPU-s",
     ]
     cells = [
         [
@@ -148,7 +162,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             row["atom_steps_per_second"],
             "-" if row["potential_time_fraction"] is None else f"{100 * row['potential_time_fraction']:.0f}%",
             row["ns_per_day_ratio_to_first"],
+            row.get("atom_steps_per_cpu_second"),
         ]
         for row in rows
     ]
-    return utils.format_table(cells, headers, floatfmt=("", "", "", ".1f", ".3f", ".0f", "", ".2f"))
+    return utils.format_table(cells, headers, floatfmt=("", "", "", ".1f", ".3f", ".0f", "", ".2f", ".0f"))

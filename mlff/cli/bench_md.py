@@ -19,7 +19,9 @@ def add_parser(benches: Any) -> None:
         nargs="+",
         default=["torch:1", "torch:8", "torch:64", "openmm", "ase"],
         metavar="ENGINE[:REPLICAS]",
-        help="configurations to time (default: torch:1 torch:8 torch:64 openmm ase)",
+        help="configurations to time (default: torch:1 torch:8 torch:64 openmm ase); engines: torch, "
+        "torch-compiled (torch.compile of the padded graph; CUDA graphs on a GPU), torch-sim (mlff[torchsim]), "
+        "openmm, ase",
     )
     parser.add_argument("--steps", type=int, default=100, help="timed steps per configuration and round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds, configurations taking turns (median reported)")

@@ -72,6 +72,15 @@ def add_parser(subparsers: Any) -> None:
         help="the labelled dataset of the training run: the card records the potential's errors on a fixed "
         "subset of its test split (frame indices and MAE), for anyone to reproduce",
     )
+    parser.add_argument(
+        "--format",
+        choices=("torchscript", "aoti"),
+        default="torchscript",
+        help="torchscript (default: the portable file, periodic and stress) or aoti (a torch.export + "
+        "AOTInductor package, .pt2: compiled for one device and this torch, isolated molecules only; "
+        "CHECKPOINT may be a TorchScript potential file to convert)",
+    )
+    parser.add_argument("--device", default="cpu", help="the device an aoti package is compiled for (cpu, cuda)")
     parser.add_argument("--no-card", action="store_true", help="do not write the model card (OUTPUT with .yaml)")
     parser.set_defaults(run=run)
 
@@ -125,9 +134,19 @@ def _export(args: argparse.Namespace) -> Path:
     if not committee and is_potential_file(args.checkpoint):
         if args.core_repulsion or args.repulsion:
             raise ValueError("a core repulsion needs the training checkpoint (its data), not a potential file")
+        if args.format == "aoti" and not args.reference_data:
+            from mlff.export.deploy import convert_potential
+
+            return convert_potential(args.checkpoint, args.output, "aoti", args.device)
         if not args.reference_data:
             raise ValueError(f"{args.checkpoint} is a potential file already; --reference-data is all export can add")
         return replace_reference(args.checkpoint, dataset_reference(args.reference_data), args.output)
+    if committee and args.format != "torchscript":
+        raise ValueError("a committee file is TorchScript only (--format torchscript)")
+    if args.format == "aoti" and args.reference_data:
+        raise ValueError(
+            "--reference-data rewrites a TorchScript file; export it first, then convert it with --format aoti"
+        )
     if committee:
         source = args.committee if args.committee is not None else committee_checkpoints(args.checkpoint)
         exporter = export_committee
@@ -140,6 +159,7 @@ def _export(args: argparse.Namespace) -> Path:
         dtype=args.dtype,
         core_repulsion_ev_per_a3=args.core_repulsion,
         repulsion=args.repulsion,
+        **({"format": args.format, "device": args.device} if not committee else {}),
     )
     if args.reference_data:
         replace_reference(path, dataset_reference(args.reference_data), path)

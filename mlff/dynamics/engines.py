@@ -22,6 +22,8 @@ ENGINES: dict[str, str] = {
     "torch": "mlff.dynamics.torch_engine:TorchEngine",
     "ase": "mlff.dynamics.ase_engine:ASEEngine",
     "openmm": "mlff.dynamics.openmm_engine:OpenMMEngine",
+    "torch-compiled": "mlff.dynamics.compiled:CompiledTorchEngine",
+    "torch-sim": "mlff.dynamics.torchsim:TorchSimEngine",
 }
 
 

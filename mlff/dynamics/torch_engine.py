@@ -102,23 +102,40 @@ class MDState:
 class BatchedPotential:
     """A potential evaluating a fixed batch of systems in one call (a `ForceFn`).
 
-    The batch, cell and pbc tensors are built once. Non-finite coordinates (a replica that blew
+    The batch, cell and pbc tensors are built, and the potential's input checks run, once: each
+    step then calls the unchecked path (the checks read values, a GPU synchronisation each). With
+    `timed` (the default) each call waits for the GPU to time itself (`seconds`); without, no call
+    synchronises and `seconds` stays None. Non-finite coordinates (a replica that blew
     up between two saved frames) are replaced by the system's start coordinates before the call,
     so that one exploded replica cannot stop the batch: its own garbage is caught by the stability
     observer at the next saved frame. `seconds` accumulates the wall time spent in the potential.
     """
 
-    def __init__(self, potential: Potential, atomic_numbers: torch.Tensor, batch: torch.Tensor, fallback: torch.Tensor):
+    def __init__(
+        self,
+        potential: Potential,
+        atomic_numbers: torch.Tensor,
+        batch: torch.Tensor,
+        fallback: torch.Tensor,
+        timed: bool = True,
+        cell: torch.Tensor | None = None,
+        pbc: torch.Tensor | None = None,
+    ):
         self.potential = potential
+        self.timed = timed
         device, dtype = potential.device, potential.dtype
         self.num_atoms = int(atomic_numbers.shape[0])
         self.num_systems = int(batch.max()) + 1 if self.num_atoms else 0
         self.atomic_numbers = atomic_numbers.to(device=device, dtype=torch.long)
         self.batch = batch.to(device)
         self.fallback = fallback.to(device=device, dtype=torch.float64)
-        self.cell = torch.zeros(self.num_systems, 3, 3, dtype=dtype, device=device)
-        self.pbc = torch.zeros(self.num_systems, 3, dtype=torch.bool, device=device)
-        self.seconds = 0.0
+        # Periodic systems: cell [B, 3, 3] Angstrom and pbc [B, 3]; the potential finds the images.
+        zeros = torch.zeros(self.num_systems, 3, 3, dtype=dtype, device=device)
+        self.cell = zeros if cell is None else cell.to(device=device, dtype=dtype)
+        self.pbc = torch.zeros(self.num_systems, 3, dtype=torch.bool, device=device) if pbc is None else pbc.to(device)
+        self.seconds: float | None = 0.0 if timed else None
+        if self.num_atoms:
+            potential.check_inputs(self.fallback.to(dtype), self.atomic_numbers, self.batch, self.cell, self.pbc)
 
     def __call__(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """positions [N, 3] Angstrom -> (energy [B] eV, forces [N, 3] eV/Angstrom), in positions' dtype."""
@@ -127,11 +144,12 @@ class BatchedPotential:
         started = time.perf_counter()
         safe = torch.where(torch.isfinite(positions), positions, self.fallback)
         energy, forces = self.potential(
-            safe.to(self.potential.dtype), self.atomic_numbers, self.batch, self.cell, self.pbc
+            safe.to(self.potential.dtype), self.atomic_numbers, self.batch, self.cell, self.pbc, check=False
         )
-        if positions.device.type == "cuda":
-            torch.cuda.synchronize(positions.device)
-        self.seconds += time.perf_counter() - started
+        if self.seconds is not None:
+            if positions.device.type == "cuda":
+                torch.cuda.synchronize(positions.device)
+            self.seconds += time.perf_counter() - started
         return energy.to(positions.dtype), forces.to(positions.dtype)
 
 
@@ -250,6 +268,8 @@ class TorchEngine:
         self.counts = [len(atoms) for atoms in systems]
         self.numbers = [torch.as_tensor(atoms.get_atomic_numbers(), dtype=torch.long) for atoms in systems]
         self.start = [torch.as_tensor(atoms.get_positions(), dtype=torch.float64) for atoms in systems]
+        self.cells = [torch.as_tensor(np.array(atoms.cell.array), dtype=torch.float64) for atoms in systems]
+        self.pbcs = [torch.as_tensor(np.array(atoms.pbc), dtype=torch.bool) for atoms in systems]
         velocity_generators = replica_generators([settings.seed + k for k in self.replicas])
         velocities = [
             torch.as_tensor(maxwell_boltzmann_velocities(masses_of(z), settings.temperature_k, g))
@@ -274,15 +294,23 @@ class TorchEngine:
         """The force function and step function of the active replicas."""
         numbers = torch.cat(self.numbers)
         batch = torch.repeat_interleave(torch.arange(len(self.counts)), torch.as_tensor(self.counts))
-        self.force_fn = BatchedPotential(self.potential, numbers, batch, torch.cat(self.start))
+        self.force_fn = self._force_function(numbers, batch, torch.cat(self.start))
         self.step_fn = make_step(self.settings, self.force_fn, self.generators, self.counts)
+
+    def _force_function(self, numbers: torch.Tensor, batch: torch.Tensor, start: torch.Tensor) -> BatchedPotential:
+        """The force function of this batch (`mlff.dynamics.compiled` gives a compiled one)."""
+        return BatchedPotential(
+            self.potential, numbers, batch, start, cell=torch.stack(self.cells), pbc=torch.stack(self.pbcs)
+        )
 
     @property
     def step(self) -> int:
         return self.state.step
 
     @property
-    def potential_seconds(self) -> float:
+    def potential_seconds(self) -> float | None:
+        if self.force_fn.seconds is None:
+            return None
         return self.seconds_before + self.force_fn.seconds
 
     def advance(self, steps: int) -> None:
@@ -318,11 +346,13 @@ class TorchEngine:
             self.state.batch
         ]
         system_keep = torch.as_tensor(keep, dtype=torch.long, device=self.device)
-        self.seconds_before += self.force_fn.seconds
+        self.seconds_before += self.force_fn.seconds or 0.0
         self.replicas = [self.replicas[b] for b in keep]
         self.counts = [self.counts[b] for b in keep]
         self.numbers = [self.numbers[b] for b in keep]
         self.start = [self.start[b] for b in keep]
+        self.cells = [self.cells[b] for b in keep]
+        self.pbcs = [self.pbcs[b] for b in keep]
         self.generators = [self.generators[b] for b in keep]
         state = self.state
         if not keep:
@@ -360,8 +390,9 @@ class TorchEngine:
             generator.set_state(generator_state)
         positions = saved["positions"].to(self.device)
         energy, forces = self.force_fn(positions)
-        self.force_fn.seconds = 0.0
-        self.seconds_before = float(saved["potential_seconds"])
+        if self.force_fn.seconds is not None:
+            self.force_fn.seconds = 0.0
+        self.seconds_before = float(saved["potential_seconds"] or 0.0)
         self.state = replace(
             self.state,
             positions=positions,

@@ -25,7 +25,7 @@ from mlff.export.load import (
     dtype_name,
     torchscript_without_deprecation_warning,
 )
-from mlff.models import BACKBONES, EnergyModel, ModelConfig
+from mlff.models import BACKBONES, EnergyModel, ModelConfig, build_model
 from mlff.models.priors import PRIORS, PairOnsets, ZBLRepulsion, build_prior, pair_onsets
 from mlff.utils import atomic_write, to_json
 
@@ -40,6 +40,8 @@ RESERVED_KEYS = (
     "periodic",
     "stress",
     "model",
+    "container",
+    "aoti",
 )
 # The exported method a v2 file gives the stress with (the `stress` capability flag).
 STRESS_METHOD = "energy_forces_stress"
@@ -53,8 +55,10 @@ def export_model(
     metadata: dict[str, Any] | None = None,
     dtype: str | torch.dtype = "float64",
     config: ModelConfig | None = None,
+    format: str = "torchscript",
+    device: str = "cpu",
 ) -> Path:
-    """Write `model` as a standalone potential file (TorchScript + metadata).
+    """Write `model` as a standalone potential file (TorchScript + metadata, or an AOTInductor package).
 
     The model is copied (the caller's model is left as it was), put in eval
     mode on the CPU, converted to `dtype` and scripted. The file is written to
@@ -68,16 +72,26 @@ def export_model(
             itself (RESERVED_KEYS). numpy arrays and Paths are converted.
         dtype: network dtype of the file, "float64" (default) or "float32".
         config: the model's architecture, recorded under metadata["model"]["config"].
+        format: "torchscript" (the portable file) or "aoti" (`mlff.export.aoti`: compiled for
+            `device` and this torch, isolated molecules only).
+        device: the device an "aoti" package is compiled for ("cpu" or "cuda").
 
     Returns:
         The path written.
     """
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
     extra = dict(metadata or {})
     clashes = sorted(set(extra) & set(RESERVED_KEYS))
     if clashes:
         raise ValueError(f"metadata keys {clashes} are written by export_model itself; rename them")
     target_dtype = dtype_from_name(dtype)
     deployable = copy.deepcopy(model).to(device="cpu", dtype=target_dtype).eval()
+    if format == "aoti":
+        from mlff.export.aoti import export_aoti
+
+        core = _core_metadata(deployable, target_dtype, config)
+        return export_aoti(deployable, path, {**core, **extra}, target_dtype, device)
     with torchscript_without_deprecation_warning():
         scripted = torch.jit.script(deployable)
     return _write_potential_file(scripted, {**_core_metadata(deployable, target_dtype, config), **extra}, path)
@@ -90,8 +104,10 @@ def export_checkpoint(
     dtype: str | torch.dtype = "float64",
     core_repulsion_ev_per_a3: float = 0.0,
     repulsion: str | None = None,
+    format: str = "torchscript",
+    device: str = "cpu",
 ) -> Path:
-    """Export a training checkpoint as a potential file.
+    """Export a training checkpoint as a potential file (`format` and `device` as `export_model`).
 
     Args:
         checkpoint_path: a checkpoint written by training (mlff.checkpoint layout).
@@ -128,10 +144,11 @@ def export_checkpoint(
         metadata["core_repulsion"] = add_core_repulsion(
             model, config.get("data") or {}, core_repulsion_ev_per_a3, kind=kind
         )
-    return export_model(model, output, metadata, dtype, ModelConfig(**config["model"]))
+    return export_model(model, output, metadata, dtype, ModelConfig(**config["model"]), format, device)
 
 
 REPULSIONS = ("cubic", "zbl")
+FORMATS = ("torchscript", "aoti")
 
 
 def repulsion_kind(repulsion: str | None, strength_ev_per_a3: float) -> str | None:
@@ -222,6 +239,46 @@ def replace_reference(potential_path: str | os.PathLike, reference: dict[str, An
     with torchscript_without_deprecation_warning():
         module = torch.jit.load(str(potential_path), map_location="cpu")
     return _write_potential_file(module, metadata, output)
+
+
+def eager_model_from_file(path: str | os.PathLike) -> EnergyModel:
+    """The EnergyModel of a TorchScript potential file, rebuilt from its metadata and weights (eval mode).
+
+    What `torch.compile` and `torch.export` need: a TorchScript module cannot be traced. The
+    architecture comes from metadata["model"] (config and prior names), the weights from the file.
+
+    Raises:
+        ValueError: a committee, a file without its architecture, or an AOTInductor package.
+    """
+    from mlff.export.load import read_metadata, resolve_potential
+
+    path = resolve_potential(path)
+    metadata = read_metadata(path)
+    model_metadata = metadata.get("model") or {}
+    if metadata.get("committee") or metadata.get("container") == "aoti" or not model_metadata.get("config"):
+        raise ValueError(f"{path}: only a single model's TorchScript file with its architecture can be rebuilt")
+    with torchscript_without_deprecation_warning():
+        state = torch.jit.load(str(path), map_location="cpu").state_dict()
+    config = ModelConfig(**model_metadata["config"])
+    species = [int(z) for z in metadata["species"]]
+    model = build_model(config, species, [0.0] * len(species), 1.0)
+    for name, kind in (model_metadata.get("priors") or {}).items():
+        if name not in model.priors:
+            model.priors[name] = build_prior(kind, species, model.cutoff)
+    model = model.to(dtype_from_name(metadata["dtype"]))
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def convert_potential(path: str | os.PathLike, output: str | os.PathLike, format: str, device: str = "cpu") -> Path:
+    """Write the potential file `path` again in `format` (a TorchScript file as an AOTInductor package)."""
+    from mlff.export.load import read_metadata
+
+    metadata = read_metadata(path)
+    model = eager_model_from_file(path)
+    extra = {key: value for key, value in metadata.items() if key not in RESERVED_KEYS}
+    config = ModelConfig(**metadata["model"]["config"])
+    return export_model(model, output, extra, metadata["dtype"], config, format, device)
 
 
 def _core_metadata(model: EnergyModel, dtype: torch.dtype, config: ModelConfig | None) -> dict[str, Any]:

@@ -77,7 +77,7 @@ def resolve_potential(name_or_path: str | os.PathLike) -> Path:
 
 
 def is_potential_file(path: str | os.PathLike) -> bool:
-    """True if `path` is a TorchScript archive, the container of a potential file.
+    """True if `path` is a TorchScript archive or an AOTInductor package, the containers of a potential file.
 
     Tells a potential file from a training checkpoint (a torch.save archive, which has no
     TorchScript constants) by content, not by name. False for a missing or non-zip file;
@@ -85,9 +85,15 @@ def is_potential_file(path: str | os.PathLike) -> bool:
     """
     try:
         with zipfile.ZipFile(path) as archive:
-            return any(name.endswith(f"/{_TORCHSCRIPT_MARKER}") for name in archive.namelist())
+            names = archive.namelist()
+            return any(name.endswith(f"/{_TORCHSCRIPT_MARKER}") for name in names) or _is_aoti(names)
     except (zipfile.BadZipFile, OSError, EOFError):
         return False
+
+
+def _is_aoti(names: list[str]) -> bool:
+    """Whether zip entries are an AOTInductor package's (`mlff.export.aoti`; imported lazily: it is optional)."""
+    return any("/data/aotinductor/" in name for name in names)
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
@@ -113,7 +119,12 @@ def _read_archive_metadata(path: Path) -> dict[str, Any]:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
             metadata_names = [name for name in names if name.endswith(f"/extra/{METADATA_FILE}")]
-            if not any(name.endswith(f"/{_TORCHSCRIPT_MARKER}") for name in names):
+            if _is_aoti(names):
+                if not metadata_names:
+                    raise PotentialError(
+                        f"{path} is an AOTInductor package without {METADATA_FILE}: not written by `mlff export`"
+                    )
+            elif not any(name.endswith(f"/{_TORCHSCRIPT_MARKER}") for name in names):
                 raise PotentialError(
                     f"{path} is not a TorchScript file (a torch.save file such as a training "
                     "checkpoint? turn a checkpoint into a potential with `mlff export`)"
@@ -157,7 +168,9 @@ class Potential:
     """A loaded potential file: the TorchScript module and its metadata.
 
     Attributes:
-        module: the TorchScript module (forward as in this module's docstring).
+        module: the TorchScript module (forward as in this module's docstring), or an
+            `mlff.export.aoti.AOTIModule` for an AOTInductor package (isolated molecules only).
+        path: the file it was loaded from (None when built in memory).
         metadata: the file's metadata dict.
         species: atomic numbers the potential knows.
         cutoff: interaction cutoff, Angstrom.
@@ -167,8 +180,9 @@ class Potential:
         has_stress: whether it gives the stress (format v2's `stress` flag: `energy_forces_stress`).
     """
 
-    def __init__(self, module: torch.jit.ScriptModule, metadata: dict[str, Any], device: torch.device) -> None:
+    def __init__(self, module: Any, metadata: dict[str, Any], device: torch.device, path: Path | None = None) -> None:
         self.module = module
+        self.path = path
         self.metadata = metadata
         self.species: list[int] = [int(z) for z in metadata["species"]]
         self.cutoff = float(metadata["cutoff"])
@@ -191,6 +205,7 @@ class Potential:
         batch: torch.Tensor,
         cell: torch.Tensor,
         pbc: torch.Tensor,
+        check: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Energies and forces of a batch of structures.
 
@@ -199,6 +214,8 @@ class Potential:
                 structure index of each atom (non-decreasing). cell: [B, 3, 3] Angstrom, rows
                 the cell vectors.
             pbc: [B, 3] bool; all False for a format v1 file (isolated molecules only).
+            check: False skips the input checks (each reads tensor values: a GPU synchronisation)
+                where `check_inputs` has passed for this batch already (MD engines, per step).
 
         Returns:
             energy [B] float64 eV and forces [N, 3] eV/Angstrom in the potential's
@@ -208,10 +225,39 @@ class Potential:
             ValueError: the module rejected the input (the message says why).
         """
         try:
-            energy, forces = self.module(positions, atomic_numbers, batch, cell, pbc)
+            if check or not self._has_method("energy_forces_unchecked"):
+                energy, forces = self.module(positions, atomic_numbers, batch, cell, pbc)
+            else:
+                energy, forces = self.module.energy_forces_unchecked(positions, atomic_numbers, batch, cell, pbc)
         except torch.jit.Error as error:
             raise _input_error(error) from None
         return energy.detach(), forces.detach()
+
+    def check_inputs(
+        self,
+        positions: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        batch: torch.Tensor,
+        cell: torch.Tensor,
+        pbc: torch.Tensor,
+    ) -> None:
+        """Raise ValueError unless the five arguments fit the file's contract (once per batch set-up).
+
+        Files written before the checks were a method of their own check by a call instead.
+        """
+        try:
+            if self._has_method("check_inputs"):
+                self.module.check_inputs(positions, atomic_numbers, batch, cell, pbc)
+            else:
+                self.module(positions, atomic_numbers, batch, cell, pbc)
+        except torch.jit.Error as error:
+            raise _input_error(error) from None
+
+    def _has_method(self, name: str) -> bool:
+        """Whether the module has method `name` (a TorchScript module's exported methods, or a Python one)."""
+        if isinstance(self.module, torch.jit.ScriptModule):
+            return bool(self.module._c._has_method(name))
+        return callable(getattr(self.module, name, None))
 
     def to(self, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None) -> "Potential":
         """Move and/or convert the module in place (like nn.Module.to); returns self.
@@ -241,6 +287,8 @@ class Potential:
         Raises:
             ValueError: the file has no stress (a v1 or committee file), or the module rejected the input.
         """
+        if not self.has_stress and self.metadata.get("container") == "aoti":
+            raise ValueError("an AOTInductor package gives no stress (molecules only): use the TorchScript file")
         if not self.has_stress:
             raise ValueError(
                 f"this potential (format v{self.metadata.get('format_version')}) gives no stress; "
@@ -375,6 +423,15 @@ def load_potential(
     path = resolve_potential(path)
     metadata = read_metadata(path)
     target = torch.device(device)
+    if metadata.get("container") == "aoti":
+        from mlff.export.aoti import AOTIModule
+
+        if dtype is not None and dtype_from_name(dtype) != DTYPES[metadata["dtype"]]:
+            raise PotentialError(
+                f"{path} is an AOTInductor package compiled for {metadata['dtype']}; it cannot run in "
+                f"{dtype_name(dtype_from_name(dtype))}: export it again with --dtype"
+            )
+        return Potential(AOTIModule(path, metadata, target), metadata, target, path)
     try:
         with torchscript_without_deprecation_warning():
             module = torch.jit.load(str(path), map_location=target)
@@ -383,7 +440,7 @@ def load_potential(
     module.eval()
     for parameter in module.parameters():
         parameter.requires_grad_(False)
-    potential = Potential(module, metadata, target)
+    potential = Potential(module, metadata, target, path)
     if dtype is not None:
         potential.to(dtype=dtype)
     return potential

@@ -27,8 +27,9 @@ import torch
 from torch import nn
 
 from mlff.encodings.base import cosine_envelope
+from mlff.export.inputs import check_inputs
 from mlff.models.base import Backbone
-from mlff.models.neighbors import Edges, neighbor_pairs, periodic_neighbor_pairs
+from mlff.models.neighbors import Edges, neighbor_pairs, padded_neighbor_pairs, periodic_neighbor_pairs
 from mlff.models.priors import CubicRepulsion, ElementReference, Prior
 from mlff.models.priors.base import MAX_ATOMIC_NUMBER
 
@@ -133,6 +134,90 @@ class EnergyModel(nn.Module):
         return energy, forces
 
     @torch.jit.export
+    def check_inputs(
+        self,
+        positions: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        batch: torch.Tensor,
+        cell: torch.Tensor,
+        pbc: torch.Tensor,
+    ) -> None:
+        """Raise ValueError unless the arguments fit the forward's contract (`mlff.export.inputs`).
+
+        The checks read tensor values, so on a GPU they wait for the device: an engine runs them once
+        per system set-up and then steps with `energy_forces_unchecked`.
+        """
+        self._check_inputs(positions, atomic_numbers, batch, cell, pbc)
+
+    @torch.jit.export
+    def energy_forces_unchecked(
+        self,
+        positions: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        batch: torch.Tensor,
+        cell: torch.Tensor,
+        pbc: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`forward` without its input checks (arguments checked once by `check_inputs`), same numbers."""
+        energy, forces, _ = self._evaluate(positions, atomic_numbers, batch, cell, pbc, False)
+        return energy, forces
+
+    def energy_forces_molecules(
+        self, positions: torch.Tensor, atomic_numbers: torch.Tensor, batch: torch.Tensor, cell: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Energy [B] float64 eV and forces [N, 3] eV/A of isolated molecules (no pbc branch, no checks).
+
+        The same operations as the forward of a batch without periodic structure, written without
+        a branch on tensor values so that `torch.export` can trace it (the AOTInductor package).
+        """
+        num_structures = cell.size(0)
+        positions = positions.detach().to(self.energy_scale.dtype).requires_grad_(True)
+        species = self.species_table[atomic_numbers]
+        index, vectors, distances = neighbor_pairs(positions, batch, num_structures, self.cutoff)
+        edges = self._edges_from(index, vectors, distances, None)
+        energy = self._energy(atomic_numbers, species, batch, edges, num_structures)
+        (gradient,) = torch.autograd.grad([energy.sum()], [positions])
+        return energy, -gradient
+
+    def energy_forces_padded(
+        self,
+        positions: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        batch: torch.Tensor,
+        num_structures: int,
+        candidates: torch.Tensor,
+        capacity: int,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Energy and forces of isolated molecules with shapes fixed by the batch alone (compiled MD).
+
+        The pairs come from `padded_neighbor_pairs`: the candidates [2, P] (`structure_pairs`, built
+        once per batch) cut to `capacity` entries, pairs beyond the cutoff sent to a ghost atom
+        appended after the N real ones (its own structure B, dropped from the energy). Every shape
+        depends on N, B, P and the capacity only, so the call traces into one static graph (no host
+        synchronisation, CUDA-graph safe). The real atoms' edges are those of `forward`, in the same
+        order: the numbers agree with it to rounding.
+
+        Returns:
+            energy [B] float64 eV, forces [N, 3] eV/A, and the number of pairs within the cutoff
+            (a 0-d long tensor: more than `capacity` means pairs were lost and the capacity must grow).
+        """
+        dtype = self.energy_scale.dtype
+        positions = positions.detach().to(dtype).requires_grad_(True)
+        ghost = positions.size(0)
+        ghost_number = torch.full((1,), self.species[0], dtype=atomic_numbers.dtype, device=atomic_numbers.device)
+        numbers_ext = torch.cat([atomic_numbers, ghost_number])
+        batch_ext = torch.cat([batch, torch.full((1,), num_structures, dtype=batch.dtype, device=batch.device)])
+        positions_ext = torch.cat([positions, torch.zeros(1, 3, dtype=dtype, device=positions.device)])
+        index, vectors, distances, count = padded_neighbor_pairs(
+            positions_ext, candidates, self.cutoff, capacity, ghost
+        )
+        edges = self._edges_from(index, vectors, distances, None)
+        species = self.species_table[numbers_ext]
+        energy = self._energy(numbers_ext, species, batch_ext, edges, num_structures + 1)[:num_structures]
+        (gradient,) = torch.autograd.grad([energy.sum()], [positions])
+        return energy, -gradient, count
+
+    @torch.jit.export
     def energy_forces_stress(
         self,
         positions: torch.Tensor,
@@ -181,12 +266,7 @@ class EnergyModel(nn.Module):
             cell = cell + torch.bmm(cell, symmetric)
         species = self.species_table[atomic_numbers]
         edges = self.edges(strained, batch, num_structures, cell, pbc)
-        atomic = self.backbone(species, edges) * self.energy_scale
-        energy = torch.zeros(num_structures, dtype=torch.float64, device=positions.device).index_add(
-            0, batch, atomic.to(torch.float64)
-        )
-        for prior in self.priors.values():
-            energy = energy + prior(atomic_numbers, species, batch, edges, num_structures)
+        energy = self._energy(atomic_numbers, species, batch, edges, num_structures)
         forces = torch.zeros_like(positions)
         strain_gradient = torch.zeros_like(strain)
         if energy.requires_grad:
@@ -221,9 +301,32 @@ class EnergyModel(nn.Module):
             )
         else:
             index, vectors, distances = neighbor_pairs(positions, batch, num_structures, self.cutoff)
+        return self._edges_from(index, vectors, distances, shifts)
+
+    def _edges_from(
+        self, index: torch.Tensor, vectors: torch.Tensor, distances: torch.Tensor, shifts: Optional[torch.Tensor]
+    ) -> Edges:
+        """The pairs with their cutoff envelope and distance encoding."""
         envelope = cosine_envelope(distances, self.cutoff)
         encoded = self.backbone.encoding.with_envelope(distances, envelope)
         return Edges(index, vectors, distances, encoded, envelope, shifts)
+
+    def _energy(
+        self,
+        atomic_numbers: torch.Tensor,
+        species: torch.Tensor,
+        batch: torch.Tensor,
+        edges: Edges,
+        num_structures: int,
+    ) -> torch.Tensor:
+        """[B] float64 eV: the scaled backbone outputs summed per structure, plus every prior."""
+        atomic = self.backbone(species, edges) * self.energy_scale
+        energy = torch.zeros(num_structures, dtype=torch.float64, device=species.device).index_add(
+            0, batch, atomic.to(torch.float64)
+        )
+        for prior in self.priors.values():
+            energy = energy + prior(atomic_numbers, species, batch, edges, num_structures)
+        return energy
 
     def _check_inputs(
         self,
@@ -233,35 +336,4 @@ class EnergyModel(nn.Module):
         cell: torch.Tensor,
         pbc: torch.Tensor,
     ) -> None:
-        if positions.dim() != 2 or positions.size(1) != 3:
-            raise ValueError("positions must have shape [N, 3], got " + str(list(positions.shape)))
-        num_atoms = positions.size(0)
-        if atomic_numbers.shape != (num_atoms,) or batch.shape != (num_atoms,):
-            raise ValueError(
-                "atomic_numbers and batch must have shape [N] = ["
-                + str(num_atoms)
-                + "], got "
-                + str(list(atomic_numbers.shape))
-                + " and "
-                + str(list(batch.shape))
-            )
-        if cell.dim() != 3 or cell.size(1) != 3 or cell.size(2) != 3:
-            raise ValueError("cell must have shape [B, 3, 3], got " + str(list(cell.shape)))
-        if pbc.dim() != 2 or pbc.size(0) != cell.size(0) or pbc.size(1) != 3:
-            raise ValueError("pbc must have shape [B, 3] matching cell, got " + str(list(pbc.shape)))
-        if bool(pbc.any()) and not bool(torch.isfinite(cell).all()):
-            raise ValueError("cell contains NaN or inf")
-        if not bool(torch.isfinite(positions).all()):
-            raise ValueError("positions contain NaN or inf")
-        if num_atoms == 0:
-            return
-        if bool((atomic_numbers < 0).any()) or bool((atomic_numbers >= self.species_table.size(0)).any()):
-            raise ValueError("atomic numbers must lie in 0..118")
-        unknown = self.species_table[atomic_numbers] < 0
-        if bool(unknown.any()):
-            bad = int(atomic_numbers[unknown][0])
-            raise ValueError("atomic number " + str(bad) + " is not among the potential's species " + str(self.species))
-        if bool((batch[1:] < batch[:-1]).any()):
-            raise ValueError("batch must be non-decreasing (atoms of each structure contiguous)")
-        if int(batch[0]) < 0 or int(batch[-1]) >= cell.size(0):
-            raise ValueError("batch indices must lie in [0, B) with B = cell.shape[0]")
+        check_inputs(self.species_table, self.species, positions, atomic_numbers, batch, cell, pbc)

@@ -66,7 +66,10 @@ def structure_pairs(batch: torch.Tensor, num_structures: int) -> torch.Tensor:
     Returns:
         [2, P] long tensor of (receiver i, sender j) pairs.
     """
-    counts = torch.bincount(batch, minlength=num_structures)
+    # index_add rather than bincount: its length is B whatever the values, a static shape for torch.export.
+    counts = torch.zeros(num_structures, dtype=torch.long, device=batch.device).index_add(
+        0, batch, torch.ones_like(batch)
+    )
     starts = torch.cumsum(counts, 0) - counts
     pairs_per_structure = counts * counts
     structure_of_pair = torch.repeat_interleave(torch.arange(num_structures, device=batch.device), pairs_per_structure)
@@ -102,6 +105,47 @@ def neighbor_pairs(
     vectors = positions[edge_index[1]] - positions[edge_index[0]]
     distances = torch.linalg.vector_norm(vectors, dim=-1)
     return edge_index, vectors, distances
+
+
+def padded_neighbor_pairs(
+    positions: torch.Tensor, candidates: torch.Tensor, cutoff: float, capacity: int, ghost: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The pairs of `neighbor_pairs` in a list of fixed length: shapes depend on no value.
+
+    The candidates depend on the batch alone (`structure_pairs`), so an MD engine builds them once;
+    each call then keeps the first `capacity` candidates within the cutoff (in candidate order, so
+    the real pairs come in `neighbor_pairs`' order) and fills the rest with (ghost, ghost) pairs
+    whose vector is (2 cutoff, 0, 0): outside the cutoff (zero envelope), no zero distance, and
+    their messages reach only the ghost atom. Nothing is copied to the host.
+
+    Args:
+        positions: [N + 1, 3] Angstrom, the last row the ghost atom.
+        candidates: [2, P] long, the ordered pairs of atoms in the same structure.
+        cutoff: Angstrom.
+        capacity: the list's length; at least P keeps every candidate (no sort needed).
+        ghost: the ghost atom's index (N).
+
+    Returns:
+        edge_index [2, C] (receiver, sender), vectors [C, 3] and distances [C] in Angstrom,
+        C = min(capacity, P), and the number of candidates within the cutoff ([] long; more than
+        C means pairs were dropped: the caller grows the capacity and repeats the step).
+    """
+    with torch.no_grad():
+        candidate_vectors = positions[candidates[1]] - positions[candidates[0]]
+        within = torch.linalg.vector_norm(candidate_vectors, dim=-1) < cutoff
+        count = within.sum()
+        if capacity < candidates.size(1):
+            # A stable sort puts the pairs within the cutoff first, in their candidate order.
+            order = torch.sort((~within).to(torch.uint8), stable=True).indices[:capacity]
+            candidates = candidates[:, order]
+            within = within[order]
+        index = torch.where(within.unsqueeze(0), candidates, torch.full_like(candidates, ghost))
+    vectors = positions[index[1]] - positions[index[0]]
+    far = torch.zeros_like(vectors)
+    far[:, 0] = 2.0 * cutoff
+    vectors = torch.where(within.unsqueeze(1), vectors, far)
+    distances = torch.linalg.vector_norm(vectors, dim=-1)
+    return index, vectors, distances, count
 
 
 def complete_cell(cell: torch.Tensor, pbc: torch.Tensor, tolerance: float = SINGULAR_TOLERANCE) -> torch.Tensor:
