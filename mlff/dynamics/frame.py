@@ -45,20 +45,14 @@ def add_force_spread(frame: Frame, potential: Any, atomic_numbers: Sequence[np.n
         potential: a loaded committee `mlff.export.Potential`.
         atomic_numbers: each active replica's atomic numbers, in the order of `frame.replicas`.
     """
-    import torch
+    from mlff.export.load import molecule_batch
 
     spreads = [np.full(len(p), np.nan) for p in frame.positions_a]
     finite = [b for b, positions in enumerate(frame.positions_a) if np.isfinite(positions).all()]
     if finite:
         counts = [len(frame.positions_a[b]) for b in finite]
-        device, dtype = potential.device, potential.dtype
-        _, _, spread = potential.energy_forces_spread(
-            torch.as_tensor(np.concatenate([frame.positions_a[b] for b in finite]), dtype=dtype, device=device),
-            torch.as_tensor(np.concatenate([atomic_numbers[b] for b in finite]), dtype=torch.long, device=device),
-            torch.arange(len(finite), device=device).repeat_interleave(torch.as_tensor(counts, device=device)),
-            torch.zeros(len(finite), 3, 3, dtype=dtype, device=device),
-            torch.zeros(len(finite), 3, dtype=torch.bool, device=device),
-        )
+        structures = [(atomic_numbers[b], frame.positions_a[b]) for b in finite]
+        _, _, spread = potential.energy_forces_spread(*molecule_batch(structures, potential.dtype, potential.device))
         values = spread.cpu().double().numpy()
         bounds = np.cumsum([0, *counts])
         for i, b in enumerate(finite):

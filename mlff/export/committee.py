@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from mlff.checkpoint import load_checkpoint, model_from_checkpoint
-from mlff.export.load import dtype_from_name, torchscript_without_deprecation_warning
+from mlff.export.load import dtype_from_name, molecule_batch, torchscript_without_deprecation_warning
 
 COMMITTEE_FILE = "committee.json"
 SPREAD_PERCENTILE = 99.0
@@ -194,13 +194,7 @@ def frame_spreads(module: Any, structures: list[tuple[np.ndarray, np.ndarray]], 
     for start in range(0, len(structures), SPREAD_BATCH):
         chunk = structures[start : start + SPREAD_BATCH]
         counts = [len(numbers) for numbers, _ in chunk]
-        _, _, spread = module.energy_forces_spread(
-            torch.as_tensor(np.concatenate([positions for _, positions in chunk]), dtype=dtype),
-            torch.as_tensor(np.concatenate([numbers for numbers, _ in chunk]), dtype=torch.long),
-            torch.arange(len(chunk)).repeat_interleave(torch.as_tensor(counts)),
-            torch.zeros(len(chunk), 3, 3, dtype=dtype),
-            torch.zeros(len(chunk), 3, dtype=torch.bool),
-        )
+        _, _, spread = module.energy_forces_spread(*molecule_batch(chunk, dtype))
         spread = spread.detach().double().numpy()
         bounds = np.cumsum([0, *counts])
         result += [float(spread[bounds[b] : bounds[b + 1]].max()) for b in range(len(chunk))]

@@ -19,7 +19,7 @@ import json
 import os
 import warnings
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,20 @@ DTYPES: dict[str, torch.dtype] = dtype_map()
 _TORCHSCRIPT_MARKER = "constants.pkl"
 _SCRIPT_ERROR_PREFIX = "builtins.ValueError: "
 
+
+
+def molecule_batch(
+    structures: Sequence[tuple[np.ndarray, np.ndarray]], dtype: torch.dtype, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The five forward arguments of a batch of isolated molecules [(atomic numbers [n], positions [n, 3] A)]."""
+    counts = torch.as_tensor([len(numbers) for numbers, _ in structures], device=device)
+    return (
+        torch.as_tensor(np.concatenate([positions for _, positions in structures]), dtype=dtype, device=device),
+        torch.as_tensor(np.concatenate([numbers for numbers, _ in structures]), dtype=torch.long, device=device),
+        torch.arange(len(structures), device=device).repeat_interleave(counts),
+        torch.zeros(len(structures), 3, 3, dtype=dtype, device=device),
+        torch.zeros(len(structures), 3, dtype=torch.bool, device=device),
+    )
 
 class PotentialError(ValueError):
     """A potential file is missing, corrupt, not an mlff potential, or of an unknown version."""
