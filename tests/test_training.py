@@ -163,3 +163,57 @@ def test_any_encoding_can_be_named_with_its_own_default_options():
         assert config.model.encoding_options == {}
         model = build_model(config.model, [1, 6], [0.0, 0.0], 1.0)
         assert type(model.backbone.encoding).__name__.lower().startswith(name[:4])
+
+
+def _blow_up_at(epoch_to_break, original, times=1):
+    """A _run_epoch that, the first `times` times it reaches `epoch_to_break`, wrecks the weights (as a
+    diverging step does) and reports a validation error far above the best."""
+    broken = []
+
+    def run(state, data, split, epoch):
+        record = original(state, data, split, epoch)
+        if epoch == epoch_to_break and len(broken) < times:
+            broken.append(epoch)
+            with torch.no_grad():
+                for parameter in state.model.parameters():
+                    parameter.mul_(1e3)
+            record["val_force_mae_mev_per_a"] = 1e9
+        return record
+
+    return run
+
+
+def test_a_diverged_epoch_is_undone_with_the_learning_rate_halved(tmp_path, dataset, monkeypatch):
+    straight = tmp_path / "straight"
+    train(tiny_config(straight, dataset, epochs=4), progress=False)
+    monkeypatch.setattr(trainer_module, "_run_epoch", _blow_up_at(3, trainer_module._run_epoch))
+    rolled = tmp_path / "rolled"
+    result = train(tiny_config(rolled, dataset, epochs=4), progress=False)
+    assert result.epochs_run == 4 and result.stopped_because == "epochs"
+    checkpoint = load_checkpoint(rolled / "run" / "last.pt")
+    assert checkpoint["rollbacks"] == 1
+    epochs = [(h["epoch"], h.get("rejected")) for h in checkpoint["history"]]
+    assert [e for e, _ in epochs] == [1, 2, 3, 3, 4] and epochs[2][1] and "x best" in epochs[2][1]
+    assert all(rejected is None for i, (_, rejected) in enumerate(epochs) if i != 2)
+    straight_lr = {h["epoch"]: h["lr"] for h in load_checkpoint(straight / "run" / "last.pt")["history"]}
+    kept = [h for h in checkpoint["history"] if not h.get("rejected")]
+    for h in kept[2:]:
+        assert h["lr"] == pytest.approx(0.5 * straight_lr[h["epoch"]], rel=1e-6)
+    assert kept[1]["lr"] == pytest.approx(straight_lr[2], rel=1e-6), "epochs before the rollback keep their lr"
+    assert all(torch.isfinite(v).all() for v in checkpoint["model_state"].values())
+    straight_state = load_checkpoint(straight / "run" / "last.pt")["model_state"]
+    for name, value in checkpoint["model_state"].items():
+        if value.is_floating_point():
+            limit = 10 * float(straight_state[name].abs().max()) + 1e-3
+            assert float(value.abs().max()) < limit, f"{name}: the wrecked weights are gone"
+    lines = (rolled / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 5 and '"rejected"' in lines[2]
+
+
+def test_divergence_past_max_rollbacks_stops_the_run_on_its_best_weights(tmp_path, dataset, monkeypatch):
+    monkeypatch.setattr(trainer_module, "_run_epoch", _blow_up_at(3, trainer_module._run_epoch, times=5))
+    result = train(tiny_config(tmp_path, dataset, epochs=4, extra=["train.max_rollbacks=1"]), progress=False)
+    assert result.stopped_because.startswith("diverged") and result.epochs_run == 2
+    assert np.isfinite(result.test_metrics["force_mae_mev_per_a"])
+    with pytest.raises(ConfigError, match="divergence_factor"):
+        tiny_config(tmp_path, dataset, extra=["train.divergence_factor=0.5"])

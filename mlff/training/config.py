@@ -185,6 +185,12 @@ class TrainConfig:
         denoising_temperature_k: Kelvin, T of the denoising term's harmonic well: its force
             constant per coordinate is k_B T / sigma^2 (the default 300 K with sigma 0.04 A gives
             16 eV/A^2, between typical Cartesian bend (~3) and bond-stretch (~30) force constants).
+        divergence_factor: an epoch whose training loss is not finite, or whose validation force MAE
+            exceeds this multiple of the best so far, is undone: the run returns to the previous
+            epoch's checkpoint (last.pt) with the learning rate (peak and schedule) halved, and
+            replays the epoch; CPU and wall time spent on it still count. 0 disables. (lr 0.01
+            ran 26 epochs on ethanol, then blew up within one epoch and never recovered.)
+        max_rollbacks: the run stops ("diverged") after this many undone epochs.
         committee: K members trained one after another in one run (`mlff.training.committee`), member k
             with seed `seed + k` under output_dir/member_k; 1 (default): one model, as ever.
         committee_bootstrap: each member trains on a bootstrap resample (drawn with replacement,
@@ -205,6 +211,8 @@ class TrainConfig:
     plateau_patience: int = 10
     ema_decay: float = 0.99
     grad_clip: float = 10.0
+    divergence_factor: float = 3.0
+    max_rollbacks: int = 5
     loss_weights: dict[str, float] = field(default_factory=lambda: {"energy": 1.0, "forces": 100.0, "smoothness": 0.01})
     early_stopping_patience: int = 0
     max_minutes: float = 0.0
@@ -235,6 +243,10 @@ class TrainConfig:
                 raise ConfigError(f"unknown loss term train.loss_weights.{name}; known: {sorted(LOSSES)}")
             if weight < 0:
                 raise ConfigError(f"train.loss_weights.{name} must be >= 0, got {weight}")
+        if self.divergence_factor != 0 and self.divergence_factor <= 1:
+            raise ConfigError(f"train.divergence_factor must be > 1 (0 disables), got {self.divergence_factor}")
+        if self.max_rollbacks < 0:
+            raise ConfigError(f"train.max_rollbacks must be >= 0, got {self.max_rollbacks}")
         for name in ("max_minutes", "max_cpu_minutes"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0 (0: no cap), got {getattr(self, name)}")

@@ -146,14 +146,35 @@ def _train(config: Config, resume: bool, progress: bool, command: str | None, ct
     history: list[dict[str, Any]] = state.history
     stopped_because = "epochs"
     state.clock.start()
-    epochs = range(state.epoch + 1, config.train.epochs + 1)
-    bar = tqdm(epochs, desc="train", unit="epoch", disable=not progress, initial=state.epoch, total=config.train.epochs)
+    bar = tqdm(
+        total=config.train.epochs, desc="train", unit="epoch", disable=not progress, initial=state.epoch
+    )
     curve_written = -math.inf
+    epoch = state.epoch + 1
     with open(output_dir / "metrics.jsonl", "a", buffering=1) if main else contextlib.nullcontext() as log:
-        for epoch in bar:
+        while epoch <= config.train.epochs:
             record = _run_epoch(state, data, split, epoch)
             if ctx is not None:
                 _parallel().sync_clock(ctx, state.clock)
+            diverged = _divergence(state, record)
+            if diverged is not None:
+                # The rejected epoch stays in the log and the curve, marked; the state returns
+                # to the previous epoch's checkpoint with the learning rate halved.
+                record["rejected"] = diverged
+                history.append(record)
+                if main:
+                    log.write(json.dumps(record) + "\n")
+                if state.rollbacks >= config.train.max_rollbacks or not last_path.is_file():
+                    if not (output_dir / "best.pt").is_file():
+                        raise RuntimeError(
+                            f"training diverged in epoch {epoch} ({diverged}) before any epoch was kept: "
+                            "lower train.lr"
+                        )
+                    stopped_because = f"diverged: {diverged} after {state.rollbacks} rollbacks"
+                    break
+                state.roll_back(load_checkpoint(last_path))
+                epoch = state.epoch + 1
+                continue
             history.append(record)
             if main:
                 log.write(json.dumps(record) + "\n")
@@ -173,6 +194,7 @@ def _train(config: Config, resume: bool, progress: bool, command: str | None, ct
                 if improved:
                     atomic_torch_save(checkpoint, output_dir / "best.pt")
                 atomic_torch_save(checkpoint, last_path)
+            bar.update(1)
             bar.set_postfix(
                 loss=f"{record['loss']:.4g}",
                 val_F=f"{record['val_force_mae_mev_per_a']:.2f}",
@@ -185,6 +207,7 @@ def _train(config: Config, resume: bool, progress: bool, command: str | None, ct
             if stop:
                 stopped_because = stop
                 break
+            epoch += 1
     bar.close()
     if main and history:
         write_learning_curve(history, output_dir / "curve.png")
@@ -195,6 +218,21 @@ def _train(config: Config, resume: bool, progress: bool, command: str | None, ct
             ctx, lambda: _finish(output_dir, training_data, data, stopped_because, not unlabelled)
         )
     return TrainResult(output_dir, state.epoch, state.best_val, test_metrics, stopped_because)
+
+
+def _divergence(state: "TrainingState", record: dict[str, Any]) -> str | None:
+    """Why the epoch of `record` counts as diverged (`train.divergence_factor`), or None."""
+    factor = state.config.train.divergence_factor
+    if not factor:
+        return None
+    if not math.isfinite(record["loss"]):
+        return f"training loss {record['loss']}"
+    value = record[state.selection_key]
+    if not math.isfinite(value):
+        return f"{state.selection_key} {value}"
+    if value > factor * state.best_val:
+        return f"{state.selection_key} {value:.4g} > {factor:g} x best {state.best_val:.4g}"
+    return None
 
 
 def _stop_reason(state: "TrainingState", epoch: int) -> str | None:
@@ -293,6 +331,7 @@ class TrainingState:
         self.best_epoch = 0
         self.history: list[dict[str, Any]] = []
         self.files: dict[str, Split] = {}
+        self.rollbacks = 0
 
     @property
     def eval_model(self) -> EnergyModel:
@@ -328,6 +367,7 @@ class TrainingState:
             "cpu_seconds": self.clock.cpu_elapsed(),
             "best_val_force_mae": self.best_val,
             "best_epoch": self.best_epoch,
+            "rollbacks": self.rollbacks,
             "history": list(self.history),
             "data_summary": data_summary,
             "test_metrics": None,
@@ -343,6 +383,28 @@ class TrainingState:
         }
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
+        """Continue from `checkpoint` (a resume): weights, optimiser, schedule, clocks and history."""
+        self._load_training_state(checkpoint)
+        self.clock.before = float(checkpoint.get("elapsed_seconds", 0.0))
+        # Checkpoints written before the CPU clock existed count their wall time as CPU time
+        # (one thread per run: an upper bound that keeps a resumed cap conservative).
+        self.clock.cpu_before = float(checkpoint.get("cpu_seconds", self.clock.before))
+        self.history = list(checkpoint.get("history", []))
+        self.rollbacks = int(checkpoint.get("rollbacks", 0))
+
+    def roll_back(self, checkpoint: dict[str, Any], lr_factor: float = 0.5) -> None:
+        """Undo a diverged epoch: the weights, optimiser and schedule of `checkpoint` (the previous
+        epoch's), every learning rate of the schedule times `lr_factor`; clocks and history go on."""
+        self._load_training_state(checkpoint)
+        for group in self.optimizer.param_groups:
+            group["lr"] *= lr_factor
+            if "initial_lr" in group:
+                group["initial_lr"] *= lr_factor
+        if hasattr(self.scheduler, "base_lrs"):
+            self.scheduler.base_lrs = [lr * lr_factor for lr in self.scheduler.base_lrs]
+        self.rollbacks += 1
+
+    def _load_training_state(self, checkpoint: dict[str, Any]) -> None:
         self.model.load_state_dict(checkpoint["model_state"])
         if self.ema is not None and checkpoint.get("ema_state") is not None:
             self.ema.module.load_state_dict(checkpoint["ema_state"])
@@ -356,13 +418,8 @@ class TrainingState:
         if self.scheduler is not None and checkpoint.get("scheduler_state") is not None:
             self.scheduler.load_state_dict(checkpoint["scheduler_state"])
         self.epoch = int(checkpoint["epoch"])
-        self.clock.before = float(checkpoint.get("elapsed_seconds", 0.0))
-        # Checkpoints written before the CPU clock existed count their wall time as CPU time
-        # (one thread per run: an upper bound that keeps a resumed cap conservative).
-        self.clock.cpu_before = float(checkpoint.get("cpu_seconds", self.clock.before))
         self.best_val = float(checkpoint["best_val_force_mae"])
         self.best_epoch = int(checkpoint.get("best_epoch", self.epoch))
-        self.history = list(checkpoint.get("history", []))
 
 
 def evaluate_files(
