@@ -231,3 +231,12 @@ def test_compiled_md_step_does_not_synchronise_on_cuda(potential_file: Path) -> 
             state = step(state)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_openmm_torch_force_refuses_an_aoti_package_by_name(potential_file: Path) -> None:
+    from mlff.calculators.openmm import torch_force_module
+
+    potential = load_potential(potential_file)
+    potential.metadata = {**potential.metadata, "container": "aoti"}
+    with pytest.raises(ValueError, match="AOTInductor package.*TorchScript"):
+        torch_force_module(potential, [8, 1, 1])

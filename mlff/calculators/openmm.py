@@ -132,10 +132,16 @@ def torch_force_module(
         periodic: a module for a periodic System (box vectors as second input; a format v2 file).
 
     Raises:
-        ValueError: periodic with a format v1 file, or atoms the potential does not know.
+        ValueError: periodic with a format v1 file, an AOTInductor package (`--format aoti`: not
+            TorchScript, which is what a TorchForce runs), or atoms the potential does not know.
     """
     numbers = [int(z) for z in atomic_numbers]
     loaded = potential if isinstance(potential, Potential) else load_potential(potential)
+    if loaded.metadata.get("container") == "aoti":
+        raise ValueError(
+            "an AOTInductor package (mlff export --format aoti) cannot run in OpenMM's TorchForce, which "
+            "takes TorchScript: give the TorchScript potential (mlff export without --format)"
+        )
     if periodic:
         check_periodic_support(loaded)
     check_species(numbers, loaded.species)
