@@ -37,17 +37,19 @@ def arms(study: dict, section: str, dirs: dict[str, str]) -> list[tuple[str, lis
     """(molecule, data overrides, arm name, arm overrides) for every arm of a section, molecule-major.
 
     A section without molecules (pretrain) runs each arm once, under the label of the section,
-    with the data its overrides name. `dirs` fills the {md17} / {xtb} placeholders of paths.
+    with the data its overrides name. `dirs` fills the {md17} / {xtb} placeholders of paths, and
+    {molecule} is each molecule's name.
     """
     part = study[section]
-    entries = [(name, [fill(text, dirs) for text in overrides]) for name, overrides in (part["arms"] or {}).items()]
+    entries = list((part["arms"] or {}).items())
     if not part.get("molecules"):
-        return [(section, [], name, overrides) for name, overrides in entries]
+        return [(section, [], name, [fill(text, dirs) for text in overrides]) for name, overrides in entries]
     rows = []
     for molecule in part["molecules"]:
         dataset = study["datasets"][molecule]
         data = [f"data.path={fill(dataset['file'], dirs)}", f"data.sha256={dataset['sha256']}"]
-        rows += [(molecule, data, name, overrides) for name, overrides in entries]
+        names = {**dirs, "molecule": molecule}
+        rows += [(molecule, data, name, [fill(text, names) for text in overrides]) for name, overrides in entries]
     return rows
 
 
@@ -170,7 +172,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--study", type=Path, default=HERE / "study.yaml")
     parser.add_argument("--base", type=Path, default=HERE / "base.yaml")
-    parser.add_argument("--section", default="screen", help="study.yaml section: screen, confirm, scaling, pretrain")
+    parser.add_argument("--section", default="screen", help="study.yaml section: screen, confirm, scaling, pretrain, regularisers")
     parser.add_argument("--runs", type=Path, default=Path("runs/recipe"))
     parser.add_argument("--md17-dir", default="~/.cache/mlff/datasets", help="folder of the rmd17_<molecule>.npz files")
     parser.add_argument("--xtb-dir", default="~/.cache/mlff/datasets", help="folder of the xtb_<molecule>.npz files")
