@@ -341,3 +341,33 @@ def test_results_table_has_a_column_per_temperature_and_names_failures() -> None
     assert first == ["water", "3", "2", "5", "4", "11", "1.2", "ok", "(resumed)"]
     assert second[:7] == ["methyl", "0", "0", "0", "0", "0", "0.0"]
     assert " ".join(second[7:]) == "FAILED: not closed-shell"
+
+
+def test_mlff_data_generate_gfn1_labels_a_periodic_box_periodically(tmp_path: Path) -> None:
+    """`--method gfn1-xtb` on a 2-water box (4.5 A): GFN1 labels of the box with its images, method recorded."""
+    require_module("tblite")
+    box = molecule("H2O")
+    box.positions += 1.0
+    second = molecule("H2O")
+    second.rotate(90, "x")
+    second.positions += 3.2
+    box += second
+    box.cell, box.pbc = np.eye(3) * 4.5, True
+    ase.io.write(tmp_path / "box.extxyz", box, format="extxyz")
+    output = tmp_path / "gfn1.extxyz"
+    argv = ["data", "generate", "--method", "gfn1-xtb", "--xyz", str(tmp_path / "box.extxyz"), "--temperatures"]
+    argv += ["300", "--md-frames", "2", "--equilibration-steps", "0", "--sample-every", "1"]
+    assert main([*argv, "--no-progress", "-o", str(output)]) == 0
+    frames = ase.io.read(output, ":")
+    assert len(frames) == 2 and all(f.info["method"] == "gfn1-xtb" and f.pbc.all() for f in frames)
+    frame = frames[-1]
+    periodic = Atoms(numbers=frame.numbers, positions=frame.positions, cell=frame.cell, pbc=True)
+    periodic.calc = generate_module.make_calculator("gfn1-xtb")
+    assert periodic.get_potential_energy() == pytest.approx(frame.get_potential_energy(), abs=1e-6)
+    np.testing.assert_allclose(periodic.get_forces(), frame.get_forces(), atol=1e-5)
+    # The images matter in this box: without them the labels would differ.
+    isolated = Atoms(numbers=frame.numbers, positions=frame.positions)
+    isolated.calc = generate_module.make_calculator("gfn1-xtb")
+    assert np.abs(isolated.get_forces() - frame.get_forces()).max() > 1e-3
+    with pytest.raises(ValueError, match="basis"):
+        GenerateConfig(method="gfn1-xtb", basis="sto-3g")

@@ -416,3 +416,31 @@ def test_mixed_system_with_pme_and_a_molecule_split_across_the_box(periodic_file
     )
     total_energy, _ = openmm_energy_forces(mixed, split)
     assert np.isfinite(total_energy)
+
+
+def test_ase_engine_and_selection_keep_the_box(periodic_file):
+    from mlff.dynamics import MDSettings
+    from mlff.dynamics.ase_engine import ASEEngine
+    from mlff.dynamics.selection import SelectionObserver
+
+    box = random_atoms(8, TRICLINIC, seed=3)
+    engine = ASEEngine(load_potential(periodic_file), [box], MDSettings(temperature_k=300.0, timestep_fs=0.5))
+    (atoms,) = engine.atoms
+    assert atoms.pbc.all()
+    np.testing.assert_allclose(atoms.cell.array, TRICLINIC)
+    isolated = box.copy()
+    isolated.pbc = False
+    isolated.calc = MLFFCalculator(periodic_file)
+    periodic = box.copy()
+    periodic.calc = MLFFCalculator(periodic_file)
+    np.testing.assert_allclose(atoms.get_forces(apply_constraint=False), periodic.get_forces(), atol=1e-10)
+    assert np.abs(periodic.get_forces() - isolated.get_forces()).max() > 1e-4, "the images act on the atoms"
+
+    selection = SelectionObserver.for_run([box], {}, {}, spread_threshold_ev_per_a=None)
+    selection.candidates.append(
+        {"replica": 0, "positions_a": box.positions, "reason": "bond_deviation", "score": 1.0, "step": 1,
+         "time_fs": 0.5, "force_spread_ev_per_a": float("nan"), "bond_deviation_a": 0.4}
+    )
+    (candidate,) = selection.atoms()
+    assert candidate.pbc.all()
+    np.testing.assert_allclose(candidate.cell.array, TRICLINIC)

@@ -1,12 +1,12 @@
 """`mlff data fetch|generate|minimize|label`: benchmark datasets and labelled data of our own.
 
 - `mlff data fetch md17|rmd17 MOLECULE [--cache DIR] [--source URL_PREFIX]`: download, verify, convert.
-- `mlff data generate --method gfn2-xtb|pbe/def2-svp [--g2] [--xyz FILES...] [--smiles S... | --smiles-file F]
+- `mlff data generate --method gfn2-xtb|gfn1-xtb|pbe/def2-svp [--g2] [--xyz FILES...] [--smiles S... | --smiles-file F]
   -o corpus.extxyz`: optimised conformers and Langevin MD frames with energies and forces
   (`mlff.data.generate` documents the extxyz contract).
 - `mlff data minimize MOLECULE|DATASET [--frames 0 5 ...] -o minima.extxyz`: dataset frames optimised at
   PBE/def2-SVP (rMD17's level), written as equilibrium frames of the same contract.
-- `mlff data label FRAMES -o labelled.extxyz --method gfn2-xtb|pbe/def2-svp [--workers N]`: single-point
+- `mlff data label FRAMES -o labelled.extxyz --method gfn2-xtb|gfn1-xtb|pbe/def2-svp [--workers N]`: single-point
   energies and forces of given frames, appended as each finishes, resumable (`mlff.data.label`).
 - `mlff data pack IN... -o OUT.h5`: dataset files into one chunked HDF5 corpus that training reads
   lazily (`mlff.data.packed`).
@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlff.methods import METHODS
+
 if TYPE_CHECKING:
     from mlff.data.generate import GenerateConfig
     from mlff.data.molecules import MoleculeSpec
@@ -34,7 +36,7 @@ def add_parser(subparsers: Any) -> None:
         help="download benchmark datasets, generate labelled data",
         description="Dataset tools. `mlff data fetch DATASET MOLECULE` downloads MD17 or rMD17 into a cache, "
         "checks its SHA-256 and converts it to the MD17 layout that `mlff train` reads; `mlff data generate` "
-        "labels molecules (GFN2-xTB or PBE/def2-SVP) into an extxyz corpus; `mlff data minimize` optimises "
+        "labels molecules (GFN2-xTB, GFN1-xTB or PBE/def2-SVP) into an extxyz corpus; `mlff data minimize` optimises "
         "dataset frames into minima of the PBE/def2-SVP surface; `mlff data label` computes given frames.",
     )
     actions = parser.add_subparsers(dest="data_command", metavar="ACTION")
@@ -69,17 +71,13 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(run=run)
 
 
-# mlff.data.generate.METHODS, repeated so that building the parser imports no numpy or ase.
-METHODS = ("gfn2-xtb", "pbe/def2-svp")
-
-
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by generate and minimize: method, optimisation, parallelism, output."""
     parser.add_argument("-o", "--output", type=Path, required=True, help="the extxyz file to write")
     parser.add_argument(
         "--basis",
         default=None,
-        help="basis set overriding the pyscf method's (e.g. sto-3g for quick tests); not for gfn2-xtb",
+        help="basis set overriding the pyscf method's (e.g. sto-3g for quick tests); not for the xTB methods",
     )
     parser.add_argument(
         "--fmax", type=float, default=1e-3, metavar="EV_PER_A", help="optimisation threshold (default 1e-3)"
@@ -164,7 +162,7 @@ def _add_minimize_parser(actions: Any) -> None:
 def _add_label_parser(actions: Any) -> None:
     label = actions.add_parser(
         "label",
-        help="single-point energies and forces of given frames (GFN2-xTB or PBE/def2-SVP)",
+        help="single-point energies and forces of given frames (GFN2-xTB, GFN1-xTB or PBE/def2-SVP)",
         description="Compute energy and forces of each frame of FRAMES (any file ase.io reads, e.g. the "
         "candidates an MD selection wrote) and append each to OUTPUT (extxyz, the `mlff data generate` "
         "contract plus info frame_index and positions_sha256) as soon as it is done; a rerun skips the "

@@ -14,11 +14,12 @@ A periodic structure (an extxyz with a cell and pbc: a box of liquid, a crystal)
 step 1 nor MD constraints: it is not optimised (its input geometry starts every MD run and no
 equilibrium frame is written), its MD has no centre-of-mass or rotation constraint (only the
 initial velocities' net momentum is removed), and its frames keep the cell and pbc. The method
-evaluates it periodically (tblite's GFN2-xTB takes the cell and pbc of the Atoms).
+evaluates it periodically (tblite's xTB methods take the cell and pbc of the Atoms).
 
-Methods: "gfn2-xtb" (tblite's ASE calculator) and "pbe/def2-svp" (`PySCFCalculator`,
-rMD17's level; `basis` overrides the basis, e.g. "sto-3g" in tests, and the method label
-then reads "pbe/sto-3g").
+Methods (`mlff.methods.METHOD_TABLE`): "gfn2-xtb" and "gfn1-xtb" (tblite's ASE calculator;
+GFN1's D3 dispersion makes a periodic box several times cheaper than GFN2's D4) and
+"pbe/def2-svp" (`PySCFCalculator`, rMD17's level; `basis` overrides the basis, e.g. "sto-3g"
+in tests, and the method label then reads "pbe/sto-3g").
 
 Output contract (read by mlff's dataset readers): an extxyz file written by ase.io.write,
 one frame per labelled structure, in eV and Angstrom:
@@ -26,7 +27,7 @@ one frame per labelled structure, in eV and Angstrom:
     energy                  total energy, eV (ASE SinglePointCalculator)
     forces                  [n, 3] eV/Angstrom (per-atom column)
     info["equilibrium"]     bool: True for an optimised minimum, False for an MD frame
-    info["method"]          str: "gfn2-xtb", "pbe/def2-svp" (or "pbe/<basis>")
+    info["method"]          str: "gfn2-xtb", "gfn1-xtb", "pbe/def2-svp" (or "pbe/<basis>")
     info["molecule"]        str: molecule name (G2 name, file stem, SMILES name or SMILES)
     info["source"]          str: "g2:NAME", "xyz:PATH#K", "smiles:SMILES", "dataset:PATH#FRAME"
     info["temperature_k"]   float: Langevin temperature, MD frames only
@@ -76,12 +77,18 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from mlff import utils
 from mlff.data.molecules import MoleculeSpec, embed_smiles, is_closed_shell
 from mlff.data.optional import import_optional, require
+from mlff.methods import METHOD_TABLE, get_method
+from mlff.methods import METHODS as METHODS  # re-exported: label, learn and bench read it from here
 from mlff.utils import atomic_write, atomic_write_text, write_json
 
-METHODS: tuple[str, ...] = ("gfn2-xtb", "pbe/def2-svp")
-# The package each method's calculator needs (the `generate` extra holds them all).
-METHOD_PACKAGES: dict[str, str] = {"gfn2-xtb": "tblite", "pbe/def2-svp": "pyscf"}
-PYSCF_METHODS: dict[str, tuple[str, str]] = {"pbe/def2-svp": ("pbe", "def2-svp")}
+# Views of the one method table (mlff.methods): the package each method's calculator needs (the
+# `generate` extra holds them all), and the pyscf methods' (functional, basis).
+METHOD_PACKAGES: dict[str, str] = {name: method.package for name, method in METHOD_TABLE.items()}
+PYSCF_METHODS: dict[str, tuple[str, str]] = {
+    name: (method.theory, method.basis)
+    for name, method in METHOD_TABLE.items()
+    if method.package == "pyscf" and method.basis is not None
+}
 # Settings that do not change the labels: a rerun may change them and still resume.
 _RUN_ONLY_FIELDS: frozenset[str] = frozenset({"workers", "threads_per_worker"})
 # tblite's SCF thresholds scale with `accuracy`: at its default 1.0, forces depend on the SCF guess by ~2e-4 eV/A
@@ -96,7 +103,7 @@ class GenerateConfig:
 
     Attributes:
         method: one of METHODS.
-        basis: basis set overriding the pyscf method's own (None keeps it); not for gfn2-xtb.
+        basis: basis set overriding the pyscf method's own (None keeps it); not for the xTB methods.
         conformers: ETKDG conformers embedded per SMILES (geometry inputs use their one geometry).
         temperatures_k: Langevin temperatures, K; one MD run each.
         md_frames: frames kept per temperature.
@@ -128,8 +135,7 @@ class GenerateConfig:
 
     def __post_init__(self) -> None:
         self.temperatures_k = tuple(float(t) for t in self.temperatures_k)
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; known: {', '.join(METHODS)}")
+        get_method(self.method)
         if self.basis is not None and self.method not in PYSCF_METHODS:
             raise ValueError(f"--basis applies to the pyscf methods ({', '.join(PYSCF_METHODS)}), not {self.method}")
         positive = {
@@ -219,15 +225,15 @@ class GenerateReport:
 
 def make_calculator(method: str, basis: str | None = None) -> Calculator:
     """A fresh ASE calculator for `method` (eV, eV/Angstrom); imports tblite or pyscf here."""
-    if method == "gfn2-xtb":
-        tblite_ase = import_optional("tblite.ase", "the gfn2-xtb method")
-        return tblite_ase.TBLite(method="GFN2-xTB", accuracy=XTB_ACCURACY, verbosity=0)
-    if method in PYSCF_METHODS:
+    spec = get_method(method)
+    if spec.package == "tblite":
+        tblite_ase = import_optional("tblite.ase", f"the {method} method")
+        return tblite_ase.TBLite(method=spec.theory, accuracy=XTB_ACCURACY, verbosity=0)
+    if spec.package == "pyscf":
         from mlff.data.pyscf_calc import PySCFCalculator, PySCFSettings
 
-        xc, default_basis = PYSCF_METHODS[method]
-        return PySCFCalculator(PySCFSettings(xc=xc, basis=basis or default_basis))
-    raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+        return PySCFCalculator(PySCFSettings(xc=spec.theory, basis=basis or spec.basis))
+    raise ValueError(f"method {method!r}: no calculator for package {spec.package!r}")
 
 
 def max_force(forces: np.ndarray) -> float:

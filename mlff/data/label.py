@@ -1,4 +1,4 @@
-"""Label given frames: single-point energies and forces with GFN2-xTB or PBE/def2-SVP (`mlff data label`).
+"""Label given frames: single-point energies and forces with GFN2-xTB, GFN1-xTB or PBE/def2-SVP (`mlff data label`).
 
 Each frame of FRAMES (any file ase.io reads: extxyz, xyz, ...; e.g. the candidates of
 `mlff.dynamics.selection.SelectionObserver`) is computed once with the calculator of
@@ -38,12 +38,12 @@ from ase.calculators.calculator import Calculator
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from mlff.data.generate import (
-    METHODS,
     PYSCF_METHODS,
     _child_thread_environment,
     _set_worker_threads,
     make_calculator,
 )
+from mlff.methods import get_method
 
 # The info keys this module writes; an input frame's own entries of these names are not copied.
 _OWN_KEYS = ("equilibrium", "method", "molecule", "source", "frame_index", "positions_sha256")
@@ -69,7 +69,7 @@ def positions_hash(atomic_numbers: np.ndarray, positions: np.ndarray) -> str:
 
 
 def method_label(method: str, basis: str | None) -> str:
-    """The method as written in `info["method"]`: "gfn2-xtb", "pbe/def2-svp" or "pbe/<basis>"."""
+    """The method as written in `info["method"]`: the method's name (one of METHODS) or "pbe/<basis>"."""
     if basis and method in PYSCF_METHODS:
         return f"{PYSCF_METHODS[method][0]}/{basis}"
     return method
@@ -115,11 +115,16 @@ def _init_worker(method: str, basis: str | None, threads: int) -> None:
     _CALCULATOR = make_calculator(method, basis)
 
 
-def _single_point(index: int, numbers: np.ndarray, positions: np.ndarray) -> tuple[int, Any, Any, str | None]:
-    """Worker entry: (index, energy eV, forces [n, 3] eV/A, None) or (index, None, None, error)."""
+def _single_point(
+    index: int, numbers: np.ndarray, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray
+) -> tuple[int, Any, Any, str | None]:
+    """Worker entry: (index, energy eV, forces [n, 3] eV/A, None) or (index, None, None, error).
+
+    `cell` [3, 3] (Angstrom) and `pbc` [3] are the frame's: a periodic frame is labelled periodically.
+    """
     assert _CALCULATOR is not None
     try:
-        atoms = Atoms(numbers=numbers, positions=positions)
+        atoms = Atoms(numbers=numbers, positions=positions, cell=cell, pbc=pbc)
         atoms.calc = _CALCULATOR
         return index, float(atoms.get_potential_energy()), np.array(atoms.get_forces(apply_constraint=False)), None
     except Exception as error:
@@ -127,14 +132,21 @@ def _single_point(index: int, numbers: np.ndarray, positions: np.ndarray) -> tup
 
 
 def dask_single_point(
-    method: str, basis: str | None, threads: int, index: int, numbers: np.ndarray, positions: np.ndarray
+    method: str,
+    basis: str | None,
+    threads: int,
+    index: int,
+    numbers: np.ndarray,
+    positions: np.ndarray,
+    cell: np.ndarray,
+    pbc: np.ndarray,
 ) -> tuple[int, Any, Any, str | None]:
     """Dask task entry: `_single_point` with the worker process's calculator made on first use."""
     global _CALCULATOR_SETTINGS
     if _CALCULATOR is None or _CALCULATOR_SETTINGS != (method, basis, threads):
         _init_worker(method, basis, threads)
         _CALCULATOR_SETTINGS = (method, basis, threads)
-    return _single_point(index, numbers, positions)
+    return _single_point(index, numbers, positions, cell, pbc)
 
 
 _CALCULATOR_SETTINGS: tuple[str, str | None, int] | None = None
@@ -155,7 +167,7 @@ def label_frames(
     Args:
         frames_path: the frames to label.
         output: the extxyz file to append to.
-        method: "gfn2-xtb" or "pbe/def2-svp". basis: overrides the pyscf method's basis.
+        method: one of mlff.methods.METHODS. basis: overrides the pyscf method's basis.
         workers: frames computed at once (1: in this process, no pool).
         threads_per_worker: OpenMP/BLAS threads of each computation.
         report: called with a line per finished frame (None: quiet).
@@ -163,8 +175,7 @@ def label_frames(
     """
     import ase.io
 
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    get_method(method)
     if workers < 1 or threads_per_worker < 1:
         raise ValueError(f"workers and threads_per_worker must be >= 1, got {workers} and {threads_per_worker}")
     started = time.perf_counter()
@@ -184,7 +195,7 @@ def label_frames(
         if key in seen:
             result.skipped += 1
         else:
-            todo.append((index, atoms.get_atomic_numbers(), atoms.get_positions()))
+            todo.append((index, atoms.get_atomic_numbers(), atoms.get_positions(), atoms.cell.array.copy(), atoms.pbc.copy()))
     output.parent.mkdir(parents=True, exist_ok=True)
     with open(output, "a") as sink:
 
@@ -215,7 +226,7 @@ def label_frames(
 
 
 def _run_pool(
-    todo: list[tuple[int, np.ndarray, np.ndarray]],
+    todo: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
     method: str,
     basis: str | None,
     workers: int,
@@ -248,7 +259,7 @@ def _run_pool(
 
 
 def _run_dask(
-    todo: list[tuple[int, np.ndarray, np.ndarray]],
+    todo: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
     method: str,
     basis: str | None,
     threads: int,
@@ -277,7 +288,7 @@ def _run_dask(
 def _labelled(atoms: Atoms, index: int, energy: float, forces: np.ndarray, label: str, source: Path) -> Atoms:
     """The labelled frame: numbers, positions, energy, forces and info as the module docstring says."""
     numbers, positions = atoms.get_atomic_numbers(), atoms.get_positions()
-    frame = Atoms(numbers=numbers, positions=positions)
+    frame = Atoms(numbers=numbers, positions=positions, cell=atoms.cell, pbc=atoms.pbc)
     frame.calc = SinglePointCalculator(frame, energy=energy, forces=forces)
     for key, value in atoms.info.items():
         if key not in _OWN_KEYS and isinstance(value, (str, int, float, bool, np.integer, np.floating)):

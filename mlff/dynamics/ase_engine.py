@@ -40,7 +40,12 @@ class ASEEngine:
         self._step = 0
         generators = replica_generators([settings.seed + k for k in self.replicas])
         for k, (structure, generator) in enumerate(zip(systems, generators)):
-            atoms = Atoms(numbers=structure.get_atomic_numbers(), positions=structure.get_positions())
+            atoms = Atoms(
+                numbers=structure.get_atomic_numbers(),
+                positions=structure.get_positions(),
+                cell=structure.cell,
+                pbc=structure.pbc,
+            )
             atoms.calc = MLFFCalculator(potential, device=potential.device, dtype=potential.dtype)
             velocities = maxwell_boltzmann_velocities(atoms.get_masses(), settings.temperature_k, generator)
             atoms.set_velocities(velocities / units.fs)

@@ -60,6 +60,8 @@ class SelectionObserver:
         bond_deviation_a, collapse_deviation_a, before_collapse, duplicate_distance_a, max_candidates:
             as the module docstring says.
         output: extxyz file written by `summary()` (None: call `write`).
+        cells, pbc: each replica's box [3, 3] (Angstrom) and periodic flags [3] (None: isolated
+            molecules), carried into the candidate frames so that a periodic frame is labelled as one.
     """
 
     atomic_numbers: list[np.ndarray]
@@ -72,6 +74,8 @@ class SelectionObserver:
     duplicate_distance_a: float = 0.03
     max_candidates: int = 50
     output: str | Path | None = None
+    cells: list[np.ndarray] | None = None
+    pbc: list[np.ndarray] | None = None
     name: str = "selection"
     candidates: list[dict[str, Any]] = field(default_factory=list)
     recent: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
@@ -96,6 +100,8 @@ class SelectionObserver:
             atomic_numbers=[atoms.get_atomic_numbers() for atoms in systems],
             bonds=[s.bonds for s in stability],
             reference_lengths_a=[s.reference_lengths_a for s in stability],
+            cells=[atoms.cell.array.copy() for atoms in systems],
+            pbc=[atoms.pbc.copy() for atoms in systems],
             **options,
         )
 
@@ -181,7 +187,10 @@ class SelectionObserver:
 
         frames = []
         for candidate in sorted(self.candidates, key=lambda c: (c["replica"], c["time_fs"])):
-            atoms = Atoms(numbers=self.atomic_numbers[candidate["replica"]], positions=candidate["positions_a"])
+            k = candidate["replica"]
+            atoms = Atoms(numbers=self.atomic_numbers[k], positions=candidate["positions_a"])
+            if self.cells is not None and self.pbc is not None:
+                atoms.cell, atoms.pbc = self.cells[k], self.pbc[k]
             for key in ("reason", "score", "replica", "step", "time_fs", "force_spread_ev_per_a", "bond_deviation_a"):
                 atoms.info[key] = candidate[key]
             frames.append(atoms)

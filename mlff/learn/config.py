@@ -121,7 +121,7 @@ class LabelSection:
     threads_per_worker: int = 1
 
     def __post_init__(self) -> None:
-        from mlff.data.generate import METHODS
+        from mlff.methods import METHODS
 
         if self.method not in METHODS:
             raise ConfigError(f"label.method must be one of {list(METHODS)}, got {self.method!r}")
