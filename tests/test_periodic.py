@@ -438,8 +438,16 @@ def test_ase_engine_and_selection_keep_the_box(periodic_file):
 
     selection = SelectionObserver.for_run([box], {}, {}, spread_threshold_ev_per_a=None)
     selection.candidates.append(
-        {"replica": 0, "positions_a": box.positions, "reason": "bond_deviation", "score": 1.0, "step": 1,
-         "time_fs": 0.5, "force_spread_ev_per_a": float("nan"), "bond_deviation_a": 0.4}
+        {
+            "replica": 0,
+            "positions_a": box.positions,
+            "reason": "bond_deviation",
+            "score": 1.0,
+            "step": 1,
+            "time_fs": 0.5,
+            "force_spread_ev_per_a": float("nan"),
+            "bond_deviation_a": 0.4,
+        }
     )
     (candidate,) = selection.atoms()
     assert candidate.pbc.all()

@@ -172,7 +172,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--study", type=Path, default=HERE / "study.yaml")
     parser.add_argument("--base", type=Path, default=HERE / "base.yaml")
-    parser.add_argument("--section", default="screen", help="study.yaml section: screen, confirm, scaling, pretrain, regularisers")
+    parser.add_argument(
+        "--section", default="screen", help="study.yaml section: screen, confirm, scaling, pretrain, regularisers"
+    )
     parser.add_argument("--runs", type=Path, default=Path("runs/recipe"))
     parser.add_argument("--md17-dir", default="~/.cache/mlff/datasets", help="folder of the rmd17_<molecule>.npz files")
     parser.add_argument("--xtb-dir", default="~/.cache/mlff/datasets", help="folder of the xtb_<molecule>.npz files")

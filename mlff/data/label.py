@@ -195,7 +195,9 @@ def label_frames(
         if key in seen:
             result.skipped += 1
         else:
-            todo.append((index, atoms.get_atomic_numbers(), atoms.get_positions(), atoms.cell.array.copy(), atoms.pbc.copy()))
+            todo.append(
+                (index, atoms.get_atomic_numbers(), atoms.get_positions(), atoms.cell.array.copy(), atoms.pbc.copy())
+            )
     output.parent.mkdir(parents=True, exist_ok=True)
     with open(output, "a") as sink:
 
