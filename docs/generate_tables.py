@@ -248,6 +248,23 @@ TABLES["bench-md-cpu"] = Table(
     ],
 )
 
+# docs/periodic.md: MD cost against the size of a water box (examples/water/bench_sizes.py, issue 19).
+TABLES["water-sizes"] = Table(
+    "examples/water/results/bench_sizes.json",
+    lambda root: json.loads((root / "examples/water/results/bench_sizes.json").read_text()),
+    [
+        Column("waters", field("molecules")),
+        Column("atoms", field("atoms")),
+        Column("engine", field("engine")),
+        Column("steps/s", field("steps_per_second"), ".3g"),
+        Column("atom-steps/s", field("atom_steps_per_second"), ".0f"),
+        Column("CPU-s per step", lambda r: r["atoms"] / r["atom_steps_per_cpu_second"], ".3g"),
+        Column("atom-steps/CPU-s", field("atom_steps_per_cpu_second"), ".0f"),
+        Column("dtype", field("dtype")),
+        Column("torch", field("torch_version")),
+    ],
+)
+
 _REGION = re.compile(
     r"(?P<open><!-- table:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(?P<close><!-- /table:(?P=name) -->)", re.DOTALL
 )
