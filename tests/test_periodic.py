@@ -100,10 +100,12 @@ def test_pairs_shifts_and_distances_equal_vesin(name):
     atoms = random_atoms(num_atoms, cell, pbc, seed=len(name))
     positions, _, batch, cells, pbcs = tensors(atoms)
     widths = perpendicular_widths(complete_cell(cells[0], pbcs[0]))[pbcs[0]]
-    path = {"minimum-image": widths.min() > 2 * CUTOFF, "cell-list": num_atoms > CELL_LIST_MIN_ATOMS}
+    # The cell-list boxes force that path with a lower threshold than the default (a smaller box).
+    threshold = 512
+    path = {"minimum-image": widths.min() > 2 * CUTOFF, "cell-list": num_atoms > threshold}
     assert path["cell-list"] == name.startswith("cell-list") and (widths.min() >= 3 * CUTOFF or not path["cell-list"])
     assert path["minimum-image"] != (name in ("cubic-image-shifts", "triclinic-small", "wire", "slab"))
-    index, shifts, vectors, distances = periodic_neighbor_pairs(positions, batch, 1, CUTOFF, cells, pbcs)
+    index, shifts, vectors, distances = periodic_neighbor_pairs(positions, batch, 1, CUTOFF, cells, pbcs, threshold)
     ours = np.column_stack([index.T.numpy(), np.round(shifts.numpy() @ np.linalg.inv(cell)), distances.numpy()])
     i, j, shift, distance = vesin.NeighborList(cutoff=CUTOFF, full_list=True).compute(
         points=atoms.positions, box=cell, periodic=pbc, quantities="ijSd"
@@ -176,7 +178,8 @@ def test_supercell_image_shift_path(model):
 
 
 def test_supercell_cell_list_path(model):
-    # 300 atoms in a 16 A box (minimum image) against their 2400-atom supercell (cell list: > 512 atoms).
+    # 300 atoms in a 16 A box (minimum image) against their 2400-atom supercell (cell list: > CELL_LIST_MIN_ATOMS).
+    assert 300 <= CELL_LIST_MIN_ATOMS < 2400
     atoms = random_atoms(300, np.eye(3) * 16.0, seed=6)
     atoms.wrap()
     supercell_check(model, atoms)

@@ -27,8 +27,9 @@ from typing import NamedTuple, Optional
 import torch
 
 # Atoms in one periodic structure above which its pairs come from a cell list rather than all pairs:
-# the two cost the same near 500 atoms at liquid density, one CPU thread (docs/periodic.md).
-CELL_LIST_MIN_ATOMS = 512
+# the two cost the same near 1,500 atoms at liquid density, one CPU thread (docs/periodic.md,
+# scripts/neighbor_timing.py).
+CELL_LIST_MIN_ATOMS = 1536
 # Bins per axis at most: a sparse or elongated structure would otherwise allocate ~ (extent / cutoff)^3 bins.
 MAX_BINS_PER_AXIS = 128
 # |det| of the completed cell below this fraction of the product of its rows' norms: singular.
@@ -235,11 +236,9 @@ def structure_periodic_pairs(
         if num_atoms > cell_list_min_atoms and bool((periodic_widths >= 3.0 * cutoff).all()):
             index, shifts = _cell_list_candidates(wrapped, widths, pbc, cutoff)
         elif bool((periodic_widths > 2.0 * cutoff).all()):
-            index = _all_pairs(num_atoms, positions.device)
-            difference = wrapped[index[1]] - wrapped[index[0]]
-            shifts = -torch.round(difference) * periodic
+            index, shifts = _minimum_image_candidates(wrapped, full, periodic, cutoff)
         else:
-            index, shifts = _image_shift_candidates(num_atoms, widths, pbc, cutoff, positions.device, full.dtype)
+            index, shifts = _image_shift_candidates(wrapped, full, widths, pbc, cutoff)
         vectors = (wrapped[index[1]] - wrapped[index[0]] + shifts) @ full
         keep = torch.linalg.vector_norm(vectors, dim=1) < cutoff
         index = index[:, keep]
@@ -247,29 +246,47 @@ def structure_periodic_pairs(
     return index, torch.round(shifts).to(torch.long)
 
 
-def _all_pairs(num_atoms: int, device: torch.device) -> torch.Tensor:
-    """[2, n(n-1)] every ordered pair of distinct atoms."""
-    receiver = torch.arange(num_atoms, device=device).repeat_interleave(num_atoms)
-    sender = torch.arange(num_atoms, device=device).repeat(num_atoms)
-    keep = receiver != sender
-    return torch.stack([receiver[keep], sender[keep]], dim=0)
+def _minimum_image_candidates(
+    wrapped: torch.Tensor, full: torch.Tensor, periodic: torch.Tensor, cutoff: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ordered pairs of distinct atoms whose minimum image lies within the cutoff, and that image's shift.
+
+    One [n, n, 3] broadcast of the fractional differences (no index gathers): with every periodic
+    width above 2 cutoffs, rounding the difference picks the only image that can be close enough.
+    """
+    difference = wrapped.unsqueeze(0) - wrapped.unsqueeze(1)
+    shift = -torch.round(difference) * periodic
+    squared = ((difference + shift) @ full).square().sum(dim=-1)
+    # 1e-4 of slack: the exact test on the candidates (`structure_periodic_pairs`) decides, so
+    # rounding here may only add candidates, never drop a pair.
+    close = squared < (cutoff * 1.0001) ** 2
+    close.fill_diagonal_(False)
+    found = close.nonzero()
+    receiver, sender = found[:, 0], found[:, 1]
+    return torch.stack([receiver, sender], dim=0), shift[receiver, sender]
 
 
 def _image_shift_candidates(
-    num_atoms: int, widths: torch.Tensor, pbc: torch.Tensor, cutoff: float, device: torch.device, dtype: torch.dtype
+    wrapped: torch.Tensor, full: torch.Tensor, widths: torch.Tensor, pbc: torch.Tensor, cutoff: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every pair (i, j) with every lattice shift that can bring wrapped atoms within the cutoff."""
+    """Every (i, j, lattice shift) within the cutoff, for boxes under two cutoffs wide along some axis.
+
+    Shifts up to ceil(cutoff / w_k) along each periodic axis; one [S, n, n] broadcast of the squared
+    distances (no index gathers). An atom meets its own images, never itself.
+    """
+    device = wrapped.device
     reach = torch.ceil(widths.reciprocal() * cutoff).to(torch.long) * pbc.to(torch.long)
     axes = [torch.arange(-int(reach[k]), int(reach[k]) + 1, device=device) for k in range(3)]
     grid = torch.meshgrid(axes[0], axes[1], axes[2], indexing="ij")
-    lattice = torch.stack([grid[0].flatten(), grid[1].flatten(), grid[2].flatten()], dim=1).to(dtype)
-    pairs = num_atoms * num_atoms
-    receiver = torch.arange(num_atoms, device=device).repeat_interleave(num_atoms).repeat(lattice.size(0))
-    sender = torch.arange(num_atoms, device=device).repeat(num_atoms).repeat(lattice.size(0))
-    shifts = lattice.repeat_interleave(pairs, dim=0)
-    # An atom meets its own images, never itself.
-    keep = (receiver != sender) | (shifts != 0).any(dim=1)
-    return torch.stack([receiver[keep], sender[keep]], dim=0), shifts[keep]
+    lattice = torch.stack([grid[0].flatten(), grid[1].flatten(), grid[2].flatten()], dim=1).to(full.dtype)
+    cartesian = wrapped @ full
+    difference = cartesian.unsqueeze(0) - cartesian.unsqueeze(1)
+    squared = (difference.unsqueeze(0) + (lattice @ full).view(-1, 1, 1, 3)).square().sum(dim=-1)
+    close = squared < (cutoff * 1.0001) ** 2  # slack as in _minimum_image_candidates
+    # The zero shift sits at the centre of the symmetric grid of shifts.
+    close[lattice.size(0) // 2].fill_diagonal_(False)
+    found = close.nonzero()
+    return torch.stack([found[:, 1], found[:, 2]], dim=0), lattice[found[:, 0]]
 
 
 def _cell_list_candidates(
