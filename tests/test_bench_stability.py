@@ -2,6 +2,8 @@
 
 import json
 import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 import yaml
@@ -88,3 +90,23 @@ def test_defaults_are_the_shipped_potentials_and_protocol(tmp_path):
     assert protocol_label(protocol_path(other)) == str(other)
     with pytest.raises(FileNotFoundError, match="shipped: md17-stability, md17-stability-cpu, quick-500k"):
         protocol_path("quick-500")
+
+
+def test_a_run_over_some_molecules_keeps_the_other_rows():
+    from mlff.bench.stability import merged_rows
+
+    def row(name, value):
+        return {"molecule": name, "stable_time_ps_mean": value}
+
+    settings = {"temperature_k": 500.0, "steps": 10}
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "stability.json"
+        assert merged_rows(path, [row("b", 1.0)], settings, "p") == [row("b", 1.0)], "no file yet"
+        path.write_text(json.dumps({"protocol": "p", "settings": settings, "rows": [row("a", 1.0), row("b", 2.0)]}))
+        assert merged_rows(path, [row("b", 3.0), row("c", 4.0)], settings, "p") == [
+            row("a", 1.0),
+            row("b", 3.0),
+            row("c", 4.0),
+        ], "b replaced in place, c appended, a kept"
+        assert merged_rows(path, [row("c", 4.0)], settings, "other") == [row("c", 4.0)], "another protocol"
+        assert merged_rows(path, [row("c", 4.0)], {**settings, "steps": 20}, "p") == [row("c", 4.0)]

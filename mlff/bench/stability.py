@@ -107,6 +107,24 @@ def record_in_card(target: StabilityTarget, row: dict[str, Any], protocol: str) 
     return write_model_card(target.potential, card_path, stability=section)
 
 
+def merged_rows(
+    path: Path, rows: list[dict[str, Any]], settings: dict[str, Any], protocol: str
+) -> list[dict[str, Any]]:
+    """The rows `path` holds for the same protocol and settings, each molecule of `rows` replacing
+    its old row in place, then the molecules new to the file."""
+    if not path.is_file():
+        return rows
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return rows
+    if earlier.get("protocol") != protocol or earlier.get("settings") != json.loads(json.dumps(settings)):
+        return rows
+    new = {row["molecule"]: row for row in rows}
+    merged = [new.pop(row.get("molecule"), row) for row in earlier.get("rows", [])]
+    return merged + list(new.values())
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
     """The rows as a Markdown table ("-" where the card has no force MAE or no replica has an h(r))."""
     headers = [
@@ -134,7 +152,12 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def write_report(output_dir: Path, rows: list[dict[str, Any]], settings: MDSettings, protocol: str) -> Path:
-    """`stability.json` and `report.md` (the table, the protocol, each molecule's plots)."""
+    """`stability.json` and `report.md` (the table, the protocol, each molecule's plots).
+
+    Rows of other molecules already in `stability.json` under the same protocol and settings are
+    kept (a run over some molecules updates theirs); under another protocol the file is replaced.
+    """
+    rows = merged_rows(output_dir / "stability.json", rows, settings.to_dict(), protocol)
     utils.write_json(
         output_dir / "stability.json", {"protocol": protocol, "settings": settings.to_dict(), "rows": rows}
     )
