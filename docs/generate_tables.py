@@ -163,6 +163,11 @@ def recipe_screen_rows(root: Path) -> list[dict[str, Any]]:
     return json.loads((root / "examples/recipe/results/screen.json").read_text())
 
 
+def recipe_confirm_rows(root: Path) -> list[dict[str, Any]]:
+    """The arms of the recipe confirmation (`run_study.py --report --section confirm --out examples/recipe/results`)."""
+    return json.loads((root / "examples/recipe/results/confirm.json").read_text())
+
+
 TABLES: dict[str, Table] = {
     # README: the shipped potentials, their test errors and MD stability (from each card).
     "shipped": Table(
@@ -209,6 +214,26 @@ TABLES: dict[str, Table] = {
             Column("CPU-hours", field("cpu_hours"), ".2f"),
             # Not field(): the key's dot is not a path separator.
             Column("val F MAE at 0.25 CPU-h", lambda record: record.get("val_at_0.25h"), ".1f"),
+            Column("best val F MAE (meV/A)", field("best_val_force_mae"), ".2f"),
+            Column("test F MAE (meV/A)", field("test_force_mae"), ".2f"),
+            Column("test E MAE (meV)", field("test_energy_mae"), ".2f"),
+        ],
+    ),
+    # docs/training.md: the confirmation, 2 CPU-hours per arm (the divergence guard's rollbacks counted).
+    "recipe-confirm": Table(
+        "examples/recipe/results/confirm.json",
+        recipe_confirm_rows,
+        [
+            Column("molecule", field("molecule")),
+            Column("arm", field("arm")),
+            Column("overrides of base.yaml", lambda record: " ".join(record["overrides"])),
+            Column("epochs", field("epochs")),
+            Column("rollbacks", field("rollbacks")),
+            Column("frames per CPU-s", field("frames_per_cpu_s"), ".0f"),
+            Column("CPU-hours", field("cpu_hours"), ".2f"),
+            Column("val F at 0.1 CPU-h", lambda record: record.get("val_at_0.1h"), ".1f"),
+            Column("val F at 0.5 CPU-h", lambda record: record.get("val_at_0.5h"), ".1f"),
+            Column("val F at 1 CPU-h", lambda record: record.get("val_at_1h"), ".1f"),
             Column("best val F MAE (meV/A)", field("best_val_force_mae"), ".2f"),
             Column("test F MAE (meV/A)", field("test_force_mae"), ".2f"),
             Column("test E MAE (meV)", field("test_energy_mae"), ".2f"),

@@ -75,7 +75,9 @@ def report(study: dict, section: str, runs: Path, dirs: dict[str, str]) -> list[
         metrics = runs / molecule / name / "metrics.jsonl"
         if not metrics.is_file():
             continue
-        history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        logged = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        # Epochs the divergence guard undid are logged, marked "rejected"; the curve is the kept ones.
+        history = [record for record in logged if not record.get("rejected")]
         if not history:
             continue  # started, no epoch finished yet
         results_path = runs / molecule / name / "results.json"
@@ -89,14 +91,16 @@ def report(study: dict, section: str, runs: Path, dirs: dict[str, str]) -> list[
                 "overrides": overrides,
                 "epochs": history[-1]["epoch"],
                 "steps": history[-1]["steps"],
-                "frames_per_s": train_frames * len(history) / sum(r["seconds"] for r in history),
+                "frames_per_s": train_frames * len(logged) / sum(r["seconds"] for r in logged),
                 # Per CPU-second of the whole run (validation included): fair on a loaded machine.
-                "frames_per_cpu_s": train_frames * len(history) / history[-1]["cpu_seconds_total"],
-                "cpu_hours": history[-1]["cpu_seconds_total"] / 3600.0,
+                "frames_per_cpu_s": train_frames * len(logged) / logged[-1]["cpu_seconds_total"],
+                "cpu_hours": logged[-1]["cpu_seconds_total"] / 3600.0,
                 "best_val_force_mae": min(r["val_force_mae_mev_per_a"] for r in history),
                 "test_force_mae": results["test"]["force_mae_mev_per_a"] if results else None,
                 "test_energy_mae": results["test"]["energy_mae_mev"] if results else None,
                 "finished": results is not None,
+                "rollbacks": len(logged) - len(history),
+                "lr": config["train"]["lr"],
                 **{f"val_at_{h:g}h": value_at(history, h) for h in COMPARE_AT_HOURS},
                 "curve_cpu_hours_val_mae": [
                     [r["cpu_seconds_total"] / 3600.0, r["val_force_mae_mev_per_a"]] for r in history
@@ -108,7 +112,7 @@ def report(study: dict, section: str, runs: Path, dirs: dict[str, str]) -> list[
 
 # CPU-hours at which arms are compared while some are still running (a capped arm anneals to
 # its cap, so only finished arms compare at the cap itself).
-COMPARE_AT_HOURS = (0.1, 0.25, 0.5)
+COMPARE_AT_HOURS = (0.1, 0.25, 0.5, 1.0)
 
 
 def value_at(history: list[dict], hours: float) -> float | None:
