@@ -20,6 +20,7 @@ from mlff.data.fetch import MOLECULES
 from mlff.dynamics import MDSettings, run_md
 from mlff.export import load_potential
 from mlff.resources import potentials_dir
+from mlff.training import load_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -89,10 +90,16 @@ def test_one_potential_per_md17_molecule_with_its_training_config():
     for path in POTENTIALS:
         config = potentials_dir() / "configs" / f"{path.stem}.yaml"
         assert config.is_file(), f"{path.name} has no training config {config}"
-        # The config, then only overrides that say where the data file lies (data.path=...).
-        command = card_of(path)["training"]["command"].split()
-        assert command[:3] == ["mlff", "train", f"potentials/configs/{path.stem}.yaml"], command
-        assert all(word.startswith("data.path=") for word in command[3:]), command
+        # The config reproduces the card's run: its model, training and split settings are the card's
+        # (keys the card's older mlff did not have are left out), whatever command started the run.
+        card = card_of(path)
+        assert card["training"]["command"].split()[:1] == ["mlff"], card["training"]["command"]
+        resolved = load_config(config, [f"data.path=rmd17_{path.stem}.npz"]).to_dict()
+        for section, recorded in (("model", card["architecture"]["config"]), ("train", card["training"]["config"])):
+            for key, value in recorded.items():
+                assert resolved[section][key] == value, f"{config.name}: {section}.{key}"
+        for key in ("split", "n_val", "n_train", "n_test", "seed", "train_pool"):
+            assert resolved["data"][key] == card["data"]["split"][key], f"{config.name}: data.{key}"
         raw = yaml.safe_load(config.read_text())
         assert Path(raw["data"]["path"]).name == f"rmd17_{path.stem}.npz"
         assert raw["data"]["train_pool"] == "all", "a shipped potential trains on every frame outside the test split"
