@@ -25,6 +25,8 @@ from mlff.dynamics import (
     load_structure,
     run_md,
 )
+from mlff.dynamics.output import load_checkpoint, save_checkpoint
+from mlff.dynamics.runner import can_resume
 from mlff.dynamics.thermo import energy_drift_mev_per_ps_atom
 from mlff.export import load_potential
 from mlff.units import NM_TO_ANGSTROM
@@ -259,6 +261,16 @@ def test_resume_refuses_other_settings(spring_potential_file, h4_file, tmp_path)
         run_md(spring_potential_file, str(h4_file), settings, tmp_path / "md", engine="ase", resume=True)
     with pytest.raises(FileNotFoundError, match="checkpoint"):
         run_md(spring_potential_file, str(h4_file), settings, tmp_path / "new", engine="torch", resume=True)
+    # Another file under the same name (a retrained potential): not resumed, not reused.
+    other = tmp_path / "other.pt"
+    other.write_bytes(spring_potential_file.read_bytes() + b"\0")
+    assert can_resume(tmp_path / "md", "torch", settings, spring_potential_file)
+    assert not can_resume(tmp_path / "md", "torch", settings, other)
+    checkpoint = load_checkpoint(tmp_path / "md" / "checkpoint.pt")
+    checkpoint["potential_sha256"] = "0" * 64
+    save_checkpoint(tmp_path / "md" / "checkpoint.pt", checkpoint)
+    with pytest.raises(ValueError, match="another potential file"):
+        run_md(spring_potential_file, str(h4_file), settings, tmp_path / "md", engine="torch", resume=True)
 
 
 # `mlff md` in a child process whose run holds still after a given number of saved frames, inside an

@@ -276,7 +276,7 @@ def _observed_md(
     observer = CollapseObserver(stability.bonds, stability.reference_lengths_a, settings.max_bond_deviation_a, keep)
     if report:
         report(f"{path.stem}: {settings.replicas} replicas x {settings.steps} steps of MD ...")
-    resume = md_dir is not None and can_resume(md_dir, "torch", settings)
+    resume = md_dir is not None and can_resume(md_dir, "torch", settings, path)
     run_md(path, specs or None, settings, md_dir, engine="torch", resume=resume, observers=[observer])
     observed = key | {
         "atomic_numbers": numbers.tolist(),

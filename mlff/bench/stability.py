@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mlff import utils
-from mlff.dynamics.runner import can_resume, run_md
+from mlff.dynamics.runner import can_resume, potential_sha256, run_md
 from mlff.dynamics.settings import MDSettings
 from mlff.units import FS_PER_PS
 
@@ -50,7 +50,14 @@ def run_target(
     run_dir = output_dir / target.name
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    finished = bool(summary) and not summary.get("interrupted", True) and summary["settings"] == settings.to_dict()
+    # A run is reused only for the same file: a retrained potential under the same name runs afresh.
+    digest = potential_sha256(target.potential)
+    finished = (
+        bool(summary)
+        and not summary.get("interrupted", True)
+        and summary["settings"] == settings.to_dict()
+        and summary.get("potential_sha256") == digest
+    )
     if not finished:
         summary = run_md(
             target.potential,
@@ -61,7 +68,7 @@ def run_target(
             dtype,
             engine="torch",
             reference_data=target.data,
-            resume=can_resume(run_dir, "torch", settings),
+            resume=can_resume(run_dir, "torch", settings, target.potential),
         )
     return stability_row(target, summary)
 

@@ -190,6 +190,7 @@ def run_md(
     if checkpoint is not None and dtype is None:
         dtype = checkpoint.get("dtype", LEGACY_RUN_DTYPE)
     potential = load_potential(potential_path, device=device, dtype=dtype)
+    digest = potential_sha256(potential_path)
     reference = dataset_reference(reference_data) if reference_data else (potential.metadata.get("reference") or {})
     specs = [structure] if isinstance(structure, str) else list(structure or [])
     systems = load_structures(specs, {"reference": reference}, settings.replicas)
@@ -199,7 +200,7 @@ def run_md(
     records = [ReplicaRecord() for _ in systems]
     counters = RunCounters()
     if checkpoint is not None:
-        _check_resumable(checkpoint, engine, settings)
+        _check_resumable(checkpoint, engine, settings, digest)
         md.load_state_dict(checkpoint["engine"])
         for (stability, rdf), saved in zip(replica_watch, checkpoint["observers"]):
             stability.load_state_dict(saved["stability"])
@@ -236,6 +237,7 @@ def run_md(
                 run_state = _checkpoint(
                     md, engine, settings, potential, potential_path, replica_watch, observers, records, counters
                 )
+                run_state["potential_sha256"] = digest
                 save_checkpoint(directory / "checkpoint.pt", run_state | _writer_state(writers))
             _update_bar(bar, chunk, frame, counters, md.step)
     except KeyboardInterrupt:
@@ -247,6 +249,7 @@ def run_md(
             bar.close()
     summary = _summary(potential_path, specs, systems, settings, engine, md, replica_watch, records, counters)
     summary["dtype"] = dtype_name(potential.dtype)
+    summary["potential_sha256"] = digest
     summary["observers"] = {observer.name: observer.summary() for observer in observers}
     summary["interrupted"] = interrupted
     if directory is not None:
@@ -336,22 +339,38 @@ def _writer_state(writers: list[Any]) -> dict[str, Any]:
     return {"thermo_rows": thermo.rows}
 
 
-def can_resume(output_dir: str | Path, engine: str, settings: MDSettings) -> bool:
+def potential_sha256(potential_path: str | Path) -> str:
+    """The SHA-256 of a potential file (a shipped potential's name resolved to its file)."""
+    from mlff.export.load import resolve_potential
+    from mlff.utils import sha256_of
+
+    return sha256_of(resolve_potential(potential_path))
+
+
+def can_resume(
+    output_dir: str | Path, engine: str, settings: MDSettings, potential_path: str | Path | None = None
+) -> bool:
     """Whether `output_dir` holds a checkpoint that `run_md(..., resume=True)` can continue with
-    this engine and these settings."""
+    this engine, these settings and (when given) this potential file."""
     path = Path(output_dir) / "checkpoint.pt"
     if not path.is_file():
         return False
+    digest = potential_sha256(potential_path) if potential_path is not None else None
     try:
-        _check_resumable(load_checkpoint(path), engine, settings)
+        _check_resumable(load_checkpoint(path), engine, settings, digest)
     except ValueError:
         return False
     return True
 
 
-def _check_resumable(checkpoint: dict[str, Any], engine: str, settings: MDSettings) -> None:
+def _check_resumable(
+    checkpoint: dict[str, Any], engine: str, settings: MDSettings, potential_sha256: str | None = None
+) -> None:
     """Refuse to continue a run with other physics: the checkpoint must be of this engine and settings
-    (only `steps`, the run's length, may grow)."""
+    (only `steps`, the run's length, may grow) and, when `potential_sha256` is given, of the same
+    potential file (a checkpoint that does not record its file's hash counts as another file)."""
+    if potential_sha256 is not None and checkpoint.get("potential_sha256") != potential_sha256:
+        raise ValueError("the checkpoint is of another potential file (or records none): start a new run for this one")
     if checkpoint.get("version") != CHECKPOINT_VERSION:
         raise ValueError(f"MD checkpoint version {checkpoint.get('version')}; this mlff reads {CHECKPOINT_VERSION}")
     if checkpoint["engine_name"] != engine:

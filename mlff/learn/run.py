@@ -216,7 +216,7 @@ def _md(config: LearnConfig, base: Any, state: dict[str, Any], record: dict[str,
         device=config.md.device,
         dtype=config.md.dtype,
         engine="torch",
-        resume=can_resume(folder / "md", "torch", settings),
+        resume=can_resume(folder / "md", "torch", settings, potential),
         progress=progress,
         observers=[SpreadObserver(), selection],
     )
