@@ -116,7 +116,7 @@ def test_learn_runs_two_iterations_and_resumes_where_it_stopped(water_data, tmp_
         learn(load_learn_config(config2))
 
 
-def test_extra_train_paths_join_training_only(tmp_path):
+def test_extra_train_paths_join_training_only_with_or_without_their_energies(tmp_path):
     base = write_md17_npz(tmp_path / "mol.npz", num_frames=30)
     plain = load_training_data(load_config(None, [f"data.path={base}", "data.n_val=4"]).data)
     frames = [molecule("CH3OH") for _ in range(3)]
@@ -128,15 +128,19 @@ def test_extra_train_paths_join_training_only(tmp_path):
         atoms.arrays["forces"] = np.zeros((len(atoms), 3))
         extra_frames.append(atoms)
     ase.io.write(tmp_path / "extra.extxyz", extra_frames, format="extxyz")
-    config = load_config(
-        None, [f"data.path={base}", "data.n_val=4", f"data.extra_train_paths=[{tmp_path / 'extra.extxyz'}]"]
-    )
+    overrides = [f"data.path={base}", "data.n_val=4", f"data.extra_train_paths=[{tmp_path / 'extra.extxyz'}]"]
+    config = load_config(None, overrides)
     data = load_training_data(config.data)
     assert data.frames.num_frames == 33
     np.testing.assert_array_equal(data.split.val, plain.split.val)
     np.testing.assert_array_equal(data.split.test, plain.split.test)
     np.testing.assert_array_equal(data.split.train, np.concatenate([plain.split.train, [30, 31, 32]]))
     assert list(data.summary(config.data)["extra_train_paths"]) == [str(tmp_path / "extra.extxyz")]
+    assert data.frames.has_energy[30:].all()
+    forces_only = load_training_data(load_config(None, [*overrides, "data.extra_energies=false"]).data)
+    assert not forces_only.frames.has_energy[30:].any()
+    np.testing.assert_array_equal(forces_only.frames.has_energy[:30], data.frames.has_energy[:30])
+    np.testing.assert_array_equal(forces_only.frames.forces, data.frames.forces)
 
 
 def test_learn_config_is_validated(tmp_path):

@@ -5,15 +5,23 @@
     python examples/recipe/run_study.py --section pretrain --xtb-dir DIR   # the xTB pretraining
     python examples/recipe/run_study.py --section confirm --only aspirin/base_2h   # one arm
     python examples/recipe/run_study.py --report             # the table of the arms so far (JSON + Markdown)
+    python examples/recipe/run_study.py --section regularisers --stability --md17-dir DIR   # MD of each finished arm
 
 Each arm is `mlff train base.yaml <overrides> data.path=<file> data.sha256=<hash> output_dir=<runs>/<molecule>/<arm>`
 at one thread; a finished arm (results.json) is skipped, a started one resumes from its last.pt,
 so the script can be killed and rerun at any time. Run two slots side by side on a 2-core machine.
+
+`--stability` takes each finished arm through what a shipped potential gets: `mlff export` of its
+best.pt (core repulsion 50, reference statistics from the molecule's file) into
+<runs>/<molecule>/<arm>/export/<molecule>.pt, then `mlff bench stability` (the 50 ps CPU protocol,
+5 seeds) into <runs>/<molecule>/<arm>/stability; both resume, and the report adds the arm's
+collapsed seeds and mean stable time.
 """
 
 import argparse
 import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -68,6 +76,51 @@ def run_arm(base: Path, runs: Path, molecule: str, data: list[str], name: str, o
     train(config, resume=resume, progress=False, command=command)
 
 
+# The shipped potentials' export settings (scripts/retrain_potentials.py): cubic core repulsion of 50 eV/A^3.
+CORE_REPULSION = "50"
+
+
+def stability_arm(runs: Path, molecule: str, data: list[str], name: str) -> None:
+    """Export a finished arm like a shipped potential and run the stability protocol on it (both resumable)."""
+    folder = runs / molecule / name
+    if not (folder / "results.json").is_file():
+        print(f"skip {molecule}/{name}: training not finished", flush=True)
+        return
+    dataset = data[0].split("=", 1)[1]
+    potential = folder / "export" / f"{molecule}.pt"
+    commands = []
+    if not potential.is_file():
+        commands.append(
+            ["mlff", "--threads", "1", "export", str(folder / "best.pt"), "-o", str(potential), "--dtype", "float32"]
+            + ["--core-repulsion", CORE_REPULSION, "--reference-data", dataset, "--check-data", dataset]
+        )
+    commands.append(
+        ["mlff", "--threads", "1", "bench", "stability", "--potentials-dir", str(potential.parent)]
+        + ["--molecules", molecule, "-o", str(folder / "stability")]
+    )
+    for command in commands:
+        print("+", " ".join(command), flush=True)
+        subprocess.run(command, check=True)
+
+
+def stability_columns(folder: Path, molecule: str) -> dict:
+    """The arm's stability row (collapsed seeds, stable times), or empty when its MD has not finished."""
+    path = folder / "stability" / "stability.json"
+    if not path.is_file():
+        return {}
+    rows = [row for row in json.loads(path.read_text())["rows"] if row["molecule"] == molecule]
+    if not rows or rows[0]["interrupted"]:
+        return {}
+    row = rows[0]
+    return {
+        "collapsed_seeds": row["collapsed_seeds"],
+        "seeds": row["seeds"],
+        "stable_time_ps_mean": row["stable_time_ps_mean"],
+        "stable_time_ps": row["stable_time_ps"],
+        "hr_mae": row["hr_mae"],
+    }
+
+
 def report(study: dict, section: str, runs: Path, dirs: dict[str, str]) -> list[dict]:
     """One row per finished or running arm: frames/s, CPU-hours, best validation and test force MAE."""
     rows = []
@@ -105,6 +158,7 @@ def report(study: dict, section: str, runs: Path, dirs: dict[str, str]) -> list[
                 "curve_cpu_hours_val_mae": [
                     [r["cpu_seconds_total"] / 3600.0, r["val_force_mae_mev_per_a"]] for r in history
                 ],
+                **stability_columns(runs / molecule / name, molecule),
             }
         )
     return rows
@@ -190,6 +244,9 @@ def main() -> int:
     parser.add_argument(
         "--report", action="store_true", help="print the table; write <out>/<section>.json and <section>.png"
     )
+    parser.add_argument(
+        "--stability", action="store_true", help="export each finished arm and run the 50 ps stability protocol on it"
+    )
     parser.add_argument("--out", type=Path, default=None, help="folder of the report files (default: --runs)")
     args = parser.parse_args()
     study = yaml.safe_load(args.study.read_text())
@@ -201,7 +258,9 @@ def main() -> int:
         plot(rows, out / f"{args.section}.png")
         columns = ["molecule", "arm", "epochs", "frames_per_cpu_s", "cpu_hours", "val_at_0.25h", "best_val_force_mae"]
         columns.append("test_force_mae")
-        print(format_table([[row[c] for c in columns] for row in rows], columns, floatfmt=".3g"))
+        if any("collapsed_seeds" in row for row in rows):
+            columns += ["collapsed_seeds", "stable_time_ps_mean"]
+        print(format_table([[row.get(c) for c in columns] for row in rows], columns, floatfmt=".3g"))
         projected = projection(study, args.runs)
         write_json(out / "projection.json", projected)
         columns = ["molecule", "points_cpu_hours_test_mae", "exponent_b", "target", "cpu_hours_to_target"]
@@ -210,7 +269,9 @@ def main() -> int:
     torch.set_num_threads(1)
     for index, arm in enumerate(arms(study, args.section, dirs)):
         chosen = f"{arm[0]}/{arm[2]}" in args.only if args.only else index % args.slots == args.slot
-        if chosen:
+        if chosen and args.stability:
+            stability_arm(args.runs, arm[0], arm[1], arm[2])
+        elif chosen:
             run_arm(args.base, args.runs, *arm)
     return 0
 

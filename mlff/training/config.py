@@ -59,6 +59,10 @@ class DataConfig:
         extra_train_paths: further files (read like data.path, off-equilibrium) whose frames all join the
             training frames, never validation or test, e.g. the frames `mlff learn` labels; their energies
             follow energy_consistent and energy_method like data.path's. Empty: none.
+        extra_energies: train on the energies of extra_train_paths; false keeps only their forces, for
+            labels from another program at nominally the same level (pyscf's PBE/def2-SVP energies of
+            rMD17 ethanol frames sit 6-7 meV above the file's ORCA ones, while the forces agree to
+            0.7-0.8 meV/A: `mlff learn` at rMD17's level adds forces only).
     """
 
     path: str | list[str] = ""
@@ -76,6 +80,7 @@ class DataConfig:
     equilibrium_energies: bool = False
     equilibrium_repeat: int = 1
     extra_train_paths: list[str] = field(default_factory=list)
+    extra_energies: bool = True
 
     @property
     def paths(self) -> list[str]:

@@ -108,6 +108,8 @@ def load_training_data(config: DataConfig, require_labels: bool = True) -> Train
     for path in config.extra_train_paths:
         extra_hashes.append(checked_sha256(path, None))
         part = _labelled_frames(path, config, require_labels)
+        if not config.extra_energies:
+            part.has_energy = np.zeros_like(part.has_energy)
         added.append(part)
         train.append(offset + np.arange(part.num_frames))
         offset += part.num_frames
