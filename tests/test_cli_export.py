@@ -193,3 +193,21 @@ def test_check_frames_spread_evenly_over_the_test_split():
     assert chosen.size == 50 and np.unique(chosen).size == 50
     assert chosen[0] == 101 and chosen[-1] == 300 and np.all(np.diff(chosen) > 0)
     np.testing.assert_array_equal(check_frames(np.array([7, 3, 5]), 50), [3, 5, 7])
+
+
+def test_overrides_after_a_flag_join_the_command_and_other_strays_are_refused(monkeypatch, capsys):
+    import mlff.cli.learn
+    import mlff.cli.train
+
+    seen = {}
+    monkeypatch.setattr(mlff.cli.train, "run", lambda args: seen.update(train=(args.overrides, args.resume)))
+    monkeypatch.setattr(mlff.cli.learn, "run", lambda args: seen.update(learn=(args.overrides, args.resume)))
+    assert main(["train", "c.yaml", "train.epochs=3", "--resume", "train.lr=0.1", "data.n_val=4"]) == 0
+    assert seen["train"] == (["train.epochs=3", "train.lr=0.1", "data.n_val=4"], True)
+    assert main(["learn", "c.yaml", "--resume", "md.time=2ps"]) == 0
+    assert seen["learn"] == (["md.time=2ps"], True)
+    with pytest.raises(SystemExit):
+        main(["train", "c.yaml", "--resume", "--no-such-flag"])
+    assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["info", "ethanol", "key=value"])

@@ -316,6 +316,21 @@ sys.exit(main(sys.argv[3:]))
 """
 
 
+def test_checkpoints_come_at_the_first_frame_then_by_wall_time_and_at_the_end(
+    spring_potential_file, h4_file, tmp_path, monkeypatch
+):
+    import mlff.dynamics.runner as runner
+
+    saved = []
+    monkeypatch.setattr(runner, "save_checkpoint", lambda path, state: saved.append(state["engine"]["step"]))
+    settings = MDSettings(steps=200, save_every=10, thermostat="langevin")
+    run_md(spring_potential_file, str(h4_file), settings, tmp_path / "slow", checkpoint_seconds=1e9)
+    assert saved == [10, 200]
+    saved.clear()
+    run_md(spring_potential_file, str(h4_file), settings, tmp_path / "every", checkpoint_seconds=0.0)
+    assert saved == list(range(10, 201, 10))
+
+
 def test_ctrl_c_then_resume_loses_no_frames(spring_potential_file, h4_file, tmp_path):
     md_args = [
         "--threads",
@@ -350,7 +365,8 @@ def test_ctrl_c_then_resume_loses_no_frames(spring_potential_file, h4_file, tmp_
     out, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
     assert "interrupted at step 300" in out, "the signal landed in the 30th saved frame"
-    # The 30th frame was not yet written when the signal came: 29 frames and their checkpoint are kept.
+    # The 30th frame was not yet written when the signal came: 29 frames are kept (the checkpoint,
+    # of the first frame here, is older: the resume recomputes from it).
     assert (tmp_path / "md" / "thermo.csv").read_text().count("\n") - 1 == 29
     code = main(md_args[2:] + ["--resume"])
     assert code == 0

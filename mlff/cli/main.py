@@ -44,7 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # `mlff train CONFIG --resume key=value`: argparse ends a positional list at the first flag, so
+    # dotted overrides after one arrive here; they join the command's overrides in their order.
+    if extra and isinstance(getattr(args, "overrides", None), list) and all(_is_override(item) for item in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.threads is not None:
         if args.threads < 1:
             parser.error("--threads must be >= 1")
@@ -56,6 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, KeyError) as error:
         print(f"mlff {args.command}: error: {error}", file=sys.stderr)
         return 2
+
+
+def _is_override(item: str) -> bool:
+    """A dotted `key=value` override (not a flag)."""
+    return "=" in item and not item.startswith("-")
 
 
 if __name__ == "__main__":

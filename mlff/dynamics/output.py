@@ -42,7 +42,7 @@ def mdtraj_topology(atomic_numbers: Sequence[int]):
 
 
 class TrajectoryWriter:
-    """One mdtraj HDF5 file per replica, a frame appended and flushed at every saved step.
+    """One mdtraj HDF5 file per replica: the frames of every saved step, appended at each `flush` (each checkpoint).
 
     Args:
         output_dir: the run's directory.
@@ -57,6 +57,7 @@ class TrajectoryWriter:
         from mdtraj.formats import HDF5TrajectoryFile
 
         self.files: dict[int, Any] = {}
+        self.pending: dict[int, list[dict[str, np.ndarray]]] = {}
         for k, numbers in enumerate(atomic_numbers):
             path = trajectory_path(output_dir, k)
             if frames_kept is None or not path.exists():
@@ -70,24 +71,32 @@ class TrajectoryWriter:
             self.files[k] = handle
 
     def write(self, frame: Frame) -> None:
+        """Keep the frame; `flush` appends the kept frames to the files (mdtraj flushes the file at
+        every write, a tenth of a small molecule's MD time when done per frame)."""
         for b, k in enumerate(frame.replicas):
-            handle = self.files[k]
-            handle.write(
-                coordinates=(frame.positions_a[b] * ANGSTROM_TO_NM)[None].astype(np.float32),
-                time=np.array([frame.time_fs / FS_PER_PS], dtype=np.float32),
-                kineticEnergy=np.array([frame.kinetic_energy_ev[b] * EV_TO_KJ_PER_MOL], dtype=np.float32),
-                potentialEnergy=np.array([frame.potential_energy_ev[b] * EV_TO_KJ_PER_MOL], dtype=np.float32),
-                temperature=np.array([frame.temperature_k[b]], dtype=np.float32),
+            self.pending.setdefault(k, []).append(
+                {
+                    "coordinates": (frame.positions_a[b] * ANGSTROM_TO_NM).astype(np.float32),
+                    "time": np.float32(frame.time_fs / FS_PER_PS),
+                    "kineticEnergy": np.float32(frame.kinetic_energy_ev[b] * EV_TO_KJ_PER_MOL),
+                    "potentialEnergy": np.float32(frame.potential_energy_ev[b] * EV_TO_KJ_PER_MOL),
+                    "temperature": np.float32(frame.temperature_k[b]),
+                }
             )
-            handle.flush()
+
+    def flush(self) -> None:
+        for k, frames in self.pending.items():
+            self.files[k].write(**{name: np.stack([frame[name] for frame in frames]) for name in frames[0]})
+        self.pending = {}
 
     def close(self) -> None:
+        self.flush()
         for handle in self.files.values():
             handle.close()
 
 
 class ThermoWriter:
-    """`thermo.csv`, a line per replica and frame, flushed at every frame.
+    """`thermo.csv`, a line per replica and frame (`flush` with each checkpoint).
 
     Args:
         rows_kept: with resume, the data rows to keep (later ones are cut); None starts a new file.
@@ -113,6 +122,8 @@ class ThermoWriter:
                 f"{float(frame.temperature_k[b])}\n"
             )
             self.rows += 1
+
+    def flush(self) -> None:
         self.handle.flush()
 
     def close(self) -> None:
