@@ -5,6 +5,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -211,3 +212,21 @@ def test_overrides_after_a_flag_join_the_command_and_other_strays_are_refused(mo
     assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["info", "ethanol", "key=value"])
+
+
+def test_sigterm_reaches_a_command_as_ctrl_c_and_the_handler_is_restored(monkeypatch):
+    import os
+    import signal
+
+    import mlff.cli.info
+
+    def terminated(args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises long before this returns
+        return 0
+
+    monkeypatch.setattr(mlff.cli.info, "run", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        main(["info", "ethanol"])
+    assert signal.getsignal(signal.SIGTERM) is before

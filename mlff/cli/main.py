@@ -7,7 +7,9 @@ Each subcommand lives in its own module of this package with two functions,
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from mlff._version import __version__
@@ -57,11 +59,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mlff.threads import set_user_threads
 
         set_user_threads(args.threads)
+    # `kill` and batch schedulers stop a job with SIGTERM: taken as Ctrl-C, so an MD run closes its
+    # HDF5 trajectories (an HDF5 file killed mid-write can be left unreadable) and reports where it stopped.
+    previous = (
+        signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() else None
+    )
     try:
         return int(args.run(args) or 0)
     except (ValueError, FileNotFoundError, KeyError) as error:
         print(f"mlff {args.command}: error: {error}", file=sys.stderr)
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM handler: raise KeyboardInterrupt, as Ctrl-C does."""
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _is_override(item: str) -> bool:
