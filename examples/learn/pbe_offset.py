@@ -1,4 +1,4 @@
-"""pyscf's PBE/def2-SVP (mlff's labeller) against rMD17's own labels on the same frames.
+"""mlff's PBE/def2-SVP labeller (pyscf, as `mlff data label` and `mlff learn` use it) against rMD17's own labels.
 
     python examples/learn/pbe_offset.py --md17-dir DIR [--molecule ethanol] [--frames 0 5000]
 
@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from mlff.data.pyscf_calc import PySCFCalculator
-from mlff.units import KCAL_PER_MOL_TO_EV
+from mlff.data import read_frames
+from mlff.data.generate import make_calculator
 from mlff.utils import format_table, write_json
 
 HERE = Path(__file__).parent
@@ -30,21 +30,19 @@ def main() -> int:
     parser.add_argument("--frames", type=int, nargs="+", default=[0, 5000])
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
-    with np.load(Path(args.md17_dir).expanduser() / f"rmd17_{args.molecule}.npz") as data:
-        numbers, positions = data["z"], data["R"][args.frames]
-        energies = data["E"][args.frames] * KCAL_PER_MOL_TO_EV
-        forces = data["F"][args.frames] * KCAL_PER_MOL_TO_EV
+    frames = read_frames(Path(args.md17_dir).expanduser() / f"rmd17_{args.molecule}.npz")  # eV, eV/A
     rows = []
-    for frame, xyz, energy, force in zip(args.frames, positions, energies, forces):
-        atoms = Atoms(numbers=numbers, positions=xyz)
-        atoms.calc = PySCFCalculator()
+    for index in args.frames:
+        numbers, positions, energy, forces = frames.frame(index)
+        atoms = Atoms(numbers=numbers, positions=positions)
+        atoms.calc = make_calculator("pbe/def2-svp")
         start = time.process_time()
         label_energy, label_forces = atoms.get_potential_energy(), atoms.get_forces()
         rows.append(
             {
-                "frame": frame,
+                "frame": index,
                 "energy_difference_mev": (label_energy - energy) * 1000.0,
-                "force_mae_mev_per_a": float(np.abs(label_forces - force).mean() * 1000.0),
+                "force_mae_mev_per_a": float(np.abs(label_forces - forces).mean() * 1000.0),
                 "cpu_seconds": time.process_time() - start,
             }
         )

@@ -9,10 +9,10 @@ then h(r) while stable) see it and the trajectory and thermo lines are written; 
 then every `checkpoint_seconds` of wall time and at the end, the files are flushed and a checkpoint
 is replaced atomically (not at every frame: the observers' state grows with the run, and saving it
 every frame took a third of a 50 ps run's time); a replica that collapses stops while the others
-go on. Further observers
-(`run_md(observers=[...])`, `mlff.dynamics.observers.Observer`) see every saved state with its
-positions, forces and energies. Ctrl-C or a crash keeps everything written so far, and
-`resume=True` continues from the last checkpoint.
+go on. Further observers (`run_md(observers=[...])`, `mlff.dynamics.observers.Observer`) see every
+saved state with its positions, forces and energies. Ctrl-C (or SIGTERM through the CLI) writes
+every frame so far; a process killed outright keeps what its last checkpoint holds. `resume=True`
+continues from the last checkpoint, recomputing what came after it.
 
 The potential runs in its file's dtype unless `dtype` names another (mlff's one dtype policy).
 """
@@ -246,9 +246,8 @@ def run_md(
                 for writer in writers:
                     writer.flush()
                 run_state = _checkpoint(
-                    md, engine, settings, potential, potential_path, replica_watch, observers, records, counters
+                    md, engine, settings, potential, potential_path, digest, replica_watch, observers, records, counters
                 )
-                run_state["potential_sha256"] = digest
                 save_checkpoint(directory / "checkpoint.pt", run_state | _writer_state(writers))
                 saved_at = time.perf_counter()
             _update_bar(bar, chunk, frame, counters, md.step)
@@ -324,6 +323,7 @@ def _checkpoint(
     settings: MDSettings,
     potential: Any,
     potential_path: str | Path,
+    digest: str,
     observers: list[tuple[StabilityObserver, RDFObserver]],
     run_observers: Sequence[Observer],
     records: list[ReplicaRecord],
@@ -335,6 +335,7 @@ def _checkpoint(
         "engine_name": engine,
         "settings": settings.to_dict(),
         "potential": str(potential_path),
+        "potential_sha256": digest,
         "dtype": dtype_name(potential.dtype),
         "engine": md.state_dict(),
         "observers": [{"stability": s.state_dict(), "rdf": r.state_dict()} for s, r in observers],
