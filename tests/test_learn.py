@@ -11,6 +11,7 @@ from synthetic import TINY_TRAINING_OVERRIDES, write_md17_npz
 
 from mlff.checkpoint import load_checkpoint
 from mlff.cli.main import main
+from mlff.export.load import read_metadata
 from mlff.learn import learn, load_learn_config
 from mlff.learn import run as learn_run
 from mlff.training import load_config
@@ -52,6 +53,8 @@ def learn_yaml(path, data, output, max_iterations):
             "replicas": 2,
             "settings": {"steps": 100, "save_every": 2, "max_bond_deviation_a": 0.1},
         },
+        # The prior a shipped potential carries; the loop's MD runs with it.
+        "export": {"core_repulsion": 10.0},
         "selection": {"spread_threshold_ev_per_a": 1.0e-9, "max_frames": 4, "bond_deviation_a": 0.02},
         "label": {"method": "gfn2-xtb"},
         "budget": {"max_iterations": max_iterations, "max_labels": 100},
@@ -60,7 +63,7 @@ def learn_yaml(path, data, output, max_iterations):
     return path
 
 
-def test_learn_runs_two_iterations_and_resumes_where_it_stopped(water_data, tmp_path, monkeypatch):
+def test_learn_runs_two_iterations_and_resumes_where_it_stopped(water_data, tmp_path, monkeypatch, capsys):
     output = tmp_path / "learn"
     first = learn(load_learn_config(learn_yaml(tmp_path / "one.yaml", water_data, output, 1)))
     assert first["iterations_run"] == 1 and first["finished"].startswith("iteration budget spent")
@@ -68,6 +71,8 @@ def test_learn_runs_two_iterations_and_resumes_where_it_stopped(water_data, tmp_
     assert iteration0["step"] == "done" and not iteration0["stable"]
     assert 0 < iteration0["labelled"] == iteration0["selected"] <= 4
     assert len(ase.io.read(output / "iter_000" / "labelled.extxyz", ":")) == iteration0["labelled"]
+    prior = read_metadata(output / "iter_000" / "committee.pt")["core_repulsion"]
+    assert prior["kind"] == "cubic" and prior["strength_ev_per_a3"] == 10.0
     best0 = output / "iter_000" / "train" / "member_0" / "best.pt"
     stamp0 = best0.stat().st_mtime_ns
 
@@ -85,6 +90,23 @@ def test_learn_runs_two_iterations_and_resumes_where_it_stopped(water_data, tmp_
     best1 = output / "iter_001" / "train" / "member_1" / "best.pt"
     stamp1 = best1.stat().st_mtime_ns
     monkeypatch.undo()
+
+    # Ctrl-C (or SIGTERM) mid-step: the command says how to continue and exits 130, keeping the state.
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(learn_run._STEP_FUNCTIONS, "md", interrupt)
+    assert main(["learn", str(config2), "--resume"]) == 130
+    assert "continue with: mlff learn" in capsys.readouterr().out
+    monkeypatch.undo()
+    # A run whose saved config predates a section (here `export`) resumes with that section's defaults.
+    saved = (output / "learn_state.json").read_text()
+    state = json.loads(saved)
+    del state["config"]["export"]
+    (output / "learn_state.json").write_text(json.dumps(state))
+    with pytest.raises(ValueError, match=r"changed config \['export.core_repulsion'\]"):
+        learn(load_learn_config(config2), resume=True)
+    (output / "learn_state.json").write_text(saved)
 
     # Resume through the CLI: iteration 0 and iteration 1's training are not redone.
     labelled = []
@@ -153,3 +175,7 @@ def test_learn_config_is_validated(tmp_path):
         load_learn_config(None, ["selection.max_frame=3"])
     with pytest.raises(ConfigError, match="label.method"):
         load_learn_config(None, ["label.method=b3lyp"])
+    with pytest.raises(ConfigError, match="export.core_repulsion"):
+        load_learn_config(None, ["export.core_repulsion=-1"])
+    with pytest.raises(ConfigError, match="repulsion must be one of"):
+        load_learn_config(None, ["export.repulsion=morse"])

@@ -15,11 +15,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mlff.dynamics import MDInterrupted
     from mlff.learn import learn, load_learn_config
 
     config = load_learn_config(args.config, args.overrides)
     command = " ".join(["mlff", "learn", args.config, *args.overrides])
-    summary = learn(config, resume=args.resume, progress=args.progress, report=print, command=command)
+    try:
+        summary = learn(config, resume=args.resume, progress=args.progress, report=print, command=command)
+    except (KeyboardInterrupt, MDInterrupted):
+        print(
+            f"interrupted: everything saved so far in {config.output_dir} is kept; "
+            f"continue with: {command} --resume"
+        )
+        return 130
     for row in summary["iterations"]:
         print(
             f"iteration {row['index']}: stable time {row['stable_time_ps']} ps "

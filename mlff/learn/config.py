@@ -15,6 +15,7 @@ md:
   replicas: 5
   structures: []                         # FILE or DATASET:INDEX; [] = the potential's start frames
   settings: {}                           # any other MDSettings field (save_every, seed, ...)
+export: {core_repulsion: 0.0, repulsion: null}  # as `mlff export --core-repulsion K --repulsion KIND`
 selection: {spread_threshold_ev_per_a: null, max_frames: 50, bond_deviation_a: 0.3}
 label: {method: gfn2-xtb, basis: null, workers: 1, threads_per_worker: 1}
 budget: {max_iterations: 10, max_labels: 500}
@@ -91,6 +92,31 @@ class MDSection:
 
 
 @dataclass
+class ExportSection:
+    """How each iteration's committee file is written, as `mlff export` writes a shipped potential, so
+    that the MD of the loop is the MD the potential will run.
+
+    Attributes:
+        core_repulsion: k of the short-range repulsion prior added to every member, eV/A^3 (0: none);
+            its onsets are fitted on the frames of the training data file (not the labelled ones).
+        repulsion: the prior's kind ("cubic" or "zbl"; None: cubic when core_repulsion > 0).
+    """
+
+    core_repulsion: float = 0.0
+    repulsion: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.core_repulsion < 0:
+            raise ConfigError(f"export.core_repulsion must be >= 0 eV/A^3, got {self.core_repulsion}")
+        from mlff.export.deploy import repulsion_kind
+
+        try:
+            repulsion_kind(self.repulsion, self.core_repulsion)
+        except ValueError as error:
+            raise ConfigError(f"export: {error}") from None
+
+
+@dataclass
 class SelectionSection:
     """Which frames of the MD are labelled (`mlff.dynamics.selection.SelectionObserver`).
 
@@ -149,6 +175,7 @@ class LearnConfig:
     output_dir: str = "runs/learn"
     training: TrainingSection = field(default_factory=TrainingSection)
     md: MDSection = field(default_factory=MDSection)
+    export: ExportSection = field(default_factory=ExportSection)
     selection: SelectionSection = field(default_factory=SelectionSection)
     label: LabelSection = field(default_factory=LabelSection)
     budget: BudgetSection = field(default_factory=BudgetSection)

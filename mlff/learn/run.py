@@ -7,7 +7,8 @@ Iteration i (folder OUTPUT_DIR/iter_{i:03d}/):
   training.finetune_epochs, on the training data plus every earlier iteration's labelled frames
   (`data.extra_train_paths`: training frames only, so validation and test stay the original file's).
 - `export`: committee.pt (`mlff.export.committee.export_committee`; its spread threshold fitted on
-  the training frames of data.path).
+  the training frames of data.path; the config's `export` section adds the core repulsion prior a
+  shipped potential carries, so that the loop's MD is the potential's).
 - `md`: md/ — `run_md` with the torch engine, all replicas in one batch, `SpreadObserver` and
   `SelectionObserver` (md/candidates.extxyz), resumable from its checkpoint.
 - `select`: selected.extxyz, the candidates by score cut to the labels left in budget.max_labels;
@@ -169,7 +170,12 @@ def _export(config: LearnConfig, base: Any, state: dict[str, Any], record: dict[
     from mlff.export.load import read_metadata
 
     folder = iteration_dir(config.output_dir, record["index"])
-    path = export_committee(committee_checkpoints(folder / "train"), folder / "committee.pt")
+    path = export_committee(
+        committee_checkpoints(folder / "train"),
+        folder / "committee.pt",
+        core_repulsion_ev_per_a3=config.export.core_repulsion,
+        repulsion=config.export.repulsion,
+    )
     metadata = read_metadata(path)
     record["spread_threshold_ev_per_a"] = metadata["committee"].get("spread_threshold_ev_per_a")
     record["test_metrics"] = metadata.get("test_metrics")
@@ -332,7 +338,10 @@ def _save(path: Path, state: dict[str, Any]) -> None:
 
 def _check_unchanged(saved: dict[str, Any], current: dict[str, Any]) -> None:
     """Refuse a resume whose config differs from the run's beyond budgets and parallelism."""
-    before, after = _flatten(saved), _flatten(current)
+    from mlff.learn.config import learn_config_from_dict
+
+    # Read through the config classes so that a section added since the run started counts as its defaults.
+    before, after = _flatten(learn_config_from_dict(saved).to_dict()), _flatten(current)
     changed = sorted(key for key in before.keys() | after.keys() if before.get(key) != after.get(key))
     changed = [key for key in changed if not any(key == c or key.startswith(c + ".") for c in RESUMABLE_CHANGES)]
     if changed:
