@@ -23,10 +23,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = learn(config, resume=args.resume, progress=args.progress, report=print, command=command)
     except (KeyboardInterrupt, MDInterrupted):
-        print(
-            f"interrupted: everything saved so far in {config.output_dir} is kept; "
-            f"continue with: {command} --resume"
-        )
+        print(f"interrupted: everything saved so far in {config.output_dir} is kept; continue with: {command} --resume")
         return 130
     for row in summary["iterations"]:
         print(
