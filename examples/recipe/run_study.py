@@ -180,11 +180,13 @@ def value_at(history: list[dict], hours: float) -> float | None:
 
 
 def projection(study: dict, runs: Path) -> list[dict]:
-    """Per molecule of study["projection"]: the power law E(T) = a T^-b through the finished runs'
-    test force MAE E (meV/A) at their CPU-hours T (least squares in log-log), and the CPU-hours
-    where E reaches twice MACE's figure; None where fewer than two runs have finished."""
+    """Per entry of study["projection"] (named by its molecule unless it gives `molecule`): the power
+    law E(T) = a T^-b through the finished runs' test force MAE E (meV/A) at their CPU-hours T
+    (least squares in log-log), and the CPU-hours where E reaches twice MACE's figure; None where
+    fewer than two runs have finished."""
     rows = []
-    for molecule, entry in (study.get("projection") or {}).items():
+    for name, entry in (study.get("projection") or {}).items():
+        molecule = entry.get("molecule", name)
         points = []
         for name in entry["runs"]:
             results_path, metrics = runs / name / "results.json", runs / name / "metrics.jsonl"
@@ -193,7 +195,13 @@ def projection(study: dict, runs: Path) -> list[dict]:
                 mae = json.loads(results_path.read_text())["test"]["force_mae_mev_per_a"]
                 points.append((history[-1]["cpu_seconds_total"] / 3600.0, mae))
         target = 2.0 * entry["mace_force_mae"]
-        row = {"molecule": molecule, "runs": entry["runs"], "points_cpu_hours_test_mae": points, "target": target}
+        row = {
+            "projection": name,
+            "molecule": molecule,
+            "runs": entry["runs"],
+            "points_cpu_hours_test_mae": points,
+            "target": target,
+        }
         row.update(exponent_b=None, cpu_hours_to_target=None)
         if len(points) >= 2:
             logs = [(math.log(hours), math.log(mae)) for hours, mae in points]
