@@ -168,6 +168,16 @@ def recipe_confirm_rows(root: Path) -> list[dict[str, Any]]:
     return json.loads((root / "examples/recipe/results/confirm.json").read_text())
 
 
+def recipe_projection_rows(root: Path) -> list[dict[str, Any]]:
+    """The power laws through each projection's runs (`run_study.py --report`, projection.json)."""
+    return json.loads((root / "examples/recipe/results/projection.json").read_text())
+
+
+def projection_points(record: dict[str, Any]) -> str:
+    """A projection's runs as "0.50 h: 8.16, 2.01 h: 4.11" (CPU-hours: test force MAE, meV/A)."""
+    return ", ".join(f"{hours:.2f} h: {mae:.2f}" for hours, mae in record["points_cpu_hours_test_mae"]) or "-"
+
+
 TABLES: dict[str, Table] = {
     # README: the shipped potentials, their test errors and MD stability (from each card).
     "shipped": Table(
@@ -237,6 +247,19 @@ TABLES: dict[str, Table] = {
             Column("best val F MAE (meV/A)", field("best_val_force_mae"), ".2f"),
             Column("test F MAE (meV/A)", field("test_force_mae"), ".2f"),
             Column("test E MAE (meV)", field("test_energy_mae"), ".2f"),
+        ],
+    ),
+    # docs/training.md: CPU-hours to twice MACE's test force error, from the power law through two caps.
+    "recipe-projection": Table(
+        "examples/recipe/results/projection.json",
+        recipe_projection_rows,
+        [
+            Column("molecule", field("molecule")),
+            Column("runs (CPU-hour caps)", lambda record: ", ".join(record["runs"])),
+            Column("test F MAE at each (meV/A)", projection_points),
+            Column("exponent b of E ~ T^-b", field("exponent_b"), ".2f"),
+            Column("2x MACE (meV/A)", field("target"), ".1f"),
+            Column("projected CPU-hours", field("cpu_hours_to_target"), ".1f"),
         ],
     ),
     # docs/results.md: the full stability run (potentials/stability-cpu/, `mlff bench stability`).

@@ -105,6 +105,30 @@ def test_a_planted_collapse_is_found_with_its_bond_time_and_frames(spring_potent
     assert (tmp_path / "out" / "spring" / "bond_deviation.png").stat().st_size > 0
 
 
+def test_replaying_a_saved_run_finds_the_collapses_the_run_found(spring_potential_file, tmp_path):
+    ase.io.write(tmp_path / "hot.xyz", H2)
+    structure = [str(tmp_path / "hot.xyz")] * 2
+    options = {"frames_before": 2, "dft": None, "structure": structure, "report": None}
+    run = analyse_collapses(spring_potential_file, HOT, tmp_path / "run", md_dir=tmp_path / "md", **options)
+    replayed = analyse_collapses(spring_potential_file, HOT, tmp_path / "replay", replay=tmp_path / "md", **options)
+    assert run["collapses"], "the planted run must collapse"
+    assert len(replayed["collapses"]) == len(run["collapses"])
+    for ours, theirs in zip(replayed["collapses"], run["collapses"]):
+        assert ours["replica"] == theirs["replica"] and ours["bond"] == theirs["bond"]
+        assert ours["collapse_time_ps"] == pytest.approx(theirs["collapse_time_ps"])
+        assert ours["length_collapse_a"] == pytest.approx(theirs["length_collapse_a"], abs=1e-5)  # HDF5: float32 nm
+        written = [ase.io.read(tmp_path / d / "spring" / ours["frames_file"], ":") for d in ("replay", "run")]
+        for a, b in zip(*written):
+            np.testing.assert_allclose(a.get_positions(), b.get_positions(), atol=1e-5)
+    with pytest.raises(ValueError, match=r"settings differ .*temperature_k"):
+        other = MDSettings(**{**HOT.to_dict(), "temperature_k": 300.0})
+        analyse_collapses(spring_potential_file, other, tmp_path / "x", replay=tmp_path / "md", **options)
+    summary = json.loads((tmp_path / "md" / "summary.json").read_text())
+    (tmp_path / "md" / "summary.json").write_text(json.dumps({**summary, "potential_sha256": "0" * 64}))
+    with pytest.raises(ValueError, match="another potential file"):
+        analyse_collapses(spring_potential_file, HOT, tmp_path / "x", replay=tmp_path / "md", **options)
+
+
 @pytest.mark.parametrize(
     ("offset_ev", "collapse_offset_ev", "expected"),
     [(2.0, 2.0, "hole"), (0.0, 0.0, "chemistry"), (0.3, 0.3, "unclear"), (0.0, 5.0, "hole")],

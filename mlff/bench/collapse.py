@@ -153,6 +153,7 @@ def analyse_collapses(
     dft_frames: int | None = None,
     label_collapse_frame: bool = False,
     dft_compute: bool = True,
+    replay: str | os.PathLike | None = None,
     report: Callable[[str], None] | None = print,
 ) -> dict[str, Any]:
     """Run the protocol, find each replica's collapse and judge it (see the module docstring).
@@ -172,6 +173,8 @@ def analyse_collapses(
         dft_frames: label only the last this many stable frames of each collapse (None: all kept).
         label_collapse_frame: label the collapse frame too (after the others; it counts in the verdict).
         dft_compute: False: use only the DFT labels already cached, compute none.
+        replay: an earlier MD run's folder of this potential (`replica_<k>.h5`, `summary.json`): its
+            saved frames are read instead of running the MD (`replayed_md`); `settings` must be its.
         report: called with progress lines (None: quiet).
 
     Returns:
@@ -192,7 +195,10 @@ def analyse_collapses(
     molecule_dir = Path(output_dir) / name
     molecule_dir.mkdir(parents=True, exist_ok=True)
     metadata = read_metadata(path)
-    observed = _observed_md(path, settings, frames_before, structure, md_dir, molecule_dir, report)
+    if replay is not None:
+        observed = replayed_md(path, settings, frames_before, replay, report)
+    else:
+        observed = _observed_md(path, settings, frames_before, structure, md_dir, molecule_dir, report)
     model = load_potential(path)
     mae_mev = (metadata.get("test_metrics") or {}).get("energy_mae_mev")
     force_mae_mev = (metadata.get("test_metrics") or {}).get("force_mae_mev_per_a")
@@ -289,6 +295,104 @@ def _observed_md(
     observed = json.loads(utils.to_json(utils.finite_or_none(observed)))
     utils.write_json(cache, observed)
     return observed
+
+
+def replayed_md(
+    path: Path,
+    settings: MDSettings,
+    keep: int,
+    run_dir: str | os.PathLike,
+    report: Callable[[str], None] | None,
+) -> dict[str, Any]:
+    """The observed MD (as `_observed_md` returns it) from an earlier run's saved frames, no MD run.
+
+    The frames of `run_dir/replica_<k>.h5` (mdtraj HDF5, every `settings.save_every` steps, each
+    replica's file ending at its collapse) go through a `CollapseObserver` in time order, with the
+    model's energy and forces computed at each; the kept frames are then those the run saved (a
+    replayed collapse is located to within one saved interval, as the run's own detection was).
+
+    Raises:
+        ValueError: the run is of another potential file, of other settings, or its files do not
+            match each other.
+    """
+    import mdtraj
+
+    from mlff.dynamics.frame import Frame
+    from mlff.dynamics.observers import CollapseObserver
+    from mlff.dynamics.output import trajectory_path
+    from mlff.dynamics.runner import load_structures, replica_observers
+    from mlff.export import load_potential, read_metadata
+    from mlff.units import NM_TO_ANGSTROM
+
+    run_dir = Path(run_dir)
+    summary_path = run_dir / "summary.json"
+    if not summary_path.is_file():
+        raise FileNotFoundError(f"replay: no {summary_path} (an MD run's folder is needed)")
+    summary = json.loads(summary_path.read_text())
+    sha256 = utils.sha256_of(path)
+    if summary.get("potential_sha256") != sha256:
+        raise ValueError(
+            f"replay: {run_dir} was run with another potential file (SHA-256 {summary.get('potential_sha256')}), "
+            f"not {path} ({sha256})"
+        )
+    mismatched = sorted(k for k, v in settings.to_dict().items() if k != "steps" and summary["settings"].get(k) != v)
+    if mismatched:
+        raise ValueError(f"replay: the settings differ from {run_dir}'s in {mismatched}")
+    reference = read_metadata(path).get("reference") or {}
+    # The runner records the specs it was given, or this text for the potential's own start frames.
+    specs = summary.get("structure")
+    specs = [] if isinstance(specs, str) else list(specs or [])
+    systems = load_structures(specs, {"reference": reference}, settings.replicas)
+    numbers = systems[0].get_atomic_numbers()
+    stability, _ = replica_observers(systems[0], reference, settings.max_bond_deviation_a)
+    observer = CollapseObserver(stability.bonds, stability.reference_lengths_a, settings.max_bond_deviation_a, keep)
+    if report:
+        report(f"{path.stem}: replaying the {settings.replicas} saved trajectories of {run_dir} ...")
+    model = load_potential(path)
+    frames: dict[int, dict[int, np.ndarray]] = {}
+    for k in range(settings.replicas):
+        trajectory = mdtraj.load(str(trajectory_path(run_dir, k)))
+        if trajectory.n_atoms != len(numbers):
+            raise ValueError(f"replay: {trajectory_path(run_dir, k)} has {trajectory.n_atoms} atoms, not {len(numbers)}")
+        for time_ps, xyz in zip(trajectory.time, trajectory.xyz):
+            step = int(round(float(time_ps) * FS_PER_PS / settings.timestep_fs))
+            frames.setdefault(step, {})[k] = np.asarray(xyz, dtype=np.float64) * NM_TO_ANGSTROM
+    for step in sorted(frames):
+        if step > settings.steps:
+            break
+        replicas = sorted(frames[step])
+        positions = [frames[step][k] for k in replicas]
+        labels = [
+            model.energy_and_forces(numbers, p) if np.isfinite(p).all() else (np.nan, np.full_like(p, np.nan))
+            for p in positions
+        ]
+        nan = np.full(len(replicas), np.nan)
+        observer.observe(
+            Frame(
+                step=step,
+                time_fs=step * settings.timestep_fs,
+                replicas=replicas,
+                positions_a=positions,
+                forces_ev_per_a=[forces for _, forces in labels],
+                potential_energy_ev=np.array([energy for energy, _ in labels]),
+                kinetic_energy_ev=nan,
+                temperature_k=nan,
+            )
+        )
+    observed = {
+        "potential_sha256": sha256,
+        "settings": settings.to_dict(),
+        "keep": keep,
+        "structure": specs,
+        "replayed_from": str(run_dir),
+        "atomic_numbers": numbers.tolist(),
+        "bonds": observer.bonds.tolist(),
+        "reference_lengths_a": observer.reference_lengths_a.tolist(),
+        "start_positions_a": [atoms.get_positions().tolist() for atoms in systems],
+        "series": {str(k): v for k, v in sorted(observer.series.items())},
+        "collapses": {str(k): c for k, c in sorted(observer.collapses.items())},
+    }
+    return json.loads(utils.to_json(utils.finite_or_none(observed)))
 
 
 def atom_label(numbers: np.ndarray, index: int) -> str:

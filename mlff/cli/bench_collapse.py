@@ -50,6 +50,12 @@ def add_parser(benches: Any) -> None:
         "collapse (unless --time is given) and compare the collapse times",
     )
     parser.add_argument(
+        "--replay",
+        action="store_true",
+        help="with --recorded: read its saved trajectories (DIR/<molecule>/replica_<k>.h5) instead of running "
+        "the MD again (same potential file and settings; collapses located to its saving interval)",
+    )
+    parser.add_argument(
         "--structure", action="append", default=None, help="start structures (default: the potential's)"
     )
     parser.add_argument("--md-dir", default=None, help="keep each MD run here (DIR/<molecule>), resumable")
@@ -69,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     from mlff.resources import potential_path, protocol_path
 
     dft = None if args.dft.lower() == "none" else args.dft
+    if args.replay and not args.recorded:
+        raise SystemExit("mlff bench collapse: --replay needs --recorded DIR (the run to replay)")
     results = []
     for name in args.potentials:
         path = potential_path(name)
@@ -98,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
                 dft_frames=args.dft_frames,
                 label_collapse_frame=args.dft_collapse_frame,
                 dft_compute=not args.dft_cached,
+                replay=Path(args.recorded) / path.stem if args.replay else None,
             )
         )
     json_path, md_path = write_summary(args.out)

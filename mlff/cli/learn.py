@@ -15,14 +15,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlff.dynamics import MDInterrupted
     from mlff.learn import learn, load_learn_config
 
     config = load_learn_config(args.config, args.overrides)
     command = " ".join(["mlff", "learn", args.config, *args.overrides])
     try:
         summary = learn(config, resume=args.resume, progress=args.progress, report=print, command=command)
-    except (KeyboardInterrupt, MDInterrupted):
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM, or an MD step's MDInterrupted
         print(f"interrupted: everything saved so far in {config.output_dir} is kept; continue with: {command} --resume")
         return 130
     for row in summary["iterations"]:

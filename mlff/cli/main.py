@@ -69,6 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, KeyError) as error:
         print(f"mlff {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Commands that can say more (mlff md, mlff learn) catch it themselves.
+        print(f"mlff {args.command}: interrupted; files written so far are kept", file=sys.stderr)
+        return 130
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
