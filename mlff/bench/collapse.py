@@ -351,9 +351,10 @@ def replayed_md(
     model = load_potential(path)
     frames: dict[int, dict[int, np.ndarray]] = {}
     for k in range(settings.replicas):
-        trajectory = mdtraj.load(str(trajectory_path(run_dir, k)))
+        trajectory_file = trajectory_path(run_dir, k)
+        trajectory = mdtraj.load(str(trajectory_file))
         if trajectory.n_atoms != len(numbers):
-            raise ValueError(f"replay: {trajectory_path(run_dir, k)} has {trajectory.n_atoms} atoms, not {len(numbers)}")
+            raise ValueError(f"replay: {trajectory_file} has {trajectory.n_atoms} atoms, not {len(numbers)}")
         for time_ps, xyz in zip(trajectory.time, trajectory.xyz):
             step = int(round(float(time_ps) * FS_PER_PS / settings.timestep_fs))
             frames.setdefault(step, {})[k] = np.asarray(xyz, dtype=np.float64) * NM_TO_ANGSTROM
