@@ -307,8 +307,8 @@ def replayed_md(
     """The observed MD (as `_observed_md` returns it) from an earlier run's saved frames, no MD run.
 
     The frames of `run_dir/replica_<k>.h5` (mdtraj HDF5, every `settings.save_every` steps, each
-    replica's file ending at its collapse) go through a `CollapseObserver` in time order, with the
-    model's energy and forces computed at each; the kept frames are then those the run saved (a
+    replica's file ending at its collapse) go through a `CollapseObserver` in time order, and the
+    model's energy and forces are computed at the frames it keeps; the kept frames are then those the run saved (a
     replayed collapse is located to within one saved interval, as the run's own detection was).
 
     Raises:
@@ -362,24 +362,25 @@ def replayed_md(
         if step > settings.steps:
             break
         replicas = sorted(frames[step])
-        positions = [frames[step][k] for k in replicas]
-        labels = [
-            model.energy_and_forces(numbers, p) if np.isfinite(p).all() else (np.nan, np.full_like(p, np.nan))
-            for p in positions
-        ]
         nan = np.full(len(replicas), np.nan)
+        positions = [frames[step][k] for k in replicas]
+        # The bond criterion needs positions only; the model is evaluated below on the kept frames alone.
         observer.observe(
             Frame(
-                step=step,
-                time_fs=step * settings.timestep_fs,
-                replicas=replicas,
-                positions_a=positions,
-                forces_ev_per_a=[forces for _, forces in labels],
-                potential_energy_ev=np.array([energy for energy, _ in labels]),
-                kinetic_energy_ev=nan,
-                temperature_k=nan,
+                step,
+                step * settings.timestep_fs,
+                replicas,
+                positions,
+                [np.full_like(p, np.nan) for p in positions],
+                nan,
+                nan,
+                nan,
             )
         )
+    for collapse in observer.collapses.values():
+        for kept in collapse["frames"]:
+            if np.isfinite(kept["positions_a"]).all():
+                kept["energy_ev"], kept["forces_ev_per_a"] = model.energy_and_forces(numbers, kept["positions_a"])
     observed = {
         "potential_sha256": sha256,
         "settings": settings.to_dict(),
