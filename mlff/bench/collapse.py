@@ -284,6 +284,14 @@ def _observed_md(
         report(f"{path.stem}: {settings.replicas} replicas x {settings.steps} steps of MD ...")
     resume = md_dir is not None and can_resume(md_dir, "torch", settings, path)
     run_md(path, specs or None, settings, md_dir, engine="torch", resume=resume, observers=[observer])
+    observed = _observed_record(key, numbers, systems, observer)
+    utils.write_json(cache, observed)
+    return observed
+
+
+def _observed_record(key: dict[str, Any], numbers: np.ndarray, systems: list[Atoms], observer: Any) -> dict[str, Any]:
+    """What an observed MD keeps (JSON-able): `key` (what identifies the MD), the molecule, its bonds and
+    start frames, and the `CollapseObserver`'s series and collapses."""
     observed = key | {
         "atomic_numbers": numbers.tolist(),
         "bonds": observer.bonds.tolist(),
@@ -292,9 +300,7 @@ def _observed_md(
         "series": {str(k): v for k, v in sorted(observer.series.items())},
         "collapses": {str(k): c for k, c in sorted(observer.collapses.items())},
     }
-    observed = json.loads(utils.to_json(utils.finite_or_none(observed)))
-    utils.write_json(cache, observed)
-    return observed
+    return json.loads(utils.to_json(utils.finite_or_none(observed)))
 
 
 def replayed_md(
@@ -381,20 +387,8 @@ def replayed_md(
         for kept in collapse["frames"]:
             if np.isfinite(kept["positions_a"]).all():
                 kept["energy_ev"], kept["forces_ev_per_a"] = model.energy_and_forces(numbers, kept["positions_a"])
-    observed = {
-        "potential_sha256": sha256,
-        "settings": settings.to_dict(),
-        "keep": keep,
-        "structure": specs,
-        "replayed_from": str(run_dir),
-        "atomic_numbers": numbers.tolist(),
-        "bonds": observer.bonds.tolist(),
-        "reference_lengths_a": observer.reference_lengths_a.tolist(),
-        "start_positions_a": [atoms.get_positions().tolist() for atoms in systems],
-        "series": {str(k): v for k, v in sorted(observer.series.items())},
-        "collapses": {str(k): c for k, c in sorted(observer.collapses.items())},
-    }
-    return json.loads(utils.to_json(utils.finite_or_none(observed)))
+    key = {"potential_sha256": sha256, "settings": settings.to_dict(), "keep": keep, "structure": specs}
+    return _observed_record(key | {"replayed_from": str(run_dir)}, numbers, systems, observer)
 
 
 def atom_label(numbers: np.ndarray, index: int) -> str:
