@@ -70,6 +70,8 @@ def test_learn_runs_two_iterations_and_resumes_where_it_stopped(water_data, tmp_
     iteration0 = first["iterations"][0]
     assert iteration0["step"] == "done" and not iteration0["stable"]
     assert 0 < iteration0["labelled"] == iteration0["selected"] <= 4
+    # The committee's error on the frames it chose, against their new labels, beside its spread there.
+    assert iteration0["labelled_force_mae_mev_per_a"] > 0 and iteration0["labelled_spread_mean_mev_per_a"] > 0
     assert len(ase.io.read(output / "iter_000" / "labelled.extxyz", ":")) == iteration0["labelled"]
     prior = read_metadata(output / "iter_000" / "committee.pt")["core_repulsion"]
     assert prior["kind"] == "cubic" and prior["strength_ev_per_a3"] == 10.0

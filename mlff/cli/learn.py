@@ -1,6 +1,7 @@
 """`mlff learn CONFIG.yaml [key=value ...] [--resume]`."""
 
 import argparse
+import shlex
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -18,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
     from mlff.learn import learn, load_learn_config
 
     config = load_learn_config(args.config, args.overrides)
-    command = " ".join(["mlff", "learn", args.config, *args.overrides])
+    command = shlex.join(["mlff", "learn", args.config, *args.overrides])
     try:
         summary = learn(config, resume=args.resume, progress=args.progress, report=print, command=command)
     except KeyboardInterrupt:  # Ctrl-C, SIGTERM, or an MD step's MDInterrupted

@@ -280,8 +280,38 @@ def _label(config: LearnConfig, base: Any, state: dict[str, Any], record: dict[s
     labelled = folder / "labelled.extxyz"
     record["labelled"] = len(ase.io.read(labelled, ":")) if labelled.is_file() and labelled.stat().st_size else 0
     record["label_failed"] = {str(k): v for k, v in result.failed.items()}
-    say(f"iteration {record['index']}: {record['labelled']} frames labelled ({section.method})")
+    record.update(committee_on_labels(folder / "committee.pt", labelled) if record["labelled"] else {})
+    say(
+        f"iteration {record['index']}: {record['labelled']} frames labelled ({section.method})"
+        + (
+            f"; the committee's force MAE on them {record['labelled_force_mae_mev_per_a']:.1f} meV/A"
+            if record["labelled"]
+            else ""
+        )
+    )
     return "done"
+
+
+def committee_on_labels(potential: str | Path, labelled: str | Path) -> dict[str, float]:
+    """How wrong the committee that chose the frames was on them: its force MAE against the new
+    labels (meV/A) beside its mean force spread there (meV/A), the two a committee's spread stands
+    in for. Energies are left out: a labelling program's energy zero may differ from the data's."""
+    import ase.io
+    import numpy as np
+
+    from mlff.export import load_potential
+
+    model = load_potential(potential)
+    errors, spreads = [], []
+    for atoms in ase.io.read(labelled, ":"):
+        cell, pbc = (atoms.get_cell().array, atoms.get_pbc()) if atoms.get_pbc().any() else (None, None)
+        _, forces, spread = model.energy_forces_spread_of(atoms.get_atomic_numbers(), atoms.get_positions(), cell, pbc)
+        errors.append(np.abs(forces - atoms.get_forces()).ravel())
+        spreads.append(spread)
+    return {
+        "labelled_force_mae_mev_per_a": 1000.0 * float(np.concatenate(errors).mean()),
+        "labelled_spread_mean_mev_per_a": 1000.0 * float(np.concatenate(spreads).mean()),
+    }
 
 
 _STEP_FUNCTIONS = {"train": _train, "export": _export, "md": _md, "select": _select, "label": _label}
@@ -292,7 +322,7 @@ def learn_summary(state: dict[str, Any]) -> dict[str, Any]:
     keys = (
         "index", "step", "stable", "replicas", "collapsed_replicas", "length_ps", "stable_time_ps",
         "stable_time_ps_mean", "largest_spread_ev_per_a", "spread_threshold_ev_per_a", "candidates",
-        "selected", "labelled", "test_metrics",
+        "selected", "labelled", "labelled_force_mae_mev_per_a", "labelled_spread_mean_mev_per_a", "test_metrics",
     )  # fmt: skip
     return {
         "finished": state["finished"],
