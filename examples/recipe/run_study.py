@@ -188,8 +188,8 @@ def projection(study: dict, runs: Path) -> list[dict]:
     for name, entry in (study.get("projection") or {}).items():
         molecule = entry.get("molecule", name)
         points = []
-        for name in entry["runs"]:
-            results_path, metrics = runs / name / "results.json", runs / name / "metrics.jsonl"
+        for run in entry["runs"]:
+            results_path, metrics = runs / run / "results.json", runs / run / "metrics.jsonl"
             if results_path.is_file():
                 history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
                 mae = json.loads(results_path.read_text())["test"]["force_mae_mev_per_a"]
