@@ -168,6 +168,11 @@ def recipe_confirm_rows(root: Path) -> list[dict[str, Any]]:
     return json.loads((root / "examples/recipe/results/confirm.json").read_text())
 
 
+def recipe_regulariser_rows(root: Path) -> list[dict[str, Any]]:
+    """The regulariser arms with their stability (`run_study.py --report --section regularisers`)."""
+    return json.loads((root / "examples/recipe/results/regularisers.json").read_text())
+
+
 def recipe_projection_rows(root: Path) -> list[dict[str, Any]]:
     """The power laws through each projection's runs (`run_study.py --report`, projection.json)."""
     return json.loads((root / "examples/recipe/results/projection.json").read_text())
@@ -247,6 +252,22 @@ TABLES: dict[str, Table] = {
             Column("best val F MAE (meV/A)", field("best_val_force_mae"), ".2f"),
             Column("test F MAE (meV/A)", field("test_force_mae"), ".2f"),
             Column("test E MAE (meV)", field("test_energy_mae"), ".2f"),
+        ],
+    ),
+    # docs/training.md: the force-centric regularisers where MD collapses, 0.5 CPU-hour each, then 50 ps x 5 seeds.
+    "recipe-regularisers": Table(
+        "examples/recipe/results/regularisers.json",
+        recipe_regulariser_rows,
+        [
+            Column("molecule", field("molecule")),
+            Column("arm", field("arm")),
+            Column("epochs", field("epochs")),
+            Column("CPU-hours", field("cpu_hours"), ".2f"),
+            Column("test F MAE (meV/A)", field("test_force_mae"), ".1f"),
+            Column("test E MAE (meV)", field("test_energy_mae"), ".1f"),
+            Column("collapsed seeds (of 5)", field("collapsed_seeds")),
+            Column("stable ps, mean", field("stable_time_ps_mean"), ".1f"),
+            Column("h(r) MAE", field("hr_mae"), ".3f"),
         ],
     ),
     # docs/training.md: CPU-hours to twice MACE's test force error, from the power law through two caps.
