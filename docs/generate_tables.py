@@ -158,24 +158,9 @@ def stability_rows(root: Path) -> list[dict[str, Any]]:
     return json.loads((root / "potentials/stability-cpu/stability.json").read_text())["rows"]
 
 
-def recipe_screen_rows(root: Path) -> list[dict[str, Any]]:
-    """The arms of the recipe screen (`examples/recipe/run_study.py --report --out examples/recipe/results`)."""
-    return json.loads((root / "examples/recipe/results/screen.json").read_text())
-
-
-def recipe_confirm_rows(root: Path) -> list[dict[str, Any]]:
-    """The arms of the recipe confirmation (`run_study.py --report --section confirm --out examples/recipe/results`)."""
-    return json.loads((root / "examples/recipe/results/confirm.json").read_text())
-
-
-def recipe_regulariser_rows(root: Path) -> list[dict[str, Any]]:
-    """The regulariser arms with their stability (`run_study.py --report --section regularisers`)."""
-    return json.loads((root / "examples/recipe/results/regularisers.json").read_text())
-
-
-def recipe_projection_rows(root: Path) -> list[dict[str, Any]]:
-    """The power laws through each projection's runs (`run_study.py --report`, projection.json)."""
-    return json.loads((root / "examples/recipe/results/projection.json").read_text())
+def recipe_rows(name: str) -> Callable[[Path], list[dict[str, Any]]]:
+    """The rows of a recipe-study result (`examples/recipe/run_study.py --report --out examples/recipe/results`)."""
+    return lambda root: json.loads((root / f"examples/recipe/results/{name}.json").read_text())
 
 
 def projection_points(record: dict[str, Any]) -> str:
@@ -219,7 +204,7 @@ TABLES: dict[str, Table] = {
     # docs/training.md: the training-recipe screen, each arm capped at 0.5 CPU-hour on one thread.
     "recipe-screen": Table(
         "examples/recipe/results/screen.json",
-        recipe_screen_rows,
+        recipe_rows("screen"),
         [
             Column("molecule", field("molecule")),
             Column("arm", field("arm")),
@@ -237,7 +222,7 @@ TABLES: dict[str, Table] = {
     # docs/training.md: the confirmation, 2 CPU-hours per arm (the divergence guard's rollbacks counted).
     "recipe-confirm": Table(
         "examples/recipe/results/confirm.json",
-        recipe_confirm_rows,
+        recipe_rows("confirm"),
         [
             Column("molecule", field("molecule")),
             Column("arm", field("arm")),
@@ -257,7 +242,7 @@ TABLES: dict[str, Table] = {
     # docs/training.md: the force-centric regularisers where MD collapses, 0.5 CPU-hour each, then 50 ps x 5 seeds.
     "recipe-regularisers": Table(
         "examples/recipe/results/regularisers.json",
-        recipe_regulariser_rows,
+        recipe_rows("regularisers"),
         [
             Column("molecule", field("molecule")),
             Column("arm", field("arm")),
@@ -273,7 +258,7 @@ TABLES: dict[str, Table] = {
     # docs/training.md: CPU-hours to twice MACE's test force error, from the power law through two caps.
     "recipe-projection": Table(
         "examples/recipe/results/projection.json",
-        recipe_projection_rows,
+        recipe_rows("projection"),
         [
             Column("molecule", field("molecule")),
             Column("runs (CPU-hour caps)", lambda record: ", ".join(record["runs"])),
