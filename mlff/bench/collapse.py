@@ -260,9 +260,7 @@ def _observed_md(
 ) -> dict[str, Any]:
     """The MD with a CollapseObserver, or the `md.json` of an earlier call with the same potential,
     settings, kept frames and structures."""
-    from mlff.dynamics.observers import CollapseObserver
-    from mlff.dynamics.runner import can_resume, load_structures, replica_observers, run_md
-    from mlff.export import read_metadata
+    from mlff.dynamics.runner import can_resume, run_md
 
     specs = [structure] if isinstance(structure, str) else list(structure or [])
     key = {"potential_sha256": utils.sha256_of(path), "settings": settings.to_dict(), "keep": keep, "structure": specs}
@@ -273,13 +271,7 @@ def _observed_md(
             if report:
                 report(f"{path.stem}: reusing the observed MD in {cache}")
             return saved
-    reference = read_metadata(path).get("reference") or {}
-    systems = load_structures(specs, {"reference": reference}, settings.replicas)
-    numbers = systems[0].get_atomic_numbers()
-    if any(atoms.get_atomic_numbers().tolist() != numbers.tolist() for atoms in systems):
-        raise ValueError("the collapse analysis needs every replica to be the same molecule (same atoms in order)")
-    stability, _ = replica_observers(systems[0], reference, settings.max_bond_deviation_a)
-    observer = CollapseObserver(stability.bonds, stability.reference_lengths_a, settings.max_bond_deviation_a, keep)
+    systems, numbers, observer = _collapse_observer(path, specs, settings, keep)
     if report:
         report(f"{path.stem}: {settings.replicas} replicas x {settings.steps} steps of MD ...")
     resume = md_dir is not None and can_resume(md_dir, "torch", settings, path)
@@ -287,6 +279,25 @@ def _observed_md(
     observed = _observed_record(key, numbers, systems, observer)
     utils.write_json(cache, observed)
     return observed
+
+
+def _collapse_observer(
+    path: Path, specs: list[str], settings: MDSettings, keep: int
+) -> tuple[list[Atoms], np.ndarray, Any]:
+    """The replicas' start structures, their atomic numbers and a `CollapseObserver` on the molecule's
+    bonds (reference lengths from the potential's metadata), as `run_md` would set them up."""
+    from mlff.dynamics.observers import CollapseObserver
+    from mlff.dynamics.runner import load_structures, replica_observers
+    from mlff.export import read_metadata
+
+    reference = read_metadata(path).get("reference") or {}
+    systems = load_structures(specs, {"reference": reference}, settings.replicas)
+    numbers = systems[0].get_atomic_numbers()
+    if any(atoms.get_atomic_numbers().tolist() != numbers.tolist() for atoms in systems):
+        raise ValueError("the collapse analysis needs every replica to be the same molecule (same atoms in order)")
+    stability, _ = replica_observers(systems[0], reference, settings.max_bond_deviation_a)
+    observer = CollapseObserver(stability.bonds, stability.reference_lengths_a, settings.max_bond_deviation_a, keep)
+    return systems, numbers, observer
 
 
 def _observed_record(key: dict[str, Any], numbers: np.ndarray, systems: list[Atoms], observer: Any) -> dict[str, Any]:
@@ -314,8 +325,8 @@ def replayed_md(
 
     The frames of `run_dir/replica_<k>.h5` (mdtraj HDF5, every `settings.save_every` steps, each
     replica's file ending at its collapse) go through a `CollapseObserver` in time order, and the
-    model's energy and forces are computed at the frames it keeps; the kept frames are then those the run saved (a
-    replayed collapse is located to within one saved interval, as the run's own detection was).
+    model's energy and forces are computed at the frames it keeps; the kept frames are those the run
+    saved (a replayed collapse is located to within one saved interval, as the run's own detection was).
 
     Raises:
         ValueError: the run is of another potential file, of other settings, or its files do not
@@ -324,10 +335,8 @@ def replayed_md(
     import mdtraj
 
     from mlff.dynamics.frame import Frame
-    from mlff.dynamics.observers import CollapseObserver
     from mlff.dynamics.output import trajectory_path
-    from mlff.dynamics.runner import load_structures, replica_observers
-    from mlff.export import load_potential, read_metadata
+    from mlff.export import load_potential
     from mlff.units import NM_TO_ANGSTROM
 
     run_dir = Path(run_dir)
@@ -344,14 +353,10 @@ def replayed_md(
     mismatched = sorted(k for k, v in settings.to_dict().items() if k != "steps" and summary["settings"].get(k) != v)
     if mismatched:
         raise ValueError(f"replay: the settings differ from {run_dir}'s in {mismatched}")
-    reference = read_metadata(path).get("reference") or {}
     # The runner records the specs it was given, or this text for the potential's own start frames.
     specs = summary.get("structure")
     specs = [] if isinstance(specs, str) else list(specs or [])
-    systems = load_structures(specs, {"reference": reference}, settings.replicas)
-    numbers = systems[0].get_atomic_numbers()
-    stability, _ = replica_observers(systems[0], reference, settings.max_bond_deviation_a)
-    observer = CollapseObserver(stability.bonds, stability.reference_lengths_a, settings.max_bond_deviation_a, keep)
+    systems, numbers, observer = _collapse_observer(path, specs, settings, keep)
     if report:
         report(f"{path.stem}: replaying the {settings.replicas} saved trajectories of {run_dir} ...")
     model = load_potential(path)
@@ -373,14 +378,14 @@ def replayed_md(
         # The bond criterion needs positions only; the model is evaluated below on the kept frames alone.
         observer.observe(
             Frame(
-                step,
-                step * settings.timestep_fs,
-                replicas,
-                positions,
-                [np.full_like(p, np.nan) for p in positions],
-                nan,
-                nan,
-                nan,
+                step=step,
+                time_fs=step * settings.timestep_fs,
+                replicas=replicas,
+                positions_a=positions,
+                forces_ev_per_a=[np.full_like(p, np.nan) for p in positions],
+                potential_energy_ev=nan,
+                kinetic_energy_ev=nan,
+                temperature_k=nan,
             )
         )
     for collapse in observer.collapses.values():

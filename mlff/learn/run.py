@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mlff.learn.config import LearnConfig
+from mlff.learn.config import LearnConfig, learn_config_from_dict
 from mlff.utils import atomic_path, write_json
 
 STEPS = ("train", "export", "md", "select", "label", "done")
@@ -281,14 +281,9 @@ def _label(config: LearnConfig, base: Any, state: dict[str, Any], record: dict[s
     record["labelled"] = len(ase.io.read(labelled, ":")) if labelled.is_file() and labelled.stat().st_size else 0
     record["label_failed"] = {str(k): v for k, v in result.failed.items()}
     record.update(committee_on_labels(folder / "committee.pt", labelled) if record["labelled"] else {})
-    say(
-        f"iteration {record['index']}: {record['labelled']} frames labelled ({section.method})"
-        + (
-            f"; the committee's force MAE on them {record['labelled_force_mae_mev_per_a']:.1f} meV/A"
-            if record["labelled"]
-            else ""
-        )
-    )
+    error = record.get("labelled_force_mae_mev_per_a")
+    note = "" if error is None else f"; the committee's force MAE on them {error:.1f} meV/A"
+    say(f"iteration {record['index']}: {record['labelled']} frames labelled ({section.method}){note}")
     return "done"
 
 
@@ -368,8 +363,6 @@ def _save(path: Path, state: dict[str, Any]) -> None:
 
 def _check_unchanged(saved: dict[str, Any], current: dict[str, Any]) -> None:
     """Refuse a resume whose config differs from the run's beyond budgets and parallelism."""
-    from mlff.learn.config import learn_config_from_dict
-
     # Read through the config classes so that a section added since the run started counts as its defaults.
     before, after = _flatten(learn_config_from_dict(saved).to_dict()), _flatten(current)
     changed = sorted(key for key in before.keys() | after.keys() if before.get(key) != after.get(key))
