@@ -319,6 +319,48 @@ TABLES["water-sizes"] = Table(
     ],
 )
 
+
+def learn_rows(name: str) -> Callable[[Path], list[dict[str, Any]]]:
+    """The iterations of an `mlff learn` run's summary.json, copied to examples/learn/results/<name>.json."""
+    return lambda root: json.loads((root / f"examples/learn/results/{name}.json").read_text())["iterations"]
+
+
+def learn_collapsed(record: dict[str, Any]) -> Any:
+    """ "collapsed/replicas" of an iteration's MD."""
+    if record.get("replicas") is None:
+        return None
+    return f"{len(record['collapsed_replicas'])}/{record['replicas']}"
+
+
+def mev(dotted: str) -> Callable[[dict[str, Any]], Any]:
+    """A value stored in eV (or eV/A) as meV (meV/A)."""
+    return lambda record: None if _get(record, dotted) is None else 1000.0 * _get(record, dotted)
+
+
+def learn_table(name: str) -> Table:
+    """One row per iteration of a reported `mlff learn` run."""
+    return Table(
+        f"examples/learn/results/{name}.json",
+        learn_rows(name),
+        [
+            Column("iteration", field("index")),
+            Column("test F MAE (meV/A)", field("test_metrics.force_mae_mev_per_a"), ".2f"),
+            Column("collapsed", learn_collapsed),
+            Column("stable ps, shortest", field("stable_time_ps"), ".1f"),
+            Column("stable ps, mean", field("stable_time_ps_mean"), ".1f"),
+            Column("largest spread (meV/A)", mev("largest_spread_ev_per_a"), ".0f"),
+            Column("threshold (meV/A)", mev("spread_threshold_ev_per_a"), ".1f"),
+            Column("frames labelled", field("labelled")),
+            Column("committee F MAE on them (meV/A)", field("labelled_force_mae_mev_per_a"), ".1f"),
+            Column("spread on them (meV/A)", field("labelled_spread_mean_mev_per_a"), ".1f"),
+        ],
+    )
+
+
+# docs/learn.md: the reported `mlff learn` runs (issue 18).
+TABLES["learn-xtb-ethanol"] = learn_table("xtb_ethanol")
+TABLES["learn-pbe-ethanol"] = learn_table("pbe_ethanol")
+
 _REGION = re.compile(
     r"(?P<open><!-- table:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(?P<close><!-- /table:(?P=name) -->)", re.DOTALL
 )

@@ -269,6 +269,8 @@ def main() -> int:
         if any("collapsed_seeds" in row for row in rows):
             columns += ["collapsed_seeds", "stable_time_ps_mean"]
         print(format_table([[row.get(c) for c in columns] for row in rows], columns, floatfmt=".3g"))
+        if not study.get("projection"):
+            return 0
         projected = projection(study, args.runs)
         write_json(out / "projection.json", projected)
         columns = ["molecule", "points_cpu_hours_test_mae", "exponent_b", "target", "cpu_hours_to_target"]

@@ -22,7 +22,7 @@ continues at that step (a finished member, MD run or label is not redone). The l
 an iteration's replicas all survive the MD length ("stable"), when nothing was selected or
 labelled, or when budget.max_iterations or budget.max_labels is spent; a resume with a larger
 budget continues a run that stopped on its budget. OUTPUT_DIR/summary.json and learn.png
-(stable time, largest spread and frames added per iteration) are written at the end.
+(stable time, largest spread and frames added per iteration) are rewritten after every iteration.
 """
 
 import dataclasses
@@ -86,12 +86,20 @@ def learn(
             if next_step == "done":
                 write_json(iteration_dir(output, record["index"]) / "iteration.json", record)
             _save(state_path, state)
+            if next_step == "done":
+                _write_results(output, state, config)
     state["finished"] = stop
     _save(state_path, state)
+    summary = _write_results(output, state, config)
+    say(f"finished: {stop}")
+    return summary
+
+
+def _write_results(output: Path, state: dict[str, Any], config: LearnConfig) -> dict[str, Any]:
+    """summary.json and learn.png as they stand (after every iteration, so a long run shows its progress)."""
     summary = learn_summary(state)
     write_json(output / "summary.json", summary)
     plot_learning(output / "learn.png", summary, config)
-    say(f"finished: {stop}")
     return summary
 
 
