@@ -344,6 +344,7 @@ def learn_table(name: str) -> Table:
         learn_rows(name),
         [
             Column("iteration", field("index")),
+            Column("step reached", field("step")),
             Column("test F MAE (meV/A)", field("test_metrics.force_mae_mev_per_a"), ".2f"),
             Column("collapsed", learn_collapsed),
             Column("stable ps, shortest", field("stable_time_ps"), ".1f"),
