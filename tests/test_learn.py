@@ -175,6 +175,8 @@ def test_learn_config_is_validated(tmp_path):
         load_learn_config(None, ["training.committee=1"])
     with pytest.raises(ConfigError, match="selection.max_frame"):
         load_learn_config(None, ["selection.max_frame=3"])
+    with pytest.raises(ConfigError, match="selection.spread_ceiling_factor must be > 1"):
+        load_learn_config(None, ["selection.spread_ceiling_factor=1"])
     with pytest.raises(ConfigError, match="label.method"):
         load_learn_config(None, ["label.method=b3lyp"])
     with pytest.raises(ConfigError, match="export.core_repulsion"):

@@ -2,6 +2,7 @@
 
 import ase.io
 import numpy as np
+import pytest
 
 from mlff.dynamics.frame import Frame
 from mlff.dynamics.observers import SpreadObserver
@@ -91,3 +92,19 @@ def test_candidates_are_capped_keeping_the_highest_scores():
     restored = observer(max_candidates=3)
     restored.load_state_dict(selection.state_dict())
     assert restored.summary()["candidates"] == 3
+
+
+def test_frames_above_the_spread_ceiling_are_skipped_but_the_frames_before_a_collapse_stay():
+    rng = np.random.default_rng(2)
+    selection = observer(spread_ceiling_factor=4.0, before_collapse=1)  # ceiling 4 x 0.5 = 2 eV/A
+    for step, spread in enumerate((1.0, 1.9, 2.0, 3.0), start=1):
+        selection.observe(frame(step * 10, jiggled(rng, 0.05), spread))
+    assert sorted(c["step"] for c in selection.candidates) == [10, 20]
+    assert selection.summary()["over_ceiling"] == 2
+    broken = START.copy()
+    broken[2, 1] += 2.0
+    selection.observe(frame(50, broken, 9.0))
+    # The last frame before the collapse (step 40, spread 3.0) is kept although above the ceiling.
+    assert {c["step"]: c["reason"] for c in selection.candidates}[40] == "before_collapse"
+    with pytest.raises(ValueError, match="spread_ceiling_factor must be > 1"):
+        observer(spread_ceiling_factor=0.5)

@@ -60,6 +60,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="eV/A; default: the committee file's (99th percentile over its training frames); no committee: off",
     )
+    select.add_argument(
+        "--spread-ceiling",
+        type=float,
+        default=None,
+        metavar="FACTOR",
+        help="skip frames whose spread reaches FACTOR x the threshold (DP-GEN's upper trust level; default off)",
+    )
     select.add_argument("--bond-deviation", type=float, default=0.3, help="A (default 0.3)")
     select.add_argument("--max-candidates", type=int, default=50, help="cap on the frames kept (default 50)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -124,6 +131,7 @@ def run_observers(args: argparse.Namespace, potential, settings) -> list:
             "bond_deviation_a": args.bond_deviation,
             "collapse_deviation_a": settings.max_bond_deviation_a,
             "max_candidates": args.max_candidates,
+            "spread_ceiling_factor": args.spread_ceiling,
         }
         if args.spread_threshold is not None:
             options["spread_threshold_ev_per_a"] = args.spread_threshold

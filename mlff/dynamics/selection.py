@@ -8,6 +8,11 @@ A live replica's saved frame becomes a candidate when
   would pass; no threshold (or no committee): this criterion is off;
 - `bond_deviation`: a bond deviates from its reference length by more than `bond_deviation_a`
   (default 0.3 A, 0.6 of the 0.5 A collapse limit; the stability observer's bonds and lengths);
+- `spread_ceiling_factor` (DP-GEN's upper trust level; default off): a frame whose largest spread
+  reaches factor x the threshold is no `spread` or `bond_deviation` candidate (counted in
+  `over_ceiling`): the committee disagrees so much there that the geometry is most likely already
+  a consequence of wrong forces, and labels of such frames (forces of several eV/A) dominate a
+  squared force loss and pull the fit away from the frames that matter;
 - `before_collapse`: it is one of the last `before_collapse` (default 2) saved frames of a replica
   before the frame where it collapses (a bond deviates more than `collapse_deviation_a`, or the
   positions are no longer finite); the collapsed frame itself is not kept.
@@ -57,6 +62,8 @@ class SelectionObserver:
         atomic_numbers: each replica's atomic numbers (index = replica in the run).
         bonds, reference_lengths_a: each replica's bonded pairs [K, 2] and reference lengths [K] A.
         spread_threshold_ev_per_a: the spread criterion's threshold (None: off).
+        spread_ceiling_factor: frames at or above factor x spread_threshold_ev_per_a are skipped
+            by the spread and bond-deviation criteria (None: no ceiling).
         bond_deviation_a, collapse_deviation_a, before_collapse, duplicate_distance_a, max_candidates:
             as the module docstring says.
         output: extxyz file written by `summary()` (None: call `write`).
@@ -68,6 +75,7 @@ class SelectionObserver:
     bonds: list[np.ndarray]
     reference_lengths_a: list[np.ndarray]
     spread_threshold_ev_per_a: float | None = None
+    spread_ceiling_factor: float | None = None
     bond_deviation_a: float = 0.3
     collapse_deviation_a: float = 0.5
     before_collapse: int = 2
@@ -82,7 +90,13 @@ class SelectionObserver:
     collapsed: list[int] = field(default_factory=list)
     duplicates_dropped: int = 0
     over_cap_dropped: int = 0
+    over_ceiling: int = 0
     frames_seen: int = 0
+
+    def __post_init__(self) -> None:
+        if self.spread_ceiling_factor is not None and self.spread_ceiling_factor <= 1.0:
+            factor = self.spread_ceiling_factor
+            raise ValueError(f"spread_ceiling_factor must be > 1 (a multiple of the threshold), got {factor}")
 
     @classmethod
     def for_run(
@@ -155,6 +169,9 @@ class SelectionObserver:
             recent.append(entry)
             del recent[: max(0, len(recent) - self.before_collapse)]
             reasons = []
+            if self._over_ceiling(spread):
+                self.over_ceiling += 1
+                continue
             if self.spread_threshold_ev_per_a and spread >= self.spread_threshold_ev_per_a:
                 reasons.append(("spread", spread / self.spread_threshold_ev_per_a))
             if deviation > self.bond_deviation_a:
@@ -162,6 +179,12 @@ class SelectionObserver:
             if reasons:
                 reason, score = max(reasons, key=lambda item: item[1])
                 self._add({**entry, "reason": reason, "score": float(score)})
+
+    def _over_ceiling(self, spread: float) -> bool:
+        """Whether a frame's largest spread (eV/A) is at or above the ceiling (never without threshold and factor)."""
+        if not self.spread_threshold_ev_per_a or self.spread_ceiling_factor is None:
+            return False
+        return spread >= self.spread_ceiling_factor * self.spread_threshold_ev_per_a
 
     def _add(self, candidate: dict[str, Any]) -> None:
         """Keep `candidate` unless a near-duplicate scores higher or the cap is full of better ones."""
@@ -214,8 +237,10 @@ class SelectionObserver:
             "by_reason": {reason: reasons.count(reason) for reason in sorted(set(reasons))},
             "duplicates_dropped": self.duplicates_dropped,
             "over_cap_dropped": self.over_cap_dropped,
+            "over_ceiling": self.over_ceiling,
             "collapsed_replicas": sorted(self.collapsed),
             "spread_threshold_ev_per_a": self.spread_threshold_ev_per_a,
+            "spread_ceiling_factor": self.spread_ceiling_factor,
             "bond_deviation_a": self.bond_deviation_a,
             "max_candidates": self.max_candidates,
             "output": written,
@@ -228,6 +253,7 @@ class SelectionObserver:
             "collapsed": self.collapsed,
             "duplicates_dropped": self.duplicates_dropped,
             "over_cap_dropped": self.over_cap_dropped,
+            "over_ceiling": self.over_ceiling,
             "frames_seen": self.frames_seen,
         }
 

@@ -16,7 +16,7 @@ md:
   structures: []                         # FILE or DATASET:INDEX; [] = the potential's start frames
   settings: {}                           # any other MDSettings field (save_every, seed, ...)
 export: {core_repulsion: 0.0, repulsion: null}  # as `mlff export --core-repulsion K --repulsion KIND`
-selection: {spread_threshold_ev_per_a: null, max_frames: 50, bond_deviation_a: 0.3}
+selection: {spread_threshold_ev_per_a: null, spread_ceiling_factor: null, max_frames: 50, bond_deviation_a: 0.3}
 label: {method: gfn2-xtb, basis: null, workers: 1, threads_per_worker: 1}
 budget: {max_iterations: 10, max_labels: 500}
 """
@@ -122,11 +122,14 @@ class SelectionSection:
 
     Attributes:
         spread_threshold_ev_per_a: None: the committee file's (99th percentile over its training frames).
+        spread_ceiling_factor: frames whose spread reaches this multiple of the threshold are not
+            labelled (DP-GEN's upper trust level; None: no ceiling).
         max_frames: candidates kept per iteration (the highest scores).
         bond_deviation_a, before_collapse, duplicate_distance_a: as the observer's.
     """
 
     spread_threshold_ev_per_a: float | None = None
+    spread_ceiling_factor: float | None = None
     max_frames: int = 50
     bond_deviation_a: float = 0.3
     before_collapse: int = 2
@@ -135,6 +138,8 @@ class SelectionSection:
     def __post_init__(self) -> None:
         if self.max_frames < 1:
             raise ConfigError(f"selection.max_frames must be >= 1, got {self.max_frames}")
+        if self.spread_ceiling_factor is not None and self.spread_ceiling_factor <= 1.0:
+            raise ConfigError(f"selection.spread_ceiling_factor must be > 1, got {self.spread_ceiling_factor}")
 
 
 @dataclass

@@ -218,6 +218,7 @@ def _md(config: LearnConfig, base: Any, state: dict[str, Any], record: dict[str,
         "collapse_deviation_a": settings.max_bond_deviation_a,
         "before_collapse": config.selection.before_collapse,
         "duplicate_distance_a": config.selection.duplicate_distance_a,
+        "spread_ceiling_factor": config.selection.spread_ceiling_factor,
     }
     if config.selection.spread_threshold_ev_per_a is not None:
         options["spread_threshold_ev_per_a"] = config.selection.spread_threshold_ev_per_a
