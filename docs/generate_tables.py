@@ -158,9 +158,14 @@ def stability_rows(root: Path) -> list[dict[str, Any]]:
     return json.loads((root / "potentials/stability-cpu/stability.json").read_text())["rows"]
 
 
+def json_rows(path: str) -> Callable[[Path], list[dict[str, Any]]]:
+    """The rows of a result file that is a JSON list of records (`path` relative to the repository)."""
+    return lambda root: json.loads((root / path).read_text())
+
+
 def recipe_rows(name: str) -> Callable[[Path], list[dict[str, Any]]]:
     """The rows of a recipe-study result (`examples/recipe/run_study.py --report --out examples/recipe/results`)."""
-    return lambda root: json.loads((root / f"examples/recipe/results/{name}.json").read_text())
+    return json_rows(f"examples/recipe/results/{name}.json")
 
 
 def projection_points(record: dict[str, Any]) -> str:
@@ -289,7 +294,7 @@ TABLES: dict[str, Table] = {
 # docs/compiled.md: MD throughput per engine and replica count (`mlff bench md`, issue 22), CPU.
 TABLES["bench-md-cpu"] = Table(
     "docs/bench_md_aspirin_cpu.json",
-    lambda root: json.loads((root / "docs/bench_md_aspirin_cpu.json").read_text()),
+    json_rows("docs/bench_md_aspirin_cpu.json"),
     [
         Column("engine", field("engine")),
         Column("replicas", field("replicas")),
@@ -305,7 +310,7 @@ TABLES["bench-md-cpu"] = Table(
 # docs/periodic.md: MD cost against the size of a water box (examples/water/bench_sizes.py, issue 19).
 TABLES["water-sizes"] = Table(
     "examples/water/results/bench_sizes.json",
-    lambda root: json.loads((root / "examples/water/results/bench_sizes.json").read_text()),
+    json_rows("examples/water/results/bench_sizes.json"),
     [
         Column("waters", field("molecules")),
         Column("atoms", field("atoms")),
@@ -357,6 +362,22 @@ def learn_table(name: str) -> Table:
         ],
     )
 
+
+# docs/training.md: neural polarization and EMPP against the plain equivariant transformer (issue 20), from
+# run_study.py --study examples/force_centric/study.yaml --report --section compare --out DIR (DIR: that folder).
+TABLES["force-centric-compare"] = Table(
+    "examples/force_centric/results/compare.json",
+    json_rows("examples/force_centric/results/compare.json"),
+    [
+        Column("molecule", field("molecule")),
+        Column("arm", field("arm")),
+        Column("epochs", field("epochs")),
+        Column("CPU-hours", field("cpu_hours"), ".2f"),
+        Column("best val F MAE (meV/A)", field("best_val_force_mae"), ".2f"),
+        Column("test F MAE (meV/A)", field("test_force_mae"), ".2f"),
+        Column("test E MAE (meV)", field("test_energy_mae"), ".2f"),
+    ],
+)
 
 # docs/learn.md: the reported `mlff learn` runs (issue 18).
 TABLES["learn-xtb-ethanol"] = learn_table("xtb_ethanol")
