@@ -381,6 +381,7 @@ TABLES["force-centric-compare"] = Table(
 
 # docs/learn.md: the reported `mlff learn` runs (issue 18).
 TABLES["learn-xtb-ethanol"] = learn_table("xtb_ethanol")
+TABLES["learn-xtb-ethanol-ceiling"] = learn_table("xtb_ethanol_ceiling")
 TABLES["learn-pbe-ethanol"] = learn_table("pbe_ethanol")
 
 _REGION = re.compile(
