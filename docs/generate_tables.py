@@ -376,6 +376,8 @@ TABLES["force-centric-compare"] = Table(
         Column("best val F MAE (meV/A)", field("best_val_force_mae"), ".2f"),
         Column("test F MAE (meV/A)", field("test_force_mae"), ".2f"),
         Column("test E MAE (meV)", field("test_energy_mae"), ".2f"),
+        Column("val F MAE at 0.25 CPU-h", lambda record: record.get("val_at_0.25h"), ".1f"),
+        Column("finished", field("finished")),
     ],
 )
 
