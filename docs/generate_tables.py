@@ -158,8 +158,8 @@ def stability_rows(root: Path) -> list[dict[str, Any]]:
     return json.loads((root / "potentials/stability-cpu/stability.json").read_text())["rows"]
 
 
-def json_rows(path: str) -> Callable[[Path], list[dict[str, Any]]]:
-    """The rows of a result file that is a JSON list of records (`path` relative to the repository)."""
+def json_rows(path: str) -> Callable[[Path], Any]:
+    """The reader of a JSON result file (`path` relative to the repository): most hold a list of records."""
     return lambda root: json.loads((root / path).read_text())
 
 
@@ -327,7 +327,8 @@ TABLES["water-sizes"] = Table(
 
 def learn_rows(name: str) -> Callable[[Path], list[dict[str, Any]]]:
     """The iterations of an `mlff learn` run's summary.json, copied to examples/learn/results/<name>.json."""
-    return lambda root: json.loads((root / f"examples/learn/results/{name}.json").read_text())["iterations"]
+    summary = json_rows(f"examples/learn/results/{name}.json")
+    return lambda root: summary(root)["iterations"]
 
 
 def learn_collapsed(record: dict[str, Any]) -> Any:

@@ -40,6 +40,12 @@ from mlff.dynamics.observers import largest_bond_deviation
 BEFORE_COLLAPSE_SCORE = 1000.0
 
 
+def check_spread_ceiling(factor: float | None) -> None:
+    """Raise ValueError unless the spread ceiling is off (None) or a multiple > 1 of the threshold."""
+    if factor is not None and factor <= 1.0:
+        raise ValueError(f"spread_ceiling_factor must be > 1 (a multiple of the threshold), got {factor}")
+
+
 def distance_descriptor(positions_a: np.ndarray) -> np.ndarray:
     """The sorted interatomic distances [n (n - 1) / 2] of positions [n, 3], Angstrom."""
     positions = np.asarray(positions_a, dtype=np.float64)
@@ -94,9 +100,7 @@ class SelectionObserver:
     frames_seen: int = 0
 
     def __post_init__(self) -> None:
-        if self.spread_ceiling_factor is not None and self.spread_ceiling_factor <= 1.0:
-            factor = self.spread_ceiling_factor
-            raise ValueError(f"spread_ceiling_factor must be > 1 (a multiple of the threshold), got {factor}")
+        check_spread_ceiling(self.spread_ceiling_factor)
 
     @classmethod
     def for_run(

@@ -138,8 +138,12 @@ class SelectionSection:
     def __post_init__(self) -> None:
         if self.max_frames < 1:
             raise ConfigError(f"selection.max_frames must be >= 1, got {self.max_frames}")
-        if self.spread_ceiling_factor is not None and self.spread_ceiling_factor <= 1.0:
-            raise ConfigError(f"selection.spread_ceiling_factor must be > 1, got {self.spread_ceiling_factor}")
+        from mlff.dynamics.selection import check_spread_ceiling
+
+        try:
+            check_spread_ceiling(self.spread_ceiling_factor)
+        except ValueError as error:
+            raise ConfigError(f"selection.{error}") from None
 
 
 @dataclass

@@ -83,10 +83,9 @@ def learn(
             say(f"iteration {record['index']}: {step}")
             next_step = _STEP_FUNCTIONS[step](config, base, state, record, progress, say)
             record["step"] = next_step
-            if next_step == "done":
-                write_json(iteration_dir(output, record["index"]) / "iteration.json", record)
             _save(state_path, state)
             if next_step == "done":
+                write_json(iteration_dir(output, record["index"]) / "iteration.json", record)
                 _write_results(output, state, config)
     state["finished"] = stop
     _save(state_path, state)
