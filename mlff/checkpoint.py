@@ -58,6 +58,87 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return checkpoint
 
 
+def load_init(init_from: str | os.PathLike) -> dict[str, Any]:
+    """What a fine-tuning run starts from (`init_from`), as a checkpoint dict.
+
+    `init_from` is a training checkpoint, a potential file (`mlff export`'s output, e.g. one
+    from git history) or a shipped potential's name ("ethanol"): a user whose MD collapses
+    often holds only the exported file. A potential file becomes a checkpoint through
+    `checkpoint_from_potential`.
+
+    Raises:
+        FileNotFoundError: neither an existing file nor a shipped potential's name.
+        ValueError: a file that is neither a checkpoint nor a single model's potential file.
+    """
+    from mlff.export.load import is_potential_file
+    from mlff.resources import potential_path
+
+    path = Path(init_from)
+    if not path.is_file():
+        try:
+            path = potential_path(init_from)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"init_from: no checkpoint or potential file at {init_from} (nor a shipped potential of that name)"
+            ) from None
+    return checkpoint_from_potential(path) if is_potential_file(path) else load_checkpoint(path)
+
+
+def checkpoint_from_potential(path: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint dict with the architecture and weights of a single model's potential file.
+
+    The weights are the file's (backbone, encoding, energy scale, reference energies) in the
+    file's dtype. The core repulsion is switched off and other export-time priors (ZBL) are
+    left out, as in every training checkpoint: `mlff export` adds them again. It carries no
+    optimizer state and no history; `data_summary.from_potential` names the file.
+
+    Raises:
+        ValueError: a committee file, an AOTInductor package, or a file without its architecture
+            (metadata["model"]["config"]).
+    """
+    from mlff.export.load import read_metadata, torchscript_without_deprecation_warning
+
+    path = Path(path)
+    metadata = read_metadata(path)
+    model_metadata = metadata.get("model") or {}
+    if metadata.get("committee") or metadata.get("container") == "aoti" or not model_metadata.get("config"):
+        raise ValueError(
+            f"{path}: only a single model's TorchScript potential file with its architecture can be fine-tuned "
+            "(a committee file: give one member's training checkpoint)"
+        )
+    with torchscript_without_deprecation_warning():
+        module = torch.jit.load(str(path), map_location="cpu")
+    kept_priors = ("priors.element_reference.", "priors.core_repulsion.")
+    state = {
+        key: value
+        for key, value in upgrade_state_dict(module.state_dict()).items()
+        if not key.startswith("priors.") or key.startswith(kept_priors)
+    }
+    species = [int(z) for z in metadata["species"]]
+    dtype = state["energy_scale"].dtype
+    # Off, as the trainer builds it; files written before the core repulsion lack the buffers.
+    state["priors.core_repulsion.onsets"] = torch.zeros(len(species), len(species), dtype=dtype)
+    state["priors.core_repulsion.strength"] = torch.zeros((), dtype=dtype)
+    energies = module.element_energies()
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_VERSION,
+        "mlff_version": metadata.get("mlff_version"),
+        "config": {"model": dict(model_metadata["config"])},
+        "command": None,
+        "species": species,
+        "element_energies_ev": [float(energies[z]) for z in species],
+        "energy_scale_ev": float(state["energy_scale"]),
+        "model_state": state,
+        "ema_state": None,
+        "epoch": 0,
+        "history": [],
+        "data_summary": {"from_potential": str(path)},
+        "test_metrics": metadata.get("test_metrics"),
+        "reference": None,
+    }
+
+
 def model_from_checkpoint(checkpoint: dict[str, Any], weights: str = "ema") -> EnergyModel:
     """Rebuild the EnergyModel of a checkpoint with its raw or EMA weights."""
     if weights not in ("ema", "raw"):

@@ -20,9 +20,11 @@ from synthetic import (
 from torch import nn
 
 import mlff.training.trainer as trainer_module
-from mlff.checkpoint import load_checkpoint
+from mlff.checkpoint import load_checkpoint, load_init
 from mlff.data import DatasetError, Frames, read_frames
 from mlff.data.batch import Batch, FrameTensors
+from mlff.export.committee import export_committee
+from mlff.export.deploy import export_checkpoint
 from mlff.training import ConfigError, load_config, train
 from mlff.training.dataset import load_training_data
 from mlff.training.finetune import FITTED_BUFFERS, load_pretrained_weights, pretrained_model
@@ -491,6 +493,30 @@ def test_fine_tuning_names_what_does_not_match(tmp_path, pretrained):
     config = _config(tmp_path, data_path, extra=[f"init_from={pretrained}"])
     with pytest.raises(ConfigError, match=r"element\(s\) \[7\]"):
         pretrained_model(config, nitrogen, np.arange(5))
+
+
+def test_fine_tuning_from_a_potential_file_takes_its_weights_without_its_repulsion(tmp_path, pretrained):
+    # A user whose MD collapses may hold only the exported file (with its core repulsion on).
+    potential = export_checkpoint(pretrained, tmp_path / "p.pt", dtype="float32", core_repulsion_ev_per_a3=50.0)
+    data_path = _new_data(tmp_path)
+    from_file = _config(tmp_path, data_path, extra=[f"init_from={potential}"])
+    data = load_training_data(from_file.data)
+    model = pretrained_model(from_file, data.frames, data.split.train)
+    reference = pretrained_model(
+        _config(tmp_path, data_path, extra=[f"init_from={pretrained}"]), data.frames, data.split.train
+    )
+    for name, value in reference.state_dict().items():
+        # float32 in the file: the weights to float32 precision; the repulsion off, as training builds it.
+        torch.testing.assert_close(model.state_dict()[name], value, rtol=1e-6, atol=1e-7, msg=name)
+    assert float(model.priors["core_repulsion"].strength) == 0.0
+    committee = tmp_path / "committee.pt"
+    export_committee([pretrained, pretrained], committee, fit_threshold=False)
+    with pytest.raises(ValueError, match="only a single model"):
+        load_init(committee)
+    with pytest.raises(FileNotFoundError, match="nor a shipped potential"):
+        load_init(tmp_path / "missing.pt")
+    shipped = load_init("ethanol")  # a shipped potential by name
+    assert shipped["species"] == [1, 6, 8] and shipped["data_summary"]["from_potential"].endswith("ethanol.pt")
 
 
 def test_a_fine_tuning_run_resumes_its_own_checkpoint_not_the_init(tmp_path, pretrained):

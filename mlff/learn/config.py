@@ -7,7 +7,7 @@ training:
   overrides: [train.epochs=200]          # dotted overrides, as `mlff train` takes them
   committee: 4                           # K members (train.committee)
   finetune_epochs: 50                    # train.epochs of iterations >= 1 (null: as iteration 0)
-  init_from: null                        # a checkpoint every member of iteration 0 starts from
+  init_from: null                        # checkpoint, potential file or shipped name iteration 0 starts from
 md:
   protocol: md17-stability-cpu           # a shipped protocol's name or a protocol file
   temperature_k: 500
@@ -49,8 +49,9 @@ class TrainingSection:
         committee: K members per iteration (>= 2; overrides train.committee).
         finetune_epochs: train.epochs of iterations >= 1, which fine-tune each member from the previous
             iteration's member (None: train.epochs, as iteration 0).
-        init_from: a training checkpoint every member of iteration 0 fine-tunes from (None: the
-            training config's init_from, usually none: from scratch).
+        init_from: what every member of iteration 0 fine-tunes from: a training checkpoint, a
+            potential file or a shipped potential's name (None: the training config's init_from,
+            usually none: from scratch).
     """
 
     config: str | None = None

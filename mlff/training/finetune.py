@@ -1,4 +1,4 @@
-"""Fine-tuning: a new run that starts from a pretrained checkpoint (`init_from`).
+"""Fine-tuning: a new run that starts from a pretrained checkpoint or potential file (`init_from`).
 
 The model is built from the run's `model` section, which must describe the
 pretrained architecture (only `dtype` may differ), and takes every pretrained
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mlff.checkpoint import load_checkpoint
+from mlff.checkpoint import load_init
 from mlff.data.frames import Frames
 from mlff.models import EnergyModel, ModelConfig, build_model
 from mlff.training.config import Config, ConfigError
@@ -37,7 +37,8 @@ def pretrained_model(config: Config, frames: Frames, train_indices: np.ndarray) 
     """The model of `config` with the weights of `config.init_from` and references re-fitted on the new frames.
 
     Args:
-        config: the fine-tuning run (init_from names the pretrained checkpoint).
+        config: the fine-tuning run (init_from names the pretrained checkpoint, a potential file or a
+            shipped potential: `mlff.checkpoint.load_init`).
         frames: the new run's frames.
         train_indices: its training frames (the reference energies are fitted on them).
 
@@ -47,7 +48,7 @@ def pretrained_model(config: Config, frames: Frames, train_indices: np.ndarray) 
     if config.init_from is None:
         raise ValueError("init_from names no checkpoint")
     path = Path(config.init_from)
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_init(path)
     species = [int(z) for z in checkpoint["species"]]
     unknown = sorted(set(frames.species()) - set(species))
     if unknown:

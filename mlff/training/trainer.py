@@ -33,7 +33,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from mlff._version import __version__
-from mlff.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_torch_save, load_checkpoint
+from mlff.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_torch_save, load_checkpoint, load_init
 from mlff.data import Frames, Split
 from mlff.data.batch import Batch, FrameTensors
 from mlff.data.packed import PackedFrames, streaming_reference_fit
@@ -102,8 +102,8 @@ def train(
 def _train(config: Config, resume: bool, progress: bool, command: str | None, ctx: Any) -> TrainResult:
     """The run, in one process (ctx None) or as one rank of a data-parallel group (ctx a DistContext)."""
     main = ctx is None or ctx.is_main
-    if config.init_from is not None and not resume and not Path(config.init_from).is_file():
-        raise FileNotFoundError(f"init_from: no checkpoint at {config.init_from}")
+    if config.init_from is not None and not resume:
+        load_init(config.init_from)  # fails early, naming what init_from lacks
     check_loss_weights(config.train.loss_weights)
     if ctx is not None and config.train.loss_weights.get("empp", 0.0):
         raise ValueError("train.loss_weights.empp is not supported with --distributed: train EMPP in one process")
@@ -260,7 +260,7 @@ def _resolved_model_config(config: Config, frames: Frames, split: Split, last: d
     model = config.model
     if not has_auto_options(model):
         return model
-    source = last if last is not None else (load_checkpoint(config.init_from) if config.init_from else None)
+    source = last if last is not None else (load_init(config.init_from) if config.init_from else None)
     if source is None:
         return resolve_encoding_options(model, frames, np.unique(split.train))
     recorded = source["config"]["model"]["encoding_options"]
