@@ -12,6 +12,11 @@ them: `mlff --threads 1 train potentials/configs/<m>.yaml data.path=DIR/rmd17_<m
 `ship` exports each finished run's best.pt over potentials/<m>.pt (core repulsion, reference
 statistics and check frames from the rMD17 file) and runs the 50 ps stability protocol into
 potentials/stability-cpu with --update-cards. Kill and rerun at any time.
+
+A config is the run of the shipped file's card. Most start from the xTB pretraining (`pretrain`);
+one whose MD needed `mlff learn` starts from the loop's last committee and its header names the
+earlier stages (potentials/configs/ethanol.yaml: ethanol_base.yaml, then
+examples/learn/pbe_ethanol.yaml, then itself).
 """
 
 import argparse
@@ -66,7 +71,7 @@ def train(args: argparse.Namespace) -> None:
             continue
         init_from = yaml.safe_load(config.read_text()).get("init_from")
         if init_from and not (ROOT / init_from).is_file():
-            sys.exit(f"{molecule}: its init_from {init_from} does not exist: run the pretrain step first")
+            sys.exit(f"{molecule}: its init_from {init_from} does not exist: run the stage its config's header names")
         run(train_command(config, [f"data.path={dataset(args.md17_dir, molecule)}"]))
 
 

@@ -1,6 +1,7 @@
 """`mlff learn`: train a committee, run MD, select, label with GFN2-xTB, append, retrain; resumable."""
 
 import json
+from pathlib import Path
 
 import ase.io
 import numpy as np
@@ -165,6 +166,17 @@ def test_extra_train_paths_join_training_only_with_or_without_their_energies(tmp
     assert not forces_only.frames.has_energy[30:].any()
     np.testing.assert_array_equal(forces_only.frames.has_energy[:30], data.frames.has_energy[:30])
     np.testing.assert_array_equal(forces_only.frames.forces, data.frames.forces)
+
+
+@pytest.mark.parametrize(
+    ("name", "data_file"), [("xtb_ethanol", "xtb_ethanol.npz"), ("pbe_ethanol", "rmd17_ethanol.npz")]
+)
+def test_the_reported_learn_configs_load_with_their_training_configs(name, data_file, monkeypatch):
+    # Their training.config paths are relative to the repository root, where the commands run.
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    training = load_learn_config(root / "examples" / "learn" / f"{name}.yaml").training_config()
+    assert training.model.backbone == "egnn" and Path(training.data.path).name == data_file
 
 
 def test_learn_config_is_validated(tmp_path):
