@@ -3,6 +3,7 @@
     python scripts/retrain_potentials.py pretrain --xtb-dir DIR      # the xTB-MD17 pretraining the configs start from
     python scripts/retrain_potentials.py train --md17-dir DIR --slot 0 --slots 2 &   # two slots, one thread each
     python scripts/retrain_potentials.py train --md17-dir DIR --slot 1 --slots 2 &
+    python scripts/retrain_potentials.py learn --md17-dir DIR --only toluene   # mlff learn at PBE from a trained run
     python scripts/retrain_potentials.py ship --md17-dir DIR [--only naphthalene toluene]
     python scripts/retrain_potentials.py status
 
@@ -12,6 +13,11 @@ them: `mlff --threads 1 train potentials/configs/<m>.yaml data.path=DIR/rmd17_<m
 `ship` exports each finished run's best.pt over potentials/<m>.pt (core repulsion, reference
 statistics and check frames from the rMD17 file) and runs the 50 ps stability protocol into
 potentials/stability-cpu with --update-cards. Kill and rerun at any time.
+
+`learn` runs `mlff learn examples/learn/pbe_ethanol.yaml` for another molecule (its settings are
+not ethanol's own: the training config, start and data are overrides): a committee of two
+fine-tuned from runs/potentials/<m>/best.pt, PBE/def2-SVP labels, until 5 of 5 replicas hold 50 ps,
+into runs/learn/pbe_<m>.
 
 A config is the run of the shipped file's card. Most start from the xTB pretraining (`pretrain`);
 one whose MD needed `mlff learn` starts from the loop's last committee and its header names the
@@ -75,6 +81,27 @@ def train(args: argparse.Namespace) -> None:
         run(train_command(config, [f"data.path={dataset(args.md17_dir, molecule)}"]))
 
 
+def learn(args: argparse.Namespace) -> None:
+    for molecule in args.only or MOLECULES:
+        config = CONFIGS / f"{molecule}.yaml"
+        if (CONFIGS / f"{molecule}_base.yaml").is_file():
+            print(f"{molecule}: its shipped config is already the stage after the loop; skipped")
+            continue
+        run_dir = output_dir(config)
+        if not (run_dir / "results.json").is_file():
+            print(f"{molecule}: training not finished; skipped")
+            continue
+        out = Path("runs") / "learn" / f"pbe_{molecule}"
+        training = f"data.path={dataset(args.md17_dir, molecule)}, train.max_cpu_minutes=0, train.epochs=6"
+        command = ["mlff", "--threads", "1", "learn", "examples/learn/pbe_ethanol.yaml"]
+        command += [
+            f"training.config={config.relative_to(ROOT)}",
+            f"training.init_from={(run_dir / 'best.pt').relative_to(ROOT)}",
+        ]
+        command += [f"output_dir={out}", f"training.overrides=[{training}, train.lr=1.0e-3, data.extra_energies=false]"]
+        run([*command, "--resume"] if (ROOT / out / "learn_state.json").is_file() else command)
+
+
 def ship(args: argparse.Namespace) -> None:
     for molecule in args.only or MOLECULES:
         run_dir = output_dir(CONFIGS / f"{molecule}.yaml")
@@ -110,14 +137,14 @@ def status(args: argparse.Namespace) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=["pretrain", "train", "ship", "status"])
+    parser.add_argument("step", choices=["pretrain", "train", "learn", "ship", "status"])
     parser.add_argument("--md17-dir", default="~/.cache/mlff/datasets", help="folder of the rmd17_<molecule>.npz files")
     parser.add_argument("--xtb-dir", default="~/.cache/mlff/datasets", help="folder of the xtb_<molecule>.npz files")
     parser.add_argument("--slot", type=int, default=0)
     parser.add_argument("--slots", type=int, default=1)
     parser.add_argument("--only", nargs="+", choices=MOLECULES, help="these molecules only")
     args = parser.parse_args()
-    {"pretrain": pretrain, "train": train, "ship": ship, "status": status}[args.step](args)
+    {"pretrain": pretrain, "train": train, "learn": learn, "ship": ship, "status": status}[args.step](args)
     return 0
 
 
