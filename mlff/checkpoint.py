@@ -58,6 +58,25 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return checkpoint
 
 
+def resolve_init(init_from: str | os.PathLike) -> Path:
+    """The file `init_from` names: an existing path, else a shipped potential's name ("ethanol").
+
+    Raises:
+        FileNotFoundError: neither an existing file nor a shipped potential's name.
+    """
+    from mlff.resources import potential_path
+
+    path = Path(init_from)
+    if path.is_file():
+        return path
+    try:
+        return potential_path(init_from)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"init_from: no checkpoint or potential file at {init_from} (nor a shipped potential of that name)"
+        ) from None
+
+
 def load_init(init_from: str | os.PathLike) -> dict[str, Any]:
     """What a fine-tuning run starts from (`init_from`), as a checkpoint dict.
 
@@ -71,16 +90,8 @@ def load_init(init_from: str | os.PathLike) -> dict[str, Any]:
         ValueError: a file that is neither a checkpoint nor a single model's potential file.
     """
     from mlff.export.load import is_potential_file
-    from mlff.resources import potential_path
 
-    path = Path(init_from)
-    if not path.is_file():
-        try:
-            path = potential_path(init_from)
-        except FileNotFoundError:
-            raise FileNotFoundError(
-                f"init_from: no checkpoint or potential file at {init_from} (nor a shipped potential of that name)"
-            ) from None
+    path = resolve_init(init_from)
     return checkpoint_from_potential(path) if is_potential_file(path) else load_checkpoint(path)
 
 

@@ -92,13 +92,14 @@ def learn(args: argparse.Namespace) -> None:
             print(f"{molecule}: training not finished; skipped")
             continue
         out = Path("runs") / "learn" / f"pbe_{molecule}"
-        training = f"data.path={dataset(args.md17_dir, molecule)}, train.max_cpu_minutes=0, train.epochs=6"
-        command = ["mlff", "--threads", "1", "learn", "examples/learn/pbe_ethanol.yaml"]
+        training = [f"data.path={dataset(args.md17_dir, molecule)}", "train.max_cpu_minutes=0", "train.epochs=6"]
+        training += ["train.lr=1.0e-3", "data.extra_energies=false"]
+        command = ["mlff", "--threads", "1", "learn", "examples/learn/pbe_ethanol.yaml", f"output_dir={out}"]
         command += [
             f"training.config={config.relative_to(ROOT)}",
-            f"training.init_from={(run_dir / 'best.pt').relative_to(ROOT)}",
+            f"training.init_from={run_dir.relative_to(ROOT)}/best.pt",
         ]
-        command += [f"output_dir={out}", f"training.overrides=[{training}, train.lr=1.0e-3, data.extra_energies=false]"]
+        command += [f"training.overrides=[{', '.join(training)}]"]
         run([*command, "--resume"] if (ROOT / out / "learn_state.json").is_file() else command)
 
 

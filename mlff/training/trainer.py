@@ -33,7 +33,14 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from mlff._version import __version__
-from mlff.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_torch_save, load_checkpoint, load_init
+from mlff.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    atomic_torch_save,
+    load_checkpoint,
+    load_init,
+    resolve_init,
+)
 from mlff.data import Frames, Split
 from mlff.data.batch import Batch, FrameTensors
 from mlff.data.packed import PackedFrames, streaming_reference_fit
@@ -103,7 +110,7 @@ def _train(config: Config, resume: bool, progress: bool, command: str | None, ct
     """The run, in one process (ctx None) or as one rank of a data-parallel group (ctx a DistContext)."""
     main = ctx is None or ctx.is_main
     if config.init_from is not None and not resume:
-        load_init(config.init_from)  # fails early, naming what init_from lacks
+        resolve_init(config.init_from)  # fails before any data is read
     check_loss_weights(config.train.loss_weights)
     if ctx is not None and config.train.loss_weights.get("empp", 0.0):
         raise ValueError("train.loss_weights.empp is not supported with --distributed: train EMPP in one process")
@@ -146,9 +153,7 @@ def _train(config: Config, resume: bool, progress: bool, command: str | None, ct
     history: list[dict[str, Any]] = state.history
     stopped_because = "epochs"
     state.clock.start()
-    bar = tqdm(
-        total=config.train.epochs, desc="train", unit="epoch", disable=not progress, initial=state.epoch
-    )
+    bar = tqdm(total=config.train.epochs, desc="train", unit="epoch", disable=not progress, initial=state.epoch)
     curve_written = -math.inf
     epoch = state.epoch + 1
     with open(output_dir / "metrics.jsonl", "a", buffering=1) if main else contextlib.nullcontext() as log:
@@ -167,8 +172,7 @@ def _train(config: Config, resume: bool, progress: bool, command: str | None, ct
                 if state.rollbacks >= config.train.max_rollbacks or not last_path.is_file():
                     if not (output_dir / "best.pt").is_file():
                         raise RuntimeError(
-                            f"training diverged in epoch {epoch} ({diverged}) before any epoch was kept: "
-                            "lower train.lr"
+                            f"training diverged in epoch {epoch} ({diverged}) before any epoch was kept: lower train.lr"
                         )
                     stopped_because = f"diverged: {diverged} after {state.rollbacks} rollbacks"
                     break
