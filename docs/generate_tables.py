@@ -163,6 +163,11 @@ def json_rows(path: str) -> Callable[[Path], Any]:
     return lambda root: json.loads((root / path).read_text())
 
 
+def json_table(path: str, columns: Sequence[Column]) -> Table:
+    """A table whose rows are the records of one JSON result file (a list of records)."""
+    return Table(path, json_rows(path), columns)
+
+
 def recipe_rows(name: str) -> Callable[[Path], list[dict[str, Any]]]:
     """The rows of a recipe-study result (`examples/recipe/run_study.py --report --out examples/recipe/results`)."""
     return json_rows(f"examples/recipe/results/{name}.json")
@@ -292,9 +297,8 @@ TABLES: dict[str, Table] = {
 }
 
 # docs/compiled.md: MD throughput per engine and replica count (`mlff bench md`, issue 22), CPU.
-TABLES["bench-md-cpu"] = Table(
+TABLES["bench-md-cpu"] = json_table(
     "docs/bench_md_aspirin_cpu.json",
-    json_rows("docs/bench_md_aspirin_cpu.json"),
     [
         Column("engine", field("engine")),
         Column("replicas", field("replicas")),
@@ -308,9 +312,8 @@ TABLES["bench-md-cpu"] = Table(
 )
 
 # docs/periodic.md: MD cost against the size of a water box (examples/water/bench_sizes.py, issue 19).
-TABLES["water-sizes"] = Table(
+TABLES["water-sizes"] = json_table(
     "examples/water/results/bench_sizes.json",
-    json_rows("examples/water/results/bench_sizes.json"),
     [
         Column("waters", field("molecules")),
         Column("atoms", field("atoms")),
@@ -366,9 +369,8 @@ def learn_table(name: str) -> Table:
 
 # docs/training.md: neural polarization and EMPP against the plain equivariant transformer (issue 20), from
 # run_study.py --study examples/force_centric/study.yaml --report --section compare --out DIR (DIR: that folder).
-TABLES["force-centric-compare"] = Table(
+TABLES["force-centric-compare"] = json_table(
     "examples/force_centric/results/compare.json",
-    json_rows("examples/force_centric/results/compare.json"),
     [
         Column("molecule", field("molecule")),
         Column("arm", field("arm")),
