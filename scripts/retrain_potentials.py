@@ -4,6 +4,7 @@
     python scripts/retrain_potentials.py train --md17-dir DIR --slot 0 --slots 2 &   # two slots, one thread each
     python scripts/retrain_potentials.py train --md17-dir DIR --slot 1 --slots 2 &
     python scripts/retrain_potentials.py learn --md17-dir DIR --only toluene   # mlff learn at PBE from a trained run
+    python scripts/retrain_potentials.py final --only toluene    # stage 3 config after a stable learn run
     python scripts/retrain_potentials.py ship --md17-dir DIR [--only naphthalene toluene]
     python scripts/retrain_potentials.py status
 
@@ -19,6 +20,12 @@ not ethanol's own: the training config, start and data are overrides): a committ
 fine-tuned from runs/potentials/<m>/best.pt, PBE/def2-SVP labels, until 5 of 5 replicas hold 50 ps,
 into runs/learn/pbe_<m>.
 
+`final` turns a finished (stable) learn run into the molecule's last stage, as for ethanol: the
+trained config becomes potentials/configs/<m>_base.yaml, the labelled frames are copied to
+examples/learn/results/pbe_<m>_labels/, and potentials/configs/<m>.yaml becomes a 60-epoch fine-tune
+(lr 5e-4) of member 0 of the loop's last committee on the rMD17 frames plus those labels (forces
+only: pyscf's energy zero is not ORCA's); then `train --only <m>` and `ship --only <m>`.
+
 A config is the run of the shipped file's card. Most start from the xTB pretraining (`pretrain`);
 one whose MD needed `mlff learn` starts from the loop's last committee and its header names the
 earlier stages (potentials/configs/ethanol.yaml: ethanol_base.yaml, then
@@ -27,6 +34,7 @@ examples/learn/pbe_ethanol.yaml, then itself).
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -103,6 +111,75 @@ def learn(args: argparse.Namespace) -> None:
         run([*command, "--resume"] if (ROOT / out / "learn_state.json").is_file() else command)
 
 
+def learn_dir(molecule: str) -> Path:
+    return ROOT / "runs" / "learn" / f"pbe_{molecule}"
+
+
+def final_config(molecule: str, base: dict, last_iteration: int, labels: list[Path]) -> str:
+    """Stage 3 of a shipped potential: the loop's member 0 fine-tuned on rMD17 plus the labelled frames."""
+    member = learn_dir(molecule).relative_to(ROOT) / f"iter_{last_iteration:03d}" / "train" / "member_0" / "best.pt"
+    data = {**base["data"], "extra_train_paths": [str(path.relative_to(ROOT)) for path in labels]}
+    data["extra_energies"] = False
+    train = {"epochs": 60, "batch_size": base["train"]["batch_size"], "lr": 5.0e-4, "warmup_epochs": 1}
+    train["loss_weights"] = base["train"]["loss_weights"]
+    config = {"init_from": str(member), "data": data, "model": base["model"], "train": train}
+    config["output_dir"] = f"runs/potentials/{molecule}_learned"
+    header = f"""# The shipped potential potentials/{molecule}.pt, in three stages (issue: potentials that hold):
+# 1. potentials/configs/{molecule}_base.yaml (its header: architecture, recipe, CPU cap).
+# 2. mlff learn examples/learn/pbe_ethanol.yaml with that config and its best.pt (docs/learn.md): a
+#    committee of two; frames of its own MD from {len(labels)} iterations labelled with PBE/def2-SVP (pyscf,
+#    rMD17's level), kept in examples/learn/results/pbe_{molecule}_labels/; iteration {last_iteration} held 5 of 5.
+#      python scripts/retrain_potentials.py learn --md17-dir DIR --only {molecule}
+# 3. This config: member 0 of the loop's last committee fine-tuned for 60 epochs (lr 5e-4, cosine) on
+#    the rMD17 frames plus the labelled frames (their forces only: pyscf's energy zero is not ORCA's).
+# Retrain stage 3: python scripts/retrain_potentials.py train --md17-dir DIR --only {molecule}
+#   (= mlff --threads 1 train potentials/configs/{molecule}.yaml data.path=DIR/rmd17_{molecule}.npz [--resume])
+# Export and stability (card): python scripts/retrain_potentials.py ship --md17-dir DIR --only {molecule}
+# data.path: the rMD17 file of the published splits (9,633 frames, the SHA-256 below); give it on the command line.
+"""
+    return header + yaml.safe_dump(config, sort_keys=False, default_flow_style=None)
+
+
+def base_config(molecule: str, text: str) -> str:
+    """The trained config's text as stage 1: its header renamed, its own retrain command, nothing else changed."""
+    header = f"# Stage 1 of the shipped {molecule} potential (potentials/configs/{molecule}.yaml is stage 3):"
+    lines = [line for line in text.splitlines() if not line.startswith(("# Retrain", "#   (= mlff", "# Export"))]
+    if lines[0].startswith(f"# The shipped potential potentials/{molecule}.pt:"):
+        lines[0] = header + lines[0].split(":", 1)[1]
+    else:
+        lines.insert(0, header)
+    command = f"#   mlff --threads 1 train potentials/configs/{molecule}_base.yaml data.path=DIR/rmd17_{molecule}.npz"
+    command += " [--resume]"
+    first_key = next(index for index, line in enumerate(lines) if not line.startswith("#"))
+    return "\n".join([*lines[:first_key], command, *lines[first_key:]]) + "\n"
+
+
+def final(args: argparse.Namespace) -> None:
+    for molecule in args.only or MOLECULES:
+        config, base = CONFIGS / f"{molecule}.yaml", CONFIGS / f"{molecule}_base.yaml"
+        if base.is_file():
+            print(f"{molecule}: {base.name} exists; its config is already the last stage")
+            continue
+        summary_path = learn_dir(molecule) / "summary.json"
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+        iterations = summary.get("iterations", [])
+        if not iterations or not iterations[-1].get("stable"):
+            print(f"{molecule}: no stable learn run in {summary_path.parent}; skipped")
+            continue
+        labels_dir = ROOT / "examples" / "learn" / "results" / f"pbe_{molecule}_labels"
+        labels_dir.mkdir(parents=True, exist_ok=True)
+        labels = []
+        for iteration in iterations:
+            if iteration.get("labelled"):
+                source = learn_dir(molecule) / f"iter_{iteration['index']:03d}" / "labelled.extxyz"
+                labels.append(labels_dir / f"iter_{iteration['index']:03d}.extxyz")
+                shutil.copyfile(source, labels[-1])
+        text = config.read_text()
+        base.write_text(base_config(molecule, text))
+        config.write_text(final_config(molecule, yaml.safe_load(text), iterations[-1]["index"], labels))
+        print(f"wrote {base.relative_to(ROOT)}, {config.relative_to(ROOT)} and {labels_dir.relative_to(ROOT)}")
+
+
 def ship(args: argparse.Namespace) -> None:
     for molecule in args.only or MOLECULES:
         run_dir = output_dir(CONFIGS / f"{molecule}.yaml")
@@ -138,14 +215,15 @@ def status(args: argparse.Namespace) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=["pretrain", "train", "learn", "ship", "status"])
+    steps = {"pretrain": pretrain, "train": train, "learn": learn, "final": final, "ship": ship, "status": status}
+    parser.add_argument("step", choices=list(steps))
     parser.add_argument("--md17-dir", default="~/.cache/mlff/datasets", help="folder of the rmd17_<molecule>.npz files")
     parser.add_argument("--xtb-dir", default="~/.cache/mlff/datasets", help="folder of the xtb_<molecule>.npz files")
     parser.add_argument("--slot", type=int, default=0)
     parser.add_argument("--slots", type=int, default=1)
     parser.add_argument("--only", nargs="+", choices=MOLECULES, help="these molecules only")
     args = parser.parse_args()
-    {"pretrain": pretrain, "train": train, "learn": learn, "ship": ship, "status": status}[args.step](args)
+    steps[args.step](args)
     return 0
 
 
