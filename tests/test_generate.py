@@ -371,3 +371,51 @@ def test_mlff_data_generate_gfn1_labels_a_periodic_box_periodically(tmp_path: Pa
     assert np.abs(isolated.get_forces() - frame.get_forces()).max() > 1e-3
     with pytest.raises(ValueError, match="basis"):
         GenerateConfig(method="gfn1-xtb", basis="sto-3g")
+
+
+class _KilledAfter(Exception):
+    pass
+
+
+def _emt_killed_after(calls: int):
+    """An EMT calculator that raises after `calls` force evaluations (a kill in the middle of an MD run)."""
+    from ase.calculators.emt import EMT
+
+    class Killed(EMT):
+        count = 0
+
+        def calculate(self, *args, **kwargs):
+            Killed.count += 1
+            if Killed.count > calls:
+                raise _KilledAfter
+            super().calculate(*args, **kwargs)
+
+    return Killed()
+
+
+@pytest.mark.parametrize("periodic", [False, True])
+def test_an_md_run_killed_midway_resumes_to_the_uninterrupted_frames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, periodic: bool
+) -> None:
+    from ase.calculators.emt import EMT
+
+    monkeypatch.setattr(generate_module, "MD_CHECKPOINT_SECONDS", 0.0)  # a checkpoint after every chunk
+    start = molecule("CH3CH2OH")
+    if periodic:
+        start.set_cell(np.eye(3) * 6.0)
+        start.pbc = True
+    config = fast_config(md_frames=6, equilibration_steps=5, sample_every=2)
+    whole = generate_module.md_frames(start, EMT(), 600.0, config, np.random.default_rng(7))
+    checkpoint = tmp_path / "run.md0.npz"
+    with pytest.raises(_KilledAfter):
+        generate_module.md_frames(start, _emt_killed_after(9), 600.0, config, np.random.default_rng(7), checkpoint)
+    assert checkpoint.is_file()
+    # The rerun's generator starts where the first run's did; the checkpoint carries it on.
+    resumed = generate_module.md_frames(start, EMT(), 600.0, config, np.random.default_rng(7), checkpoint)
+    assert len(resumed) == len(whole) == 6
+    for a, b in zip(whole, resumed, strict=True):
+        np.testing.assert_allclose(b.positions, a.positions, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(b.get_forces(), a.get_forces(), rtol=0, atol=1e-10)
+        assert b.get_potential_energy() == pytest.approx(a.get_potential_energy(), abs=1e-10)
+    with pytest.raises(ValueError, match="another run"):
+        generate_module.md_frames(start, EMT(), 300.0, config, np.random.default_rng(7), checkpoint)

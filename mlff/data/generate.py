@@ -43,7 +43,9 @@ Files: OUTPUT (the corpus), OUTPUT's stem + ".summary.json" (per-molecule counts
 errors) and the work directory OUTPUT's stem + ".parts/" holding config.json and one
 <key>.extxyz + <key>.json per finished molecule, each written atomically. A rerun with the
 same settings skips finished molecules (failed ones are retried) and rebuilds the corpus,
-also atomically, from the parts in input order; molecules can be added to a rerun.
+also atomically, from the parts in input order; molecules can be added to a rerun. A molecule
+still running keeps each MD run's state in <key>.md<run>.npz (every minute: `md_frames`), so a
+rerun continues a long MD (a periodic box's, hours) where it stopped; they go when it finishes.
 Molecules run in worker processes (spawned, `workers` at a time); a molecule that raises,
 or whose worker dies, is reported in the summary with its error and left out.
 
@@ -277,13 +279,82 @@ def labelled_frame(atoms: Atoms, info: dict[str, Any]) -> Atoms:
     return frame
 
 
+# An MD run with a checkpoint saves its state at most this often (wall seconds), and when it ends.
+MD_CHECKPOINT_SECONDS: float = 60.0
+
+
+def md_chunks(config: GenerateConfig) -> list[tuple[int, bool]]:
+    """The MD run as (steps, sample a frame after them) chunks: equilibration in pieces of `sample_every`."""
+    equilibration = [
+        (min(config.sample_every, config.equilibration_steps - start), False)
+        for start in range(0, config.equilibration_steps, config.sample_every)
+    ]
+    return equilibration + [(config.sample_every, True)] * config.md_frames
+
+
+def save_md_checkpoint(
+    path: Path, atoms: Atoms, frames: list[Atoms], chunks_done: int, temperature_k: float, rng: np.random.Generator
+) -> None:
+    """The state of an MD run (positions, momenta, random generator, frames so far), written atomically."""
+    arrays = {
+        "positions": atoms.get_positions(),
+        "momenta": atoms.get_momenta(),
+        "frame_positions": np.array([frame.positions for frame in frames]).reshape(len(frames), len(atoms), 3),
+        "frame_forces": np.array([frame.get_forces() for frame in frames]).reshape(len(frames), len(atoms), 3),
+        "frame_energies": np.array([frame.get_potential_energy() for frame in frames], dtype=np.float64),
+        "state": np.array(json.dumps({"chunks_done": chunks_done, "temperature_k": temperature_k})),
+        "rng": np.array(json.dumps(rng.bit_generator.state)),
+    }
+    with utils.atomic_path(path, suffix=".npz") as temporary:
+        np.savez(temporary, **arrays)
+
+
+def load_md_checkpoint(
+    path: Path, atoms: Atoms, temperature_k: float, rng: np.random.Generator
+) -> tuple[list[Atoms], int] | None:
+    """Restore an MD run into `atoms` and `rng` from `path`: its frames and the chunks done (None: no checkpoint).
+
+    Raises ValueError for a checkpoint of another run (other atoms or temperature) or an unreadable one.
+    """
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as saved:
+            arrays = {key: saved[key] for key in saved.files}
+        state = json.loads(str(arrays["state"]))
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(f"MD checkpoint {path} cannot be read ({error}); remove it to redo this MD run") from None
+    if arrays["positions"].shape != (len(atoms), 3) or state["temperature_k"] != temperature_k:
+        raise ValueError(f"MD checkpoint {path} is of another run (atoms or temperature); remove it to redo the run")
+    atoms.set_positions(arrays["positions"], apply_constraint=False)
+    atoms.set_momenta(arrays["momenta"], apply_constraint=False)
+    rng.bit_generator.state = json.loads(str(arrays["rng"]))
+    frames = []
+    for positions, forces, energy in zip(
+        arrays["frame_positions"], arrays["frame_forces"], arrays["frame_energies"], strict=True
+    ):
+        frame = Atoms(numbers=atoms.get_atomic_numbers(), positions=positions, cell=atoms.cell, pbc=atoms.pbc)
+        frame.calc = SinglePointCalculator(frame, energy=float(energy), forces=forces)
+        frames.append(frame)
+    return frames, int(state["chunks_done"])
+
+
 def md_frames(
-    start: Atoms, calculator: Calculator, temperature_k: float, config: GenerateConfig, rng: np.random.Generator
+    start: Atoms,
+    calculator: Calculator,
+    temperature_k: float,
+    config: GenerateConfig,
+    rng: np.random.Generator,
+    checkpoint: Path | None = None,
 ) -> list[Atoms]:
     """`config.md_frames` Langevin frames at `temperature_k` from `start` (not modified), without labels' info.
 
     A molecule keeps its centre of mass (FixCom) and starts without rotation; a periodic `start`
     (any pbc) runs unconstrained in its cell, since neither constraint means anything for a box.
+    With `checkpoint` (a file in a local work directory) the run saves its state there every
+    MD_CHECKPOINT_SECONDS and at its end, and continues from it when it exists: a run of a box
+    that takes hours survives being killed, and the frames equal an uninterrupted run's (the same
+    random numbers; a calculator's SCF starts afresh, within its convergence threshold).
     """
     from ase import units
     from ase.constraints import FixCom
@@ -296,12 +367,15 @@ def md_frames(
     if not periodic:
         # ASE's recommended replacement of Langevin's deprecated fixcm: the centre of mass stays put.
         atoms.set_constraint(FixCom())
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_k, rng=rng)
-    Stationary(atoms)
-    if not periodic:
-        # A linear molecule has a zero moment of inertia; ASE selects it away after dividing.
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ZeroRotation(atoms)
+    restored = load_md_checkpoint(checkpoint, atoms, temperature_k, rng) if checkpoint is not None else None
+    frames, chunks_done = restored if restored is not None else ([], 0)
+    if restored is None:
+        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_k, rng=rng)
+        Stationary(atoms)
+        if not periodic:
+            # A linear molecule has a zero moment of inertia; ASE selects it away after dividing.
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ZeroRotation(atoms)
     dynamics = Langevin(
         atoms,
         timestep=config.timestep_fs * units.fs,
@@ -311,12 +385,16 @@ def md_frames(
         rng=rng,
         logfile=None,
     )
-    if config.equilibration_steps:
-        dynamics.run(config.equilibration_steps)
-    frames = []
-    for _ in range(config.md_frames):
-        dynamics.run(config.sample_every)
-        frames.append(labelled_frame(atoms, {}))
+    chunks = md_chunks(config)
+    saved_at = time.monotonic()
+    for index in range(chunks_done, len(chunks)):
+        steps, sample = chunks[index]
+        dynamics.run(steps)
+        if sample:
+            frames.append(labelled_frame(atoms, {}))
+        if checkpoint is not None and (index + 1 == len(chunks) or time.monotonic() - saved_at > MD_CHECKPOINT_SECONDS):
+            save_md_checkpoint(checkpoint, atoms, frames, index + 1, temperature_k, rng)
+            saved_at = time.monotonic()
     return frames
 
 
@@ -329,10 +407,17 @@ def starting_geometries(spec: MoleculeSpec, config: GenerateConfig) -> tuple[np.
     return np.asarray(spec.numbers, dtype=np.int64), [np.asarray(g, dtype=np.float64) for g in spec.geometries]
 
 
+def md_checkpoint_path(work_dir: Path, key: str, run: int) -> Path:
+    """The checkpoint file of MD run `run` of the molecule `key` in a work directory."""
+    return work_dir / f"{key}.md{run}.npz"
+
+
 def label_molecule(
-    spec: MoleculeSpec, config: GenerateConfig, calculator: Calculator
+    spec: MoleculeSpec, config: GenerateConfig, calculator: Calculator, work_dir: Path | None = None
 ) -> tuple[list[Atoms], MoleculeResult]:
     """All frames of one molecule (equilibrium first, then MD by temperature) and their counts.
+
+    With `work_dir` each MD run checkpoints there (`md_frames`) and resumes from it.
 
     Raises ValueError (open shell, bad SMILES) or RuntimeError (no conformer converged);
     calculator errors propagate.
@@ -374,7 +459,8 @@ def label_molecule(
     rng = np.random.default_rng(spec.seed(config.seed))
     for run, temperature in enumerate(config.temperatures_k):
         conformer, start = minima[run % len(minima)]
-        sampled = md_frames(start, calculator, temperature, config, rng)
+        checkpoint = md_checkpoint_path(work_dir, spec.key, run) if work_dir is not None else None
+        sampled = md_frames(start, calculator, temperature, config, rng, checkpoint)
         for frame in sampled:
             frame.info.update({**base_info, "equilibrium": False, "temperature_k": temperature, "conformer": conformer})
         frames.extend(sampled)
@@ -392,11 +478,14 @@ def _set_worker_threads(threads: int, method: str) -> None:
         import_optional("pyscf.lib", "the pyscf methods").num_threads(threads)
 
 
-def compute_molecule(spec: MoleculeSpec, config: GenerateConfig) -> tuple[MoleculeResult, str | None]:
+def compute_molecule(
+    spec: MoleculeSpec, config: GenerateConfig, work_dir: Path | None = None
+) -> tuple[MoleculeResult, str | None]:
     """Task entry (a Dask worker or a pool process): label one molecule where it runs.
 
     Returns its result and its frames as extxyz text (None when it failed: any exception becomes
-    a failed result); nothing is written, so the caller may be on another machine.
+    a failed result). Only the MD checkpoints are written, and only with `work_dir` (the local
+    pool's work directory; a Dask task gets None, so the caller may be on another machine).
     """
     import io
 
@@ -405,7 +494,7 @@ def compute_molecule(spec: MoleculeSpec, config: GenerateConfig) -> tuple[Molecu
     start = time.perf_counter()
     try:
         _set_worker_threads(config.threads_per_worker, config.method)
-        frames, result = label_molecule(spec, config, make_calculator(config.method, config.basis))
+        frames, result = label_molecule(spec, config, make_calculator(config.method, config.basis), work_dir)
         result.seconds = round(time.perf_counter() - start, 3)
         buffer = io.StringIO()
         ase.io.write(buffer, list(frames), format="extxyz")
@@ -423,11 +512,16 @@ def save_molecule(parts_dir: Path, key: str, result: MoleculeResult, text: str) 
     atomic_write_text(parts_dir / f"{key}.extxyz", text)
     # The json is the "finished" marker: written last, so a part without it is redone.
     write_json(parts_dir / f"{key}.json", result.to_dict())
+    for checkpoint in parts_dir.glob(f"{key}.md*.npz"):
+        checkpoint.unlink()
 
 
 def run_molecule(spec: MoleculeSpec, config: GenerateConfig, parts_dir: Path) -> MoleculeResult:
-    """Worker entry: label one molecule, write its part files; any exception becomes a failed result."""
-    result, text = compute_molecule(spec, config)
+    """Worker entry: label one molecule (its MD checkpointed in `parts_dir`), write its part files.
+
+    Any exception becomes a failed result.
+    """
+    result, text = compute_molecule(spec, config, parts_dir)
     if text is None:
         return result
     try:
