@@ -5,14 +5,15 @@ The molecule (default: the shipped `ethanol` potential's start frame) is solvate
 replaces the molecule's internal MM terms with the potential (mechanical embedding: the
 molecule-water interactions stay MM charges and Lennard-Jones). Runs Langevin MD at 300 K
 (0.5 fs: the molecule's hydrogens are free, water is rigid) with a DCDReporter and a
-StateDataReporter, reads the trajectory back with mdtraj and prints steps/s.
+StateDataReporter, reads the trajectory back with mdtraj and prints steps/s (OUT/mlmm.json: sizes,
+steps/s and steps per CPU-second, threads, versions).
 
 The molecule's MM parameters (needed only for its interactions with water) are OPLS-like charges
 and Lennard-Jones by role: O, H on O, C bonded to O, other C, H on C, N. A shipped potential
 of format v1 (no periodic support) is re-exported to a v2 file in OUT first. Usage:
 
     python examples/openmm_mlmm_water.py [--potential ethanol] [--structure FILE] [--picoseconds 10]
-        [--padding-nm 1.0] [--precision double] [--out runs/openmm_mlmm_water]
+        [--padding-nm 1.0] [--precision double] [--threads 1] [--out runs/openmm_mlmm_water]
 """
 
 import argparse
@@ -24,6 +25,7 @@ import mdtraj
 import numpy as np
 import openmm
 import openmm.app
+import torch
 from ase import Atoms
 from ase.neighborlist import natural_cutoffs, neighbor_list
 from openmm import unit
@@ -33,6 +35,8 @@ from mlff.calculators.openmm import topology_from_atoms
 from mlff.dynamics import load_structure
 from mlff.export import read_metadata, resolve_potential
 from mlff.export.deploy import convert_potential
+from mlff.threads import set_user_threads
+from mlff.utils import write_json
 
 TIMESTEP_FS = 0.5
 RESIDUE = "MOL"
@@ -129,8 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-every", type=int, default=100)
     parser.add_argument("--minimize-steps", type=int, default=200, help="energy minimisation before MD")
     parser.add_argument("--precision", choices=["single", "double"], default=None, help="default: the file's dtype")
+    parser.add_argument("--threads", type=int, default=1, help="OpenMM CPU platform and torch threads")
     parser.add_argument("--out", type=Path, default=Path("runs/openmm_mlmm_water"))
     args = parser.parse_args(argv)
+    set_user_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
 
     potential_path = periodic_potential(args.potential, args.out)
@@ -167,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     integrator = openmm.LangevinMiddleIntegrator(
         args.temperature_k * unit.kelvin, 1.0 / unit.picosecond, TIMESTEP_FS * unit.femtosecond
     )
-    simulation = openmm.app.Simulation(modeller.topology, system, integrator, openmm.Platform.getPlatformByName("CPU"))
+    platform = openmm.Platform.getPlatformByName("CPU")
+    simulation = openmm.app.Simulation(modeller.topology, system, integrator, platform, {"Threads": str(args.threads)})
     simulation.context.setPositions(modeller.positions)
     # addSolvent leaves close water contacts; a short minimisation keeps the first steps sane.
     simulation.minimizeEnergy(maxIterations=args.minimize_steps)
@@ -184,9 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     simulation.reporters.append(
         openmm.app.StateDataReporter(sys.stdout, max(1, steps // 10), totalSteps=steps, progress=True, **state_options)
     )
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     simulation.step(steps)
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
 
     trajectory = mdtraj.load(str(args.out / "trajectory.dcd"), top=str(args.out / "start.pdb"))
     waters = modeller.topology.getNumResidues() - 1
@@ -195,6 +202,26 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(ml_atoms)} ML atoms in {waters} TIP3P waters ({atoms_total} atoms, PME, cutoff {cutoff_nm:.2f} nm)")
     print(f"{steps} steps in {seconds:.1f} s: {rate:.1f} steps/s, {rate * TIMESTEP_FS * 1e-6 * 86400.0:.2f} ns/day")
     print(f"trajectory: {trajectory.n_frames} frames of {trajectory.n_atoms} atoms ({args.out / 'trajectory.dcd'})")
+    result = {
+        "potential": str(args.potential),
+        "ml_atoms": len(ml_atoms),
+        "waters": waters,
+        "atoms": atoms_total,
+        "cutoff_nm": cutoff_nm,
+        "steps": steps,
+        "timestep_fs": TIMESTEP_FS,
+        "wall_seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "steps_per_second": rate,
+        "steps_per_cpu_second": steps / cpu_seconds,
+        "ns_per_day": rate * TIMESTEP_FS * 1e-6 * 86400.0,
+        "trajectory_frames": trajectory.n_frames,
+        "threads": args.threads,
+        "precision": args.precision or metadata.get("dtype"),
+        "openmm": openmm.__version__,
+        "torch": torch.__version__,
+    }
+    write_json(args.out / "mlmm.json", result)
     return 0
 
 

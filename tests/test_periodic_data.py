@@ -3,6 +3,7 @@ with minimum image, the liquid stability criterion, the torch engine in a box, t
 and the ML/MM example."""
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -216,6 +217,8 @@ def test_the_mlmm_example_runs_a_few_steps(periodic_file, tmp_path, capsys):
     assert example.main(arguments) == 0
     out = capsys.readouterr().out
     assert "6 ML atoms in" in out and "steps/s" in out and "trajectory: 2 frames" in out
+    result = json.loads((tmp_path / "mlmm" / "mlmm.json").read_text())
+    assert result["ml_atoms"] == 6 and result["steps"] == 4 and result["atoms"] == 6 + 3 * result["waters"]
 
 
 @pytest.mark.slow
