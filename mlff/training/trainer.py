@@ -154,7 +154,8 @@ def _train(config: Config, resume: bool, progress: bool, command: str | None, ct
     stopped_because = "epochs"
     state.clock.start()
     bar = tqdm(total=config.train.epochs, desc="train", unit="epoch", disable=not progress, initial=state.epoch)
-    curve_written = -math.inf
+    # The first curve after CURVE_INTERVAL_S: a short run (a test, a learn fine-tune) draws it once, at its end.
+    curve_written = time.monotonic()
     epoch = state.epoch + 1
     with open(output_dir / "metrics.jsonl", "a", buffering=1) if main else contextlib.nullcontext() as log:
         while epoch <= config.train.epochs:
@@ -182,7 +183,7 @@ def _train(config: Config, resume: bool, progress: bool, command: str | None, ct
             history.append(record)
             if main:
                 log.write(json.dumps(record) + "\n")
-            # Rendering a PNG costs ~0.3 s: at most once a CURVE_INTERVAL_S, and always at the end.
+            # Rendering a PNG costs ~0.25 CPU-s: at most once a CURVE_INTERVAL_S, and always at the end.
             if main and time.monotonic() - curve_written > CURVE_INTERVAL_S:
                 write_learning_curve(history, output_dir / "curve.png")
                 curve_written = time.monotonic()
