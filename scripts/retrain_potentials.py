@@ -89,6 +89,11 @@ def train(args: argparse.Namespace) -> None:
         run(train_command(config, [f"data.path={dataset(args.md17_dir, molecule)}"]))
 
 
+def learn_dir(molecule: str) -> Path:
+    """The run folder of the molecule's PBE learn loop (stage 2)."""
+    return ROOT / "runs" / "learn" / f"pbe_{molecule}"
+
+
 def learn(args: argparse.Namespace) -> None:
     for molecule in args.only or MOLECULES:
         config = CONFIGS / f"{molecule}.yaml"
@@ -99,7 +104,7 @@ def learn(args: argparse.Namespace) -> None:
         if not (run_dir / "results.json").is_file():
             print(f"{molecule}: training not finished; skipped")
             continue
-        out = Path("runs") / "learn" / f"pbe_{molecule}"
+        out = learn_dir(molecule).relative_to(ROOT)
         training = [f"data.path={dataset(args.md17_dir, molecule)}", "train.max_cpu_minutes=0", "train.epochs=6"]
         training += ["train.lr=1.0e-3", "data.extra_energies=false"]
         command = ["mlff", "--threads", "1", "learn", "examples/learn/pbe_ethanol.yaml", f"output_dir={out}"]
@@ -109,10 +114,6 @@ def learn(args: argparse.Namespace) -> None:
         ]
         command += [f"training.overrides=[{', '.join(training)}]"]
         run([*command, "--resume"] if (ROOT / out / "learn_state.json").is_file() else command)
-
-
-def learn_dir(molecule: str) -> Path:
-    return ROOT / "runs" / "learn" / f"pbe_{molecule}"
 
 
 def final_config(molecule: str, base: dict, last_iteration: int, labels: list[Path]) -> str:
