@@ -193,9 +193,11 @@ def ship(args: argparse.Namespace) -> None:
             ["mlff", "--threads", "1", "export", str((run_dir / "best.pt").relative_to(ROOT)), "-o", potential]
             + ["--dtype", "float32", "--core-repulsion", CORE_REPULSION, "--reference-data", data, "--check-data", data]
         )
+        # The folder named: by name alone, an editable install finds its own checkout's potentials,
+        # not this tree's (a worktree's bench ran the old toluene file and wrote the row into its card).
         run(
             ["mlff", "--threads", "1", "bench", "stability", "--molecules", molecule, "--update-cards"]
-            + ["-o", "potentials/stability-cpu"]
+            + ["--potentials-dir", "potentials", "-o", "potentials/stability-cpu"]
         )
 
 
