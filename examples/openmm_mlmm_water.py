@@ -5,8 +5,9 @@ The molecule (default: the shipped `ethanol` potential's start frame) is solvate
 replaces the molecule's internal MM terms with the potential (mechanical embedding: the
 molecule-water interactions stay MM charges and Lennard-Jones). Runs Langevin MD at 300 K
 (0.5 fs: the molecule's hydrogens are free, water is rigid) with a DCDReporter and a
-StateDataReporter, reads the trajectory back with mdtraj and prints steps/s (OUT/mlmm.json: sizes,
-steps/s and steps per CPU-second, threads, versions).
+StateDataReporter, reads the trajectory back with mdtraj and prints steps/s and whether the molecule stayed whole
+(OUT/mlmm.json: sizes, steps/s and steps per CPU-second, the molecule's largest bond deviation,
+the mean temperature, threads, versions).
 
 The molecule's MM parameters (needed only for its interactions with water) are OPLS-like charges
 and Lennard-Jones by role: O, H on O, C bonded to O, other C, H on C, N. A shipped potential
@@ -27,11 +28,11 @@ import openmm
 import openmm.app
 import torch
 from ase import Atoms
-from ase.neighborlist import natural_cutoffs, neighbor_list
 from openmm import unit
 from openmmml import MLPotential
 
 from mlff.calculators.openmm import topology_from_atoms
+from mlff.data.reference import find_bonds
 from mlff.dynamics import load_structure
 from mlff.export import read_metadata, resolve_potential
 from mlff.export.deploy import convert_potential
@@ -53,9 +54,24 @@ ROLE_PARAMETERS = {
 
 
 def molecule_bonds(atoms: Atoms) -> list[tuple[int, int]]:
-    """Bonded pairs (i < j) from ASE's natural cutoffs (covalent radii)."""
-    first, second = neighbor_list("ij", atoms, natural_cutoffs(atoms))
-    return sorted({(int(i), int(j)) for i, j in zip(first, second) if i < j})
+    """Bonded pairs (i < j): mlff's convention (covalent radii plus 0.3 A), as the stability benchmark's."""
+    return [(int(i), int(j)) for i, j in find_bonds(atoms.get_atomic_numbers(), atoms.get_positions())]
+
+
+def largest_bond_deviation(trajectory: mdtraj.Trajectory, bonds: list[tuple[int, int]]) -> float:
+    """Largest |r - r0| (A) of the molecule's bonds over the frames (minimum image), r0 in the first frame.
+
+    Above 0.5 A the MDsim criterion of the stability benchmark calls the molecule collapsed.
+    """
+    lengths = mdtraj.compute_distances(trajectory, np.asarray(bonds), periodic=True) * 10.0
+    return float(np.abs(lengths - lengths[0]).max())
+
+
+def mean_temperature(state_csv: Path) -> float:
+    """Mean of the StateDataReporter's "Temperature (K)" column (the whole box, K)."""
+    header = state_csv.read_text().splitlines()[0].lstrip("#").replace('"', "").split(",")
+    column = header.index("Temperature (K)")
+    return float(np.loadtxt(state_csv, delimiter=",", comments="#", usecols=column, ndmin=1).mean())
 
 
 def atom_roles(atoms: Atoms, bonds: list[tuple[int, int]]) -> list[str]:
@@ -202,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(ml_atoms)} ML atoms in {waters} TIP3P waters ({atoms_total} atoms, PME, cutoff {cutoff_nm:.2f} nm)")
     print(f"{steps} steps in {seconds:.1f} s: {rate:.1f} steps/s, {rate * TIMESTEP_FS * 1e-6 * 86400.0:.2f} ns/day")
     print(f"trajectory: {trajectory.n_frames} frames of {trajectory.n_atoms} atoms ({args.out / 'trajectory.dcd'})")
+    deviation = largest_bond_deviation(trajectory, bonds)
+    temperature = mean_temperature(args.out / "state.csv")
+    print(f"molecule: largest bond deviation {deviation:.3f} A; box mean temperature {temperature:.1f} K")
     result = {
         "potential": str(args.potential),
         "ml_atoms": len(ml_atoms),
@@ -216,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         "steps_per_cpu_second": steps / cpu_seconds,
         "ns_per_day": rate * TIMESTEP_FS * 1e-6 * 86400.0,
         "trajectory_frames": trajectory.n_frames,
+        "largest_bond_deviation_a": deviation,
+        "mean_temperature_k": temperature,
         "threads": args.threads,
         "precision": args.precision or metadata.get("dtype"),
         "openmm": openmm.__version__,

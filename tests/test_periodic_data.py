@@ -24,7 +24,7 @@ from mlff.data import read_frames
 from mlff.data.batch import FrameTensors
 from mlff.data.generate import GenerateConfig, label_molecule
 from mlff.data.molecules import structure_file_molecules
-from mlff.data.reference import half_width, hr_density, molecular_bonds, pair_distance_counts
+from mlff.data.reference import find_bonds, half_width, hr_density, molecular_bonds, pair_distance_counts
 from mlff.dynamics.observers import RDFObserver, StabilityObserver
 from mlff.dynamics.runner import replica_observers
 from mlff.export import export_model
@@ -177,6 +177,24 @@ def test_liquid_stability_uses_intramolecular_bonds_only():
     assert stability.collapsed and stability.collapsed_at_fs == 20.0
 
 
+@pytest.mark.parametrize("name, expected", [("CH3OH", 5), ("CH3CH2OH", 8), ("C6H6", 12)])
+def test_molecular_bonds_find_every_covalent_bond(name, expected):
+    # C-H (1.09 A) is longer than the covalent radii's sum (1.07 A): found only with the skin.
+    atoms = molecule(name)
+    bonds, labels = molecular_bonds(atoms.numbers, atoms.positions)
+    assert len(bonds) == expected and labels.max() == 0
+    np.testing.assert_array_equal(bonds, find_bonds(atoms.numbers, atoms.positions))
+
+
+def test_a_thermally_stretched_oh_bond_is_still_a_bond():
+    box = water_box(8, 7.5, seed=1)
+    stretched = box.positions.copy()
+    direction = stretched[1] - stretched[0]
+    stretched[1] = stretched[0] + 1.05 * direction / np.linalg.norm(direction)
+    bonds, labels = molecular_bonds(box.numbers, stretched, box.cell.array, box.pbc)
+    assert len(bonds) == 16 and labels.max() + 1 == 8 and [0, 1] in bonds.tolist()
+
+
 def test_the_torch_engine_runs_a_periodic_box(periodic_file):
     from mlff.dynamics.settings import MDSettings
     from mlff.dynamics.torch_engine import TorchEngine
@@ -219,6 +237,9 @@ def test_the_mlmm_example_runs_a_few_steps(periodic_file, tmp_path, capsys):
     assert "6 ML atoms in" in out and "steps/s" in out and "trajectory: 2 frames" in out
     result = json.loads((tmp_path / "mlmm" / "mlmm.json").read_text())
     assert result["ml_atoms"] == 6 and result["steps"] == 4 and result["atoms"] == 6 + 3 * result["waters"]
+    # 4 steps of 0.5 fs from a minimised start: the molecule's bonds barely move.
+    assert 0.0 < result["largest_bond_deviation_a"] < 0.1
+    assert result["mean_temperature_k"] > 0.0
 
 
 @pytest.mark.slow

@@ -193,7 +193,9 @@ def test_a_diverged_epoch_is_undone_with_the_learning_rate_halved(tmp_path, data
     checkpoint = load_checkpoint(rolled / "run" / "last.pt")
     assert checkpoint["rollbacks"] == 1
     epochs = [(h["epoch"], h.get("rejected")) for h in checkpoint["history"]]
-    assert [e for e, _ in epochs] == [1, 2, 3, 3, 4] and epochs[2][1] and "x best" in epochs[2][1]
+    # The run goes on from the best of epochs 1 and 2.
+    best = min(checkpoint["history"][:2], key=lambda h: h["val_force_mae_mev_per_a"])["epoch"]
+    assert [e for e, _ in epochs] == [1, 2, 3, *range(best + 1, 5)] and epochs[2][1] and "x best" in epochs[2][1]
     assert all(rejected is None for i, (_, rejected) in enumerate(epochs) if i != 2)
     straight_lr = {h["epoch"]: h["lr"] for h in load_checkpoint(straight / "run" / "last.pt")["history"]}
     kept = [h for h in checkpoint["history"] if not h.get("rejected")]
@@ -207,7 +209,46 @@ def test_a_diverged_epoch_is_undone_with_the_learning_rate_halved(tmp_path, data
             limit = 10 * float(straight_state[name].abs().max()) + 1e-3
             assert float(value.abs().max()) < limit, f"{name}: the wrecked weights are gone"
     lines = (rolled / "run" / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 5 and '"rejected"' in lines[2]
+    assert len(lines) == len(epochs) and '"rejected"' in lines[2]
+
+
+def test_rollbacks_compound_and_return_to_the_best_epoch(tmp_path, dataset, monkeypatch):
+    straight = tmp_path / "straight"
+    train(tiny_config(straight, dataset, epochs=4), progress=False)
+    straight_lr = {h["epoch"]: h["lr"] for h in load_checkpoint(straight / "run" / "last.pt")["history"]}
+    original = trainer_module._run_epoch
+    blown = []
+
+    def run(state, data, split, epoch):
+        record = original(state, data, split, epoch)
+        if epoch == 2:
+            # Worse than epoch 1 yet under the factor: kept, but not the best.
+            record["val_force_mae_mev_per_a"] = 2.0 * state.best_val
+        if epoch == 3 and len(blown) < 2:
+            blown.append(epoch)
+            with torch.no_grad():
+                for parameter in state.model.parameters():
+                    parameter.mul_(1e3)
+            record["val_force_mae_mev_per_a"] = 1e9
+        return record
+
+    monkeypatch.setattr(trainer_module, "_run_epoch", run)
+    rolled = tmp_path / "rolled"
+    train(tiny_config(rolled, dataset, epochs=4), progress=False)
+    history = load_checkpoint(rolled / "run" / "last.pt")["history"]
+    # Both rollbacks return to epoch 1 (the best), not to epoch 2 (the last kept before them).
+    assert [(h["epoch"], bool(h.get("rejected"))) for h in history] == [
+        (1, False),
+        (2, False),
+        (3, True),
+        (2, False),
+        (3, True),
+        (2, False),
+        (3, False),
+        (4, False),
+    ]
+    for h, scale in zip(history[3:], [0.5, 0.5, 0.25, 0.25, 0.25]):
+        assert h["lr"] == pytest.approx(scale * straight_lr[h["epoch"]], rel=1e-6)
 
 
 def test_divergence_past_max_rollbacks_stops_the_run_on_its_best_weights(tmp_path, dataset, monkeypatch):

@@ -15,14 +15,19 @@ import numpy as np
 from mlff.data.frames import Frames
 from mlff.data.splits import Split, make_split
 
+# A pair is bonded when closer than the sum of its covalent radii (ASE's natural cutoffs) plus this
+# (ASE NeighborList's default skin): the radii sum alone is shorter than a C-H bond (0.76 + 0.31 A
+# against 1.09 A) and than an O-H bond stretched at 300 K (0.97 A).
+BOND_SKIN_A = 0.3
+
 
 def find_bonds(atomic_numbers: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """Bonded pairs [K, 2] (i < j) by ASE's NeighborList with natural cutoffs."""
+    """Bonded pairs [K, 2] (i < j): closer than the sum of covalent radii plus BOND_SKIN_A (Angstrom)."""
     from ase import Atoms
     from ase.neighborlist import NeighborList, natural_cutoffs
 
     atoms = Atoms(numbers=atomic_numbers, positions=positions)
-    neighbors = NeighborList(natural_cutoffs(atoms), self_interaction=False, bothways=False)
+    neighbors = NeighborList(natural_cutoffs(atoms), skin=BOND_SKIN_A, self_interaction=False, bothways=False)
     neighbors.update(atoms)
     pairs = [(i, int(j)) for i in range(len(atoms)) for j in neighbors.get_neighbors(i)[0]]
     return np.array(sorted((min(p), max(p)) for p in pairs), dtype=np.int64).reshape(-1, 2)
@@ -60,7 +65,8 @@ def molecular_bonds(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Intramolecular bonds [K, 2] (i < j) and molecule labels [n] of a liquid or molecular crystal.
 
-    Pairs within ASE's natural cutoffs (under minimum image when periodic) are candidates; each
+    Pairs closer than their covalent radii plus BOND_SKIN_A (under minimum image when periodic,
+    the convention of `find_bonds`) are candidates; each
     hydrogen keeps only its nearest partner (one covalent bond: a hydrogen bond O-H...O is not
     one), and the molecules are the connected components of what is left. A bond broken later
     in a run is then a real collapse, while a molecule wandering across the box face is not.
@@ -74,7 +80,8 @@ def molecular_bonds(
     atoms = Atoms(
         numbers=atomic_numbers, positions=positions, cell=cell if periodic else None, pbc=pbc if periodic else False
     )
-    first, second, distances = neighbor_list("ijd", atoms, natural_cutoffs(atoms))
+    radii = np.asarray(natural_cutoffs(atoms)) + BOND_SKIN_A / 2.0
+    first, second, distances = neighbor_list("ijd", atoms, radii)
     keep = first != second
     first, second, distances = first[keep], second[keep], distances[keep]
     pairs: dict[tuple[int, int], float] = {}

@@ -191,10 +191,11 @@ class TrainConfig:
             constant per coordinate is k_B T / sigma^2 (the default 300 K with sigma 0.04 A gives
             16 eV/A^2, between typical Cartesian bend (~3) and bond-stretch (~30) force constants).
         divergence_factor: an epoch whose training loss is not finite, or whose validation force MAE
-            exceeds this multiple of the best so far, is undone: the run returns to the previous
-            epoch's checkpoint (last.pt) with the learning rate (peak and schedule) halved, and
-            replays the epoch; CPU and wall time spent on it still count. 0 disables. (lr 0.01
-            ran 26 epochs on ethanol, then blew up within one epoch and never recovered.)
+            exceeds this multiple of the best so far, is undone: the run returns to the best
+            epoch's checkpoint (best.pt) with the learning rate (peak and schedule) halved again at
+            each rollback, and goes on from there; CPU and wall time spent on it still count. 0
+            disables. (lr 0.01 ran 26 epochs on ethanol, then blew up within one epoch and never
+            recovered.)
         max_rollbacks: the run stops ("diverged") after this many undone epochs.
         committee: K members trained one after another in one run (`mlff.training.committee`), member k
             with seed `seed + k` under output_dir/member_k; 1 (default): one model, as ever.

@@ -115,7 +115,7 @@ def _train(config: Config, resume: bool, progress: bool, command: str | None, ct
     if ctx is not None and config.train.loss_weights.get("empp", 0.0):
         raise ValueError("train.loss_weights.empp is not supported with --distributed: train EMPP in one process")
     output_dir = Path(config.output_dir)
-    last_path = output_dir / "last.pt"
+    last_path, best_path = output_dir / "last.pt", output_dir / "best.pt"
 
     def open_run_directory() -> dict[str, Any] | None:
         if resume and not last_path.is_file():
@@ -165,19 +165,21 @@ def _train(config: Config, resume: bool, progress: bool, command: str | None, ct
             diverged = _divergence(state, record)
             if diverged is not None:
                 # The rejected epoch stays in the log and the curve, marked; the state returns
-                # to the previous epoch's checkpoint with the learning rate halved.
+                # to the best epoch's checkpoint with the learning rate halved. The best, not the
+                # last: an epoch can be damaged yet under the factor (water: 157 -> 372 meV/A, then
+                # 577), and rolling back onto it kept the run there for five rollbacks.
                 record["rejected"] = diverged
                 history.append(record)
                 if main:
                     log.write(json.dumps(record) + "\n")
-                if state.rollbacks >= config.train.max_rollbacks or not last_path.is_file():
-                    if not (output_dir / "best.pt").is_file():
-                        raise RuntimeError(
-                            f"training diverged in epoch {epoch} ({diverged}) before any epoch was kept: lower train.lr"
-                        )
+                if not best_path.is_file():
+                    raise RuntimeError(
+                        f"training diverged in epoch {epoch} ({diverged}) before any epoch was kept: lower train.lr"
+                    )
+                if state.rollbacks >= config.train.max_rollbacks:
                     stopped_because = f"diverged: {diverged} after {state.rollbacks} rollbacks"
                     break
-                state.roll_back(load_checkpoint(last_path))
+                state.roll_back(load_checkpoint(best_path))
                 epoch = state.epoch + 1
                 continue
             history.append(record)
@@ -197,7 +199,7 @@ def _train(config: Config, resume: bool, progress: bool, command: str | None, ct
                 # best.pt first: a process killed between the two saves must not leave a last.pt
                 # whose run has no best.pt to finish from (the resumed run replays the epoch).
                 if improved:
-                    atomic_torch_save(checkpoint, output_dir / "best.pt")
+                    atomic_torch_save(checkpoint, best_path)
                 atomic_torch_save(checkpoint, last_path)
             bar.update(1)
             bar.set_postfix(
@@ -337,6 +339,9 @@ class TrainingState:
         self.history: list[dict[str, Any]] = []
         self.files: dict[str, Split] = {}
         self.rollbacks = 0
+        # The product of every rollback's factor so far: the checkpoint saved with it says how far
+        # its own learning rates are already lowered, so rollbacks compound.
+        self.lr_scale = 1.0
 
     @property
     def eval_model(self) -> EnergyModel:
@@ -373,6 +378,7 @@ class TrainingState:
             "best_val_force_mae": self.best_val,
             "best_epoch": self.best_epoch,
             "rollbacks": self.rollbacks,
+            "lr_scale": self.lr_scale,
             "history": list(self.history),
             "data_summary": data_summary,
             "test_metrics": None,
@@ -396,17 +402,21 @@ class TrainingState:
         self.clock.cpu_before = float(checkpoint.get("cpu_seconds", self.clock.before))
         self.history = list(checkpoint.get("history", []))
         self.rollbacks = int(checkpoint.get("rollbacks", 0))
+        self.lr_scale = float(checkpoint.get("lr_scale", 1.0))
 
     def roll_back(self, checkpoint: dict[str, Any], lr_factor: float = 0.5) -> None:
-        """Undo a diverged epoch: the weights, optimiser and schedule of `checkpoint` (the previous
-        epoch's), every learning rate of the schedule times `lr_factor`; clocks and history go on."""
+        """Undo a diverged epoch: the weights, optimiser and schedule of `checkpoint` (the best
+        epoch's), every learning rate of the schedule at `lr_factor` times the rate of the run so
+        far (two rollbacks onto one checkpoint: a quarter of its rates); clocks and history go on."""
         self._load_training_state(checkpoint)
+        self.lr_scale *= lr_factor
+        factor = self.lr_scale / float(checkpoint.get("lr_scale", 1.0))
         for group in self.optimizer.param_groups:
-            group["lr"] *= lr_factor
+            group["lr"] *= factor
             if "initial_lr" in group:
-                group["initial_lr"] *= lr_factor
+                group["initial_lr"] *= factor
         if hasattr(self.scheduler, "base_lrs"):
-            self.scheduler.base_lrs = [lr * lr_factor for lr in self.scheduler.base_lrs]
+            self.scheduler.base_lrs = [lr * factor for lr in self.scheduler.base_lrs]
         self.rollbacks += 1
 
     def _load_training_state(self, checkpoint: dict[str, Any]) -> None:
