@@ -327,6 +327,26 @@ TABLES["water-sizes"] = json_table(
     ],
 )
 
+# docs/periodic.md: the ML/MM example's 10 ps (examples/openmm_mlmm_water.py; one record).
+TABLES["mlmm"] = Table(
+    "examples/water/results/mlmm.json",
+    lambda root: [json_rows("examples/water/results/mlmm.json")(root)],
+    [
+        Column("ML molecule", field("potential")),
+        Column("ML atoms", field("ml_atoms")),
+        Column("TIP3P waters", field("waters")),
+        Column("atoms", field("atoms")),
+        Column("ps", lambda r: r["steps"] * r["timestep_fs"] / 1000.0, ".1f"),
+        Column("molecule's largest bond deviation (A)", field("largest_bond_deviation_a"), ".3f"),
+        Column("mean T (K)", field("mean_temperature_k"), ".1f"),
+        Column("steps/s", field("steps_per_second"), ".1f"),
+        Column("steps/CPU-s", field("steps_per_cpu_second"), ".1f"),
+        Column("ns/day", field("ns_per_day"), ".2f"),
+        Column("threads", field("threads")),
+        Column("precision", field("precision")),
+    ],
+)
+
 
 def learn_rows(name: str) -> Callable[[Path], list[dict[str, Any]]]:
     """The iterations of an `mlff learn` run's summary.json, copied to examples/learn/results/<name>.json."""
