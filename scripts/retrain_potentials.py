@@ -125,14 +125,21 @@ def final_config(molecule: str, base: dict, last_iteration: int, labels: list[Pa
     train["loss_weights"] = base["train"]["loss_weights"]
     config = {"init_from": str(member), "data": data, "model": base["model"], "train": train}
     config["output_dir"] = f"runs/potentials/{molecule}_learned"
+    if labels:
+        stage_2 = f"""frames of its own MD from {len(labels)} iterations labelled with PBE/def2-SVP (pyscf,
+#    rMD17's level), kept in examples/learn/results/pbe_{molecule}_labels/; iteration {last_iteration} held 5 of 5."""
+        stage_3 = "the rMD17 frames plus the labelled frames (their forces only: pyscf's energy zero is not ORCA's)."
+    else:
+        stage_2 = f"""its MD held 5 of 5 replicas at iteration {last_iteration}, after each member's
+#    fine-tune on rMD17 alone, so no frame was labelled."""
+        stage_3 = "the rMD17 frames (the loop labelled none)."
     header = f"""# The shipped potential potentials/{molecule}.pt, in three stages (issue: potentials that hold):
 # 1. potentials/configs/{molecule}_base.yaml (its header: architecture, recipe, CPU cap).
 # 2. mlff learn examples/learn/pbe_ethanol.yaml with that config and its best.pt (docs/learn.md): a
-#    committee of two; frames of its own MD from {len(labels)} iterations labelled with PBE/def2-SVP (pyscf,
-#    rMD17's level), kept in examples/learn/results/pbe_{molecule}_labels/; iteration {last_iteration} held 5 of 5.
+#    committee of two; {stage_2}
 #      python scripts/retrain_potentials.py learn --md17-dir DIR --only {molecule}
 # 3. This config: member 0 of the loop's last committee fine-tuned for 60 epochs (lr 5e-4, cosine) on
-#    the rMD17 frames plus the labelled frames (their forces only: pyscf's energy zero is not ORCA's).
+#    {stage_3}
 # Retrain stage 3: python scripts/retrain_potentials.py train --md17-dir DIR --only {molecule}
 #   (= mlff --threads 1 train potentials/configs/{molecule}.yaml data.path=DIR/rmd17_{molecule}.npz [--resume])
 # Export and stability (card): python scripts/retrain_potentials.py ship --md17-dir DIR --only {molecule}
@@ -168,17 +175,18 @@ def final(args: argparse.Namespace) -> None:
             print(f"{molecule}: no stable learn run in {summary_path.parent}; skipped")
             continue
         labels_dir = ROOT / "examples" / "learn" / "results" / f"pbe_{molecule}_labels"
-        labels_dir.mkdir(parents=True, exist_ok=True)
         labels = []
         for iteration in iterations:
             if iteration.get("labelled"):
+                labels_dir.mkdir(parents=True, exist_ok=True)
                 source = learn_dir(molecule) / f"iter_{iteration['index']:03d}" / "labelled.extxyz"
                 labels.append(labels_dir / f"iter_{iteration['index']:03d}.extxyz")
                 shutil.copyfile(source, labels[-1])
         text = config.read_text()
         base.write_text(base_config(molecule, text))
         config.write_text(final_config(molecule, yaml.safe_load(text), iterations[-1]["index"], labels))
-        print(f"wrote {base.relative_to(ROOT)}, {config.relative_to(ROOT)} and {labels_dir.relative_to(ROOT)}")
+        written = [base, config] + ([labels_dir] if labels else [])
+        print(f"wrote {', '.join(str(path.relative_to(ROOT)) for path in written)}")
 
 
 def ship(args: argparse.Namespace) -> None:
