@@ -76,6 +76,19 @@ def test_cpu_time_cap_stops_the_run_and_counts_across_a_resume(tmp_path, dataset
     assert 55.0 < totals[-1] < 90.0
 
 
+def test_resuming_a_run_whose_cap_is_spent_trains_no_further_epoch(tmp_path, dataset, monkeypatch):
+    monkeypatch.setattr(trainer_module.time, "process_time", FakeCPU())
+    capped = config(tmp_path, dataset, "train.epochs=1000", "train.max_cpu_minutes=0.5")
+    first = train(capped, progress=False)
+    best = (tmp_path / "run" / "best.pt").read_bytes()
+    monkeypatch.setattr(trainer_module.time, "process_time", FakeCPU())
+    again = train(capped, resume=True, progress=False)
+    assert again.epochs_run == first.epochs_run and again.stopped_because.startswith("CPU-time cap of 0.5 minutes")
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == first.epochs_run and (tmp_path / "run" / "best.pt").read_bytes() == best
+    assert again.test_metrics == first.test_metrics
+
+
 def test_negative_caps_are_refused():
     with pytest.raises(ConfigError, match="train.max_cpu_minutes"):
         load_config(None, ["train.max_cpu_minutes=-1"])

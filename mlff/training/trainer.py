@@ -157,6 +157,12 @@ def _train(config: Config, resume: bool, progress: bool, command: str | None, ct
     # The first curve after CURVE_INTERVAL_S: a short run (a test, a learn fine-tune) draws it once, at its end.
     curve_written = time.monotonic()
     epoch = state.epoch + 1
+    # A resumed run that had already stopped (its time cap spent, early stopping) only finishes.
+    finished = _stop_reason(state, state.epoch) if last is not None else None
+    if ctx is not None:
+        finished = _parallel().broadcast_object(ctx, finished)
+    if finished:
+        stopped_because, epoch = finished, config.train.epochs + 1
     with open(output_dir / "metrics.jsonl", "a", buffering=1) if main else contextlib.nullcontext() as log:
         while epoch <= config.train.epochs:
             record = _run_epoch(state, data, split, epoch)
