@@ -105,6 +105,11 @@ def check(potential: Path, box_path: Path, data_path: Path, out: Path, steps: in
     return results
 
 
+def newer(source: Path, target: Path) -> bool:
+    """Whether `target` is missing or older than `source` (a stage to run again)."""
+    return not target.is_file() or target.stat().st_mtime < source.stat().st_mtime
+
+
 def split_trajectory(data_path: Path, train_path: Path, heldout_path: Path) -> None:
     """The xTB frames in time order: the first 80% to train on, the last 20% held back for the test.
 
@@ -178,11 +183,18 @@ def main(argv: list[str] | None = None) -> int:
                 f"train.epochs={size['epochs']}", "data.n_val=4", "model.backbone_options.hidden=8",
                 "model.backbone_options.layers=1", "model.encoding_size=4", "train.batch_size=4",
             ]  # fmt: skip
-        # Checkpointed every epoch: a rerun continues the training where it stopped.
-        resume = ["--resume"] if (args.out / "train" / "last.pt").is_file() else []
-        mlff(args.threads, "train", "--no-progress", str(HERE / "water.yaml"), *overrides, *resume)
-        mlff(args.threads, "export", str(args.out / "train" / "best.pt"), "-o", str(potential), "--no-card")
-        mlff(args.threads, "eval", str(potential), str(heldout_path), "--split", "all", "--json", str(heldout_json))
+        # Checkpointed every epoch: a rerun continues the training where it stopped. A finished one
+        # (results.json) is left alone: its best.pt, the exported file and so the check's MD
+        # checkpoints stay valid (to train longer: mlff train --resume with a higher cap, by hand).
+        if not (args.out / "train" / "results.json").is_file():
+            resume = ["--resume"] if (args.out / "train" / "last.pt").is_file() else []
+            mlff(args.threads, "train", "--no-progress", str(HERE / "water.yaml"), *overrides, *resume)
+        # Exported and evaluated again only when out of date: a new file (export is not byte-for-byte
+        # repeatable) would make the check's MD checkpoints refuse to resume.
+        if newer(args.out / "train" / "best.pt", potential):
+            mlff(args.threads, "export", str(args.out / "train" / "best.pt"), "-o", str(potential), "--no-card")
+        if newer(potential, heldout_json):
+            mlff(args.threads, "eval", str(potential), str(heldout_path), "--split", "all", "--json", str(heldout_json))
     if "check" not in args.skip:
         from mlff.threads import set_user_threads
 
