@@ -5,9 +5,9 @@ The molecule (default: the shipped `ethanol` potential's start frame) is solvate
 replaces the molecule's internal MM terms with the potential (mechanical embedding: the
 molecule-water interactions stay MM charges and Lennard-Jones). Runs Langevin MD at 300 K
 (0.5 fs: the molecule's hydrogens are free, water is rigid) with a DCDReporter and a
-StateDataReporter, reads the trajectory back with mdtraj and prints steps/s and whether the molecule stayed whole
-(OUT/mlmm.json: sizes, steps/s and steps per CPU-second, the molecule's largest bond deviation,
-the mean temperature, threads, versions).
+StateDataReporter, reads the trajectory back with mdtraj and prints steps/s and whether the
+molecule stayed whole (OUT/mlmm.json: sizes, steps/s and steps per CPU-second, the molecule's
+largest bond deviation, the mean temperature, threads, versions).
 
 The molecule's MM parameters (needed only for its interactions with water) are OPLS-like charges
 and Lennard-Jones by role: O, H on O, C bonded to O, other C, H on C, N. A shipped potential

@@ -65,11 +65,11 @@ def molecular_bonds(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Intramolecular bonds [K, 2] (i < j) and molecule labels [n] of a liquid or molecular crystal.
 
-    Pairs closer than their covalent radii plus BOND_SKIN_A (under minimum image when periodic,
-    the convention of `find_bonds`) are candidates; each
-    hydrogen keeps only its nearest partner (one covalent bond: a hydrogen bond O-H...O is not
-    one), and the molecules are the connected components of what is left. A bond broken later
-    in a run is then a real collapse, while a molecule wandering across the box face is not.
+    Pairs closer than their covalent radii plus BOND_SKIN_A (the convention of `find_bonds`; under
+    minimum image when periodic) are candidates; each hydrogen keeps only its nearest partner (one
+    covalent bond: a hydrogen bond O-H...O is not one), and the molecules are the connected
+    components of what is left. A bond broken later in a run is then a real collapse, while a
+    molecule wandering across the box face is not.
     """
     from ase import Atoms
     from ase.neighborlist import natural_cutoffs, neighbor_list

@@ -162,9 +162,9 @@ def _train(config: Config, resume: bool, progress: bool, command: str | None, ct
     if ctx is not None:
         finished = _parallel().broadcast_object(ctx, finished)
     if finished:
-        stopped_because, epoch = finished, config.train.epochs + 1
+        stopped_because = finished
     with open(output_dir / "metrics.jsonl", "a", buffering=1) if main else contextlib.nullcontext() as log:
-        while epoch <= config.train.epochs:
+        while not finished and epoch <= config.train.epochs:
             record = _run_epoch(state, data, split, epoch)
             if ctx is not None:
                 _parallel().sync_clock(ctx, state.clock)
