@@ -17,8 +17,9 @@ potentials/stability-cpu with --update-cards. Kill and rerun at any time.
 
 `learn` runs `mlff learn examples/learn/pbe_ethanol.yaml` for another molecule (its settings are
 not ethanol's own: the training config, start and data are overrides): a committee of two
-fine-tuned from runs/potentials/<m>/best.pt, PBE/def2-SVP labels, until 5 of 5 replicas hold 50 ps,
-into runs/learn/pbe_<m>.
+fine-tuned from runs/potentials/<m>/best.pt (or, where that run folder is gone, from the shipped
+potentials/<m>.pt when its card records this config's training), PBE/def2-SVP labels, until 5 of 5
+replicas hold 50 ps, into runs/learn/pbe_<m>.
 
 `final` turns a finished (stable) learn run into the molecule's last stage, as for ethanol: the
 trained config becomes potentials/configs/<m>_base.yaml, the labelled frames are copied to
@@ -94,15 +95,45 @@ def learn_dir(molecule: str) -> Path:
     return ROOT / "runs" / "learn" / f"pbe_{molecule}"
 
 
+def shipped_from(molecule: str, config: Path) -> bool:
+    """Whether potentials/<molecule>.pt is the exported result of `config` (its card's training record).
+
+    The card names the training command and the resolved train section; every key the config sets
+    must hold the card's value (the defaults it leaves out are the card's too).
+    """
+    card_path = ROOT / "potentials" / f"{molecule}.yaml"
+    if not card_path.is_file():
+        return False
+    training = yaml.safe_load(card_path.read_text()).get("training") or {}
+    if str(config.relative_to(ROOT)) not in str(training.get("command", "")):
+        return False
+    recorded = training.get("config") or {}
+    return all(recorded.get(key) == value for key, value in yaml.safe_load(config.read_text())["train"].items())
+
+
+def learn_start(molecule: str, config: Path) -> Path | None:
+    """What the learn loop fine-tunes from: the finished run's best.pt, else the shipped file it was exported to.
+
+    A run folder does not outlive the machine it ran on; the shipped potential (in git) does, and
+    `init_from` takes a potential file (its weights, without the export's core repulsion).
+    """
+    run_dir = output_dir(config)
+    if (run_dir / "results.json").is_file():
+        return run_dir / "best.pt"
+    if shipped_from(molecule, config):
+        return ROOT / "potentials" / f"{molecule}.pt"
+    return None
+
+
 def learn(args: argparse.Namespace) -> None:
     for molecule in args.only or MOLECULES:
         config = CONFIGS / f"{molecule}.yaml"
         if (CONFIGS / f"{molecule}_base.yaml").is_file():
             print(f"{molecule}: its shipped config is already the stage after the loop; skipped")
             continue
-        run_dir = output_dir(config)
-        if not (run_dir / "results.json").is_file():
-            print(f"{molecule}: training not finished; skipped")
+        start = learn_start(molecule, config)
+        if start is None:
+            print(f"{molecule}: training not finished and the shipped file is not its result; skipped")
             continue
         out = learn_dir(molecule).relative_to(ROOT)
         training = [f"data.path={dataset(args.md17_dir, molecule)}", "train.max_cpu_minutes=0", "train.epochs=6"]
@@ -110,7 +141,7 @@ def learn(args: argparse.Namespace) -> None:
         command = ["mlff", "--threads", "1", "learn", "examples/learn/pbe_ethanol.yaml", f"output_dir={out}"]
         command += [
             f"training.config={config.relative_to(ROOT)}",
-            f"training.init_from={run_dir.relative_to(ROOT)}/best.pt",
+            f"training.init_from={start.relative_to(ROOT)}",
         ]
         command += [f"training.overrides=[{', '.join(training)}]"]
         run([*command, "--resume"] if (ROOT / out / "learn_state.json").is_file() else command)

@@ -5,6 +5,7 @@ modules can keep their own module-level fixtures without clashes.
 """
 
 import importlib
+import importlib.util
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +42,14 @@ def require_module(name: str) -> ModuleType:
         if running_in_ci():
             pytest.fail(f"CI=true and {name} cannot be imported ({error}): install mlff[test]", pytrace=False)
         pytest.skip(f"{name} is not installed ({error})")
+
+
+def load_script(path: Path, name: str) -> ModuleType:
+    """A script of the repository (examples/, scripts/: not packages) imported as module `name`."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 # Not representable in float32: a float32 reference energy would show up as ~1e-4 eV errors.

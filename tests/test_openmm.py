@@ -9,7 +9,7 @@ import openmm
 import openmm.app
 import pytest
 from ase import Atoms
-from conftest import require_module
+from conftest import load_script, require_module
 from openmm import unit
 
 from mlff import MLFFCalculator
@@ -404,15 +404,10 @@ def test_python_force_equals_torch_force(potential_file, methanol_atoms):
 
 
 def test_openmm_md_example(potential_file, methanol_atoms, tmp_path, capsys):
-    import importlib.util
-
     import ase.io
 
     ase.io.write(tmp_path / "methanol.xyz", methanol_atoms)
-    path = Path(__file__).parents[1] / "examples" / "openmm_md.py"
-    spec = importlib.util.spec_from_file_location("openmm_md_example", path)
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+    example = load_script(Path(__file__).parents[1] / "examples" / "openmm_md.py", "openmm_md_example")
     arguments = ["--potential", str(potential_file), "--structure", str(tmp_path / "methanol.xyz")]
     assert example.main(arguments + ["--picoseconds", "0.1", "--out", str(tmp_path / "md")]) == 0
     assert "trajectory: 2 frames of 6 atoms" in capsys.readouterr().out

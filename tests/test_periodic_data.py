@@ -2,7 +2,6 @@
 with minimum image, the liquid stability criterion, the torch engine in a box, the water pipeline
 and the ML/MM example."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from ase import Atoms
 from ase.build import molecule
 from ase.calculators.lj import LennardJones
 from ase.calculators.singlepoint import SinglePointCalculator
-from conftest import require_module, tiny_config
+from conftest import load_script, require_module, tiny_config
 from synthetic import TINY_TRAINING_OVERRIDES
 
 from mlff import MLFFCalculator
@@ -36,14 +35,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_example(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-BUILD_BOX = load_example(ROOT / "examples" / "water" / "build_box.py", "water_build_box")
+BUILD_BOX = load_script(ROOT / "examples" / "water" / "build_box.py", "water_build_box")
 
 
 def water_box(molecules: int = 4, box_a: float = 6.0, seed: int = 0) -> Atoms:
@@ -217,7 +209,7 @@ def test_the_mlmm_example_runs_a_few_steps(periodic_file, tmp_path, capsys):
     require_module("openmmtorch")
     require_module("openmmml")
     require_module("mdtraj")
-    example = load_example(ROOT / "examples" / "openmm_mlmm_water.py", "openmm_mlmm_water")
+    example = load_script(ROOT / "examples" / "openmm_mlmm_water.py", "openmm_mlmm_water")
     ase.io.write(tmp_path / "methanol.xyz", molecule("CH3OH"))
     arguments = ["--potential", str(periodic_file), "--structure", str(tmp_path / "methanol.xyz")]
     arguments += [

@@ -164,6 +164,25 @@ def report(study: dict, section: str, runs: Path, dirs: dict[str, str]) -> list[
     return rows
 
 
+def with_earlier(rows: list[dict], earlier_path: Path, study: dict, section: str) -> list[dict]:
+    """The report's rows, with the finished arms of an earlier report whose run folders are gone.
+
+    A study outlives the machine its runs were on: the committed report keeps an arm that
+    finished there, so rerunning `--report` after the next arms does not drop it. An arm in
+    the runs folder replaces its earlier row; rows follow the study's order.
+    """
+    if not earlier_path.is_file():
+        return rows
+    fresh = {(row["molecule"], row["arm"]) for row in rows}
+    kept = [
+        row
+        for row in json.loads(earlier_path.read_text())
+        if row.get("finished") and (row["molecule"], row["arm"]) not in fresh
+    ]
+    order = {(molecule, name): index for index, (molecule, _, name, _) in enumerate(arms(study, section, {}))}
+    return sorted(rows + kept, key=lambda row: order.get((row["molecule"], row["arm"]), len(order)))
+
+
 # CPU-hours at which arms are compared while some are still running (a capped arm anneals to
 # its cap, so only finished arms compare at the cap itself).
 COMPARE_AT_HOURS = (0.1, 0.25, 0.5, 1.0)
@@ -260,8 +279,10 @@ def main() -> int:
     study = yaml.safe_load(args.study.read_text())
     dirs = {"md17": args.md17_dir, "xtb": args.xtb_dir}
     if args.report:
-        rows = report(study, args.section, args.runs, dirs)
         out = args.out or args.runs
+        rows = with_earlier(
+            report(study, args.section, args.runs, dirs), out / f"{args.section}.json", study, args.section
+        )
         write_json(out / f"{args.section}.json", rows)
         plot(rows, out / f"{args.section}.png")
         columns = ["molecule", "arm", "epochs", "frames_per_cpu_s", "cpu_hours", "val_at_0.25h", "best_val_force_mae"]
