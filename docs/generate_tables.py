@@ -204,6 +204,7 @@ TABLES: dict[str, Table] = {
             Column("train + val frames", train_val_frames),
             Column("epochs", field("training.epochs_run")),
             Column("minutes (cap)", field("training.config.max_minutes"), ".0f"),
+            Column("CPU-hours", field("training.cpu_hours"), ".2f"),
             Column("test F MAE (meV/A)", field("test_metrics.force_mae_mev_per_a"), ".1f"),
             Column("test F RMSE", field("test_metrics.force_rmse_mev_per_a"), ".1f"),
             Column("test E MAE (meV)", field("test_metrics.energy_mae_mev"), ".1f"),

@@ -54,6 +54,7 @@ def checkpoint(tmp_path, dataset):
         "epoch": 3,
         "command": "mlff train tiny.yaml train.epochs=3",
         "best_val_force_mae": 41.0,
+        "cpu_seconds": 5400.0,
         "history": [],
         "data_summary": {"source": str(dataset), "frames": 60},
         "test_metrics": TEST_METRICS,
@@ -87,6 +88,7 @@ def test_export_writes_the_ema_weights_with_training_metadata(tmp_path, checkpoi
     assert metadata["training_data"]["frames"] == 60 and metadata["reference"] == {"numbers": [6, 8, 1, 1, 1]}
     card = yaml.safe_load(output.with_suffix(".yaml").read_text())
     assert card["training"]["command"] == "mlff train tiny.yaml train.epochs=3"
+    assert metadata["training"]["cpu_seconds"] == 5400.0 and card["training"]["cpu_hours"] == 1.5
     assert card["test_metrics"] == TEST_METRICS and card["data"]["file"] == str(dataset)
     assert card["sha256"] == hashlib.sha256(output.read_bytes()).hexdigest()
 

@@ -51,6 +51,7 @@ def model_card(potential_path: str | os.PathLike) -> dict[str, Any]:
             "epochs_run": training.get("epoch"),
             "weights": training.get("weights"),
             "best_val_force_mae_mev_per_a": training.get("best_val_force_mae"),
+            "cpu_hours": training["cpu_seconds"] / 3600.0 if training.get("cpu_seconds") is not None else None,
             "config": training_config.get("train"),
         },
         "test_metrics": metadata.get("test_metrics"),

@@ -132,6 +132,8 @@ def export_checkpoint(
             "epoch": checkpoint.get("epoch"),
             "weights": "ema" if weights == "ema" and checkpoint.get("ema_state") else "raw",
             "best_val_force_mae": checkpoint.get("best_val_force_mae"),
+            # Process CPU time of the run up to the exported epoch, summed over its resumes (s).
+            "cpu_seconds": checkpoint.get("cpu_seconds"),
             "command": checkpoint.get("command"),
             "config": {key: value for key, value in config.items() if key != "model"},
         },
