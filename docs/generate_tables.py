@@ -203,7 +203,8 @@ TABLES: dict[str, Table] = {
             Column("parameters", thousands("architecture.parameters")),
             Column("train + val frames", train_val_frames),
             Column("epochs", field("training.epochs_run")),
-            Column("minutes (cap)", field("training.config.max_minutes"), ".0f"),
+            # 0 is no wall-clock cap (the run had a CPU-time cap instead): shown as "-".
+            Column("minutes (cap)", lambda record: field("training.config.max_minutes")(record) or None, ".0f"),
             Column("CPU-hours", field("training.cpu_hours"), ".2f"),
             Column("test F MAE (meV/A)", field("test_metrics.force_mae_mev_per_a"), ".1f"),
             Column("test F RMSE", field("test_metrics.force_rmse_mev_per_a"), ".1f"),
