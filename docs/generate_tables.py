@@ -415,6 +415,7 @@ TABLES["learn-xtb-ethanol"] = learn_table("xtb_ethanol")
 TABLES["learn-xtb-ethanol-ceiling"] = learn_table("xtb_ethanol_ceiling")
 TABLES["learn-pbe-ethanol"] = learn_table("pbe_ethanol")
 TABLES["learn-pbe-ethanol-v1"] = learn_table("pbe_ethanol_v1")
+TABLES["learn-pbe-toluene"] = learn_table("pbe_toluene")
 
 _REGION = re.compile(
     r"(?P<open><!-- table:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(?P<close><!-- /table:(?P=name) -->)", re.DOTALL
