@@ -60,9 +60,9 @@ class DataConfig:
             training frames, never validation or test, e.g. the frames `mlff learn` labels; their energies
             follow energy_consistent and energy_method like data.path's. Empty: none.
         extra_energies: train on the energies of extra_train_paths; false keeps only their forces, for
-            labels from another program at nominally the same level (pyscf's PBE/def2-SVP energies of
-            rMD17 ethanol frames sit 6-7 meV above the file's ORCA ones, while the forces agree to
-            0.7-0.8 meV/A: `mlff learn` at rMD17's level adds forces only).
+            labels whose energy zero differs from data.path's at nominally the same level (pyscf's
+            PBE/def2-SVP with the exact Coulomb sits 6-7 meV above rMD17's RI-J energies while the
+            forces agree to 0.7-0.8 meV/A: docs/learn.md, config).
     """
 
     path: str | list[str] = ""
