@@ -415,7 +415,22 @@ TABLES["learn-xtb-ethanol"] = learn_table("xtb_ethanol")
 TABLES["learn-xtb-ethanol-ceiling"] = learn_table("xtb_ethanol_ceiling")
 TABLES["learn-pbe-ethanol"] = learn_table("pbe_ethanol")
 TABLES["learn-pbe-ethanol-v1"] = learn_table("pbe_ethanol_v1")
-TABLES["learn-pbe-toluene"] = learn_table("pbe_toluene")
+TABLES["learn-pbe-toluene-v1"] = learn_table("pbe_toluene_v1")
+
+# docs/learn.md: does one fine-tune learn the labelled collapse frames? (examples/learn/absorb_labels.py)
+TABLES["learn-absorb-toluene"] = json_table(
+    "examples/learn/results/absorb_toluene.json",
+    [
+        Column("labels trained", field("arm")),
+        Column("epoch kept", field("kept")),
+        Column("F MAE, trained labels (meV/A)", field("trained_force_mae_mev_per_a"), ".0f"),
+        Column("E MAE, trained labels (meV)", field("trained_energy_mae_mev"), ".0f"),
+        Column("F MAE, next labels (meV/A)", field("held_out_force_mae_mev_per_a"), ".0f"),
+        Column("E MAE, next labels (meV)", field("held_out_energy_mae_mev"), ".0f"),
+        Column("test F MAE (meV/A)", field("test_force_mae_mev_per_a"), ".1f"),
+        Column("test E MAE (meV)", field("test_energy_mae_mev"), ".1f"),
+    ],
+)
 
 _REGION = re.compile(
     r"(?P<open><!-- table:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(?P<close><!-- /table:(?P=name) -->)", re.DOTALL

@@ -34,6 +34,7 @@ examples/learn/pbe_ethanol.yaml, then itself).
 """
 
 import argparse
+import contextlib
 import json
 import shutil
 import subprocess
@@ -41,6 +42,8 @@ import sys
 from pathlib import Path
 
 import yaml
+
+from mlff.learn.config import learn_config_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "potentials" / "configs"
@@ -125,41 +128,72 @@ def learn_start(molecule: str, config: Path) -> Path | None:
     return None
 
 
+def learn_overrides(learn_config: Path, md17_dir: str, molecule: str) -> list[str]:
+    """A learn config's training.overrides with data.path set to the molecule's rMD17 file (a list
+    given on the command line replaces the config's, so every entry is passed on)."""
+    overrides = yaml.safe_load(learn_config.read_text())["training"]["overrides"]
+    data_path = f"data.path={dataset(md17_dir, molecule)}"
+    return [data_path if entry.startswith("data.path=") else entry for entry in overrides]
+
+
 def learn(args: argparse.Namespace) -> None:
     for molecule in args.only or MOLECULES:
         config = CONFIGS / f"{molecule}.yaml"
         if (CONFIGS / f"{molecule}_base.yaml").is_file():
             print(f"{molecule}: its shipped config is already the stage after the loop; skipped")
             continue
-        start = learn_start(molecule, config)
-        if start is None:
-            print(f"{molecule}: training not finished and the shipped file is not its result; skipped")
-            continue
         out = learn_dir(molecule).relative_to(ROOT)
-        training = [f"data.path={dataset(args.md17_dir, molecule)}", "train.max_cpu_minutes=0", "train.epochs=6"]
-        training += ["train.lr=1.0e-3", "data.extra_energies=false"]
-        command = ["mlff", "--threads", "1", "learn", "examples/learn/pbe_ethanol.yaml", f"output_dir={out}"]
-        command += [
-            f"training.config={config.relative_to(ROOT)}",
-            f"training.init_from={start.relative_to(ROOT)}",
-        ]
-        command += [f"training.overrides=[{', '.join(training)}]"]
+        own = ROOT / "examples" / "learn" / f"pbe_{molecule}.yaml"
+        if own.is_file():
+            # The molecule's own learn config (start, seed labels and output folder its own).
+            command = ["mlff", "--threads", "1", "learn", str(own.relative_to(ROOT))]
+            training = learn_overrides(own, args.md17_dir, molecule)
+        else:
+            start = learn_start(molecule, config)
+            if start is None:
+                print(f"{molecule}: training not finished and the shipped file is not its result; skipped")
+                continue
+            # Ethanol's loop with this molecule's config and start; the labels' energies are trained and
+            # each fine-tune keeps its last epoch (docs/learn.md, toluene).
+            training = [f"data.path={dataset(args.md17_dir, molecule)}", "train.max_cpu_minutes=0", "train.epochs=6"]
+            training += ["train.lr=1.0e-3", "train.keep=last"]
+            command = ["mlff", "--threads", "1", "learn", "examples/learn/pbe_ethanol.yaml", f"output_dir={out}"]
+            command += [
+                f"training.config={config.relative_to(ROOT)}",
+                f"training.init_from={start.relative_to(ROOT)}",
+            ]
+        # Entries holding a list are quoted, so that the flow list around them parses.
+        quoted = [f'"{entry}"' if "[" in entry else entry for entry in training]
+        command += [f"training.overrides=[{', '.join(quoted)}]"]
         run([*command, "--resume"] if (ROOT / out / "learn_state.json").is_file() else command)
 
 
-def final_config(molecule: str, base: dict, last_iteration: int, labels: list[Path]) -> str:
-    """Stage 3 of a shipped potential: the loop's member 0 fine-tuned on rMD17 plus the labelled frames."""
+def final_config(
+    molecule: str, base: dict, last_iteration: int, labels: list[Path], seeds: list[str], energies: bool
+) -> str:
+    """Stage 3 of a shipped potential: the loop's member 0 fine-tuned on rMD17 plus the labelled frames.
+
+    `seeds`: labelled files the loop trained on from its start (its own data.extra_train_paths);
+    `energies`: whether it trained their energies (data.extra_energies).
+    """
     member = learn_dir(molecule).relative_to(ROOT) / f"iter_{last_iteration:03d}" / "train" / "member_0" / "best.pt"
-    data = {**base["data"], "extra_train_paths": [str(path.relative_to(ROOT)) for path in labels]}
-    data["extra_energies"] = False
+    data = {**base["data"], "extra_train_paths": [*seeds, *(str(path.relative_to(ROOT)) for path in labels)]}
+    data["extra_energies"] = energies
     train = {"epochs": 60, "batch_size": base["train"]["batch_size"], "lr": 5.0e-4, "warmup_epochs": 1}
     train["loss_weights"] = base["train"]["loss_weights"]
+    if energies:
+        # As the loop's fine-tunes: the validation frames hold no labelled frame (docs/learn.md, toluene).
+        train["keep"] = "last"
     config = {"init_from": str(member), "data": data, "model": base["model"], "train": train}
     config["output_dir"] = f"runs/potentials/{molecule}_learned"
     if labels:
         stage_2 = f"""frames of its own MD from {len(labels)} iterations labelled with PBE/def2-SVP (pyscf,
 #    rMD17's level), kept in examples/learn/results/pbe_{molecule}_labels/; iteration {last_iteration} held 5 of 5."""
-        stage_3 = "the rMD17 frames plus the labelled frames (their forces only: pyscf's energy zero is not ORCA's)."
+        stage_3 = "the rMD17 frames plus the labelled frames " + (
+            "(energies and forces), keeping the last epoch."
+            if energies
+            else "(their forces only: the exact-Coulomb labels' energy zero is not rMD17's)."
+        )
     else:
         stage_2 = f"""its MD held 5 of 5 replicas at iteration {last_iteration}, after each member's
 #    fine-tune on rMD17 alone, so no frame was labelled."""
@@ -213,9 +247,14 @@ def final(args: argparse.Namespace) -> None:
                 source = learn_dir(molecule) / f"iter_{iteration['index']:03d}" / "labelled.extxyz"
                 labels.append(labels_dir / f"iter_{iteration['index']:03d}.extxyz")
                 shutil.copyfile(source, labels[-1])
+        state = json.loads((learn_dir(molecule) / "learn_state.json").read_text())
+        with contextlib.chdir(ROOT):  # the loop's training.config path is relative to the checkout
+            loop_data = learn_config_from_dict(state["config"]).training_config().data
         text = config.read_text()
         base.write_text(base_config(molecule, text))
-        config.write_text(final_config(molecule, yaml.safe_load(text), iterations[-1]["index"], labels))
+        last = iterations[-1]["index"]
+        seeds, energies = list(loop_data.extra_train_paths), loop_data.extra_energies
+        config.write_text(final_config(molecule, yaml.safe_load(text), last, labels, seeds, energies))
         written = [base, config] + ([labels_dir] if labels else [])
         print(f"wrote {', '.join(str(path.relative_to(ROOT)) for path in written)}")
 

@@ -132,6 +132,9 @@ def test_learn_runs_two_iterations_and_resumes_where_it_stopped(water_data, tmp_
     assert member["config"]["init_from"] == str(output / "iter_000" / "train" / "member_1" / "best.pt")
     extra = str(output / "iter_000" / "labelled.extxyz")
     assert member["config"]["data"]["extra_train_paths"] == [extra]
+    # ... and kept its last epoch (training.finetune_keep), where iteration 0 kept its best one.
+    assert member["config"]["train"]["keep"] == "last"
+    assert load_checkpoint(best0)["config"]["train"]["keep"] == "best"
     assert extra in member["data_summary"]["extra_train_paths"]
     # A finished run resumes to nothing new; a changed config is refused.
     assert learn(load_learn_config(config2), resume=True)["iterations_run"] == 2
@@ -166,10 +169,16 @@ def test_extra_train_paths_join_training_only_with_or_without_their_energies(tmp
     assert not forces_only.frames.has_energy[30:].any()
     np.testing.assert_array_equal(forces_only.frames.has_energy[:30], data.frames.has_energy[:30])
     np.testing.assert_array_equal(forces_only.frames.forces, data.frames.forces)
+    thrice = load_training_data(load_config(None, [*overrides, "data.extra_repeat=3"]).data)
+    np.testing.assert_array_equal(thrice.split.train, np.concatenate([plain.split.train, [30, 31, 32] * 3]))
+    np.testing.assert_array_equal(thrice.split.val, plain.split.val)
+    with pytest.raises(ConfigError, match="extra_repeat"):
+        load_config(None, [*overrides, "data.extra_repeat=0"])
 
 
 @pytest.mark.parametrize(
-    ("name", "data_file"), [("xtb_ethanol", "xtb_ethanol.npz"), ("pbe_ethanol", "rmd17_ethanol.npz")]
+    ("name", "data_file"),
+    [("xtb_ethanol", "xtb_ethanol.npz"), ("pbe_ethanol", "rmd17_ethanol.npz"), ("pbe_toluene", "rmd17_toluene.npz")],
 )
 def test_the_reported_learn_configs_load_with_their_training_configs(name, data_file, monkeypatch):
     # Their training.config paths are relative to the repository root, where the commands run.
@@ -177,6 +186,7 @@ def test_the_reported_learn_configs_load_with_their_training_configs(name, data_
     monkeypatch.chdir(root)
     training = load_learn_config(root / "examples" / "learn" / f"{name}.yaml").training_config()
     assert training.model.backbone == "egnn" and Path(training.data.path).name == data_file
+    assert all(Path(path).is_file() for path in training.data.extra_train_paths)  # seed labels are in git
 
 
 def test_learn_config_is_validated(tmp_path):
@@ -191,6 +201,8 @@ def test_learn_config_is_validated(tmp_path):
         load_learn_config(None, ["selection.spread_ceiling_factor=1"])
     with pytest.raises(ConfigError, match="label.method"):
         load_learn_config(None, ["label.method=b3lyp"])
+    with pytest.raises(ConfigError, match="training.finetune_keep"):
+        load_learn_config(None, ["training.finetune_keep=first"])
     with pytest.raises(ConfigError, match="export.core_repulsion"):
         load_learn_config(None, ["export.core_repulsion=-1"])
     with pytest.raises(ConfigError, match="repulsion must be one of"):

@@ -70,3 +70,34 @@ def test_the_learn_loop_starts_from_the_shipped_file_only_when_its_card_records_
     text["train"]["lr"] = 1.0e-2
     config.write_text(yaml.safe_dump(text))
     assert RETRAIN.learn_start("toluene", config) is None
+
+
+def test_learn_passes_a_molecules_own_learn_config_with_its_data_path(retrain_root, monkeypatch):
+    from mlff.learn import load_learn_config
+
+    own = retrain_root / "examples" / "learn" / "pbe_toluene.yaml"
+    own.parent.mkdir(parents=True)
+    overrides = ["data.path=~/x.npz", "train.keep=last", "data.extra_train_paths=[a.extxyz, b.extxyz]"]
+    own.write_text(yaml.safe_dump({"output_dir": "runs/learn/pbe_toluene", "training": {"overrides": overrides}}))
+    commands = []
+    monkeypatch.setattr(RETRAIN, "run", commands.append)
+    RETRAIN.learn(RETRAIN.argparse.Namespace(only=["toluene"], md17_dir="/data"))
+    (command,) = commands
+    assert command[:5] == ["mlff", "--threads", "1", "learn", "examples/learn/pbe_toluene.yaml"]
+    # The command line's list replaces the config's: it must parse back to every entry, data.path set.
+    passed = load_learn_config(own, [command[5]]).training.overrides
+    assert passed == ["data.path=/data/rmd17_toluene.npz", *overrides[1:]]
+
+
+@pytest.mark.parametrize("energies", [True, False])
+def test_the_last_stage_trains_the_loops_seed_labels_and_its_energy_choice(retrain_root, energies):
+    base = yaml.safe_load((retrain_root / "potentials" / "configs" / "toluene.yaml").read_text())
+    base["train"]["loss_weights"] = {"energy": 1.0, "forces": 100.0}
+    labels = [retrain_root / "examples" / "learn" / "results" / "pbe_toluene_labels" / "iter_000.extxyz"]
+    text = RETRAIN.final_config("toluene", base, 2, labels, ["seed.extxyz"], energies)
+    config = yaml.safe_load(text)
+    labels_path = "examples/learn/results/pbe_toluene_labels/iter_000.extxyz"
+    assert config["data"]["extra_train_paths"] == ["seed.extxyz", labels_path]
+    assert config["data"]["extra_energies"] is energies
+    assert config["train"].get("keep", "best") == ("last" if energies else "best")
+    assert config["init_from"] == "runs/learn/pbe_toluene/iter_002/train/member_0/best.pt"

@@ -1,5 +1,6 @@
 """Configs, losses, reference energies, the trainer, checkpoints and resume."""
 
+import json
 import os
 import signal
 import subprocess
@@ -242,6 +243,29 @@ def test_rollbacks_compound_and_return_to_the_best_epoch(tmp_path, dataset, monk
     ]
     for h, scale in zip(history[3:], [0.5, 0.5, 0.25, 0.25, 0.25]):
         assert h["lr"] == pytest.approx(scale * straight_lr[h["epoch"]], rel=1e-6)
+
+
+@pytest.mark.parametrize("keep", ["best", "last"])
+def test_keep_chooses_what_best_pt_holds(tmp_path, dataset, monkeypatch, keep):
+    original = trainer_module._run_epoch
+
+    def worsening(state, data, split, epoch):
+        # Every epoch after the first validates worse (under the divergence factor): the best is epoch 1.
+        record = original(state, data, split, epoch)
+        if epoch > 1:
+            record["val_force_mae_mev_per_a"] = 1.5 * state.best_val
+        return record
+
+    monkeypatch.setattr(trainer_module, "_run_epoch", worsening)
+    train(tiny_config(tmp_path, dataset, epochs=3, extra=[f"train.keep={keep}"]), progress=False)
+    run = tmp_path / "run"
+    best, last = load_checkpoint(run / "best.pt"), load_checkpoint(run / "last.pt")
+    summary = json.loads((run / "results.json").read_text())
+    assert summary["best_epoch"] == 1 and summary["kept_epoch"] == best["epoch"] == {"best": 1, "last": 3}[keep]
+    same = all(torch.equal(best["ema_state"][k], last["ema_state"][k]) for k in last["ema_state"])
+    assert same == (keep == "last")
+    with pytest.raises(ConfigError, match="train.keep"):
+        tiny_config(tmp_path, dataset, extra=["train.keep=first"])
 
 
 def test_divergence_past_max_rollbacks_stops_the_run_on_its_best_weights(tmp_path, dataset, monkeypatch):

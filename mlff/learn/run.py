@@ -4,7 +4,8 @@ Iteration i (folder OUTPUT_DIR/iter_{i:03d}/):
 - `train`: a committee of K members under train/member_k/ (as `mlff train` with train.committee K
   writes it, committee.json included). Iteration 0 trains from scratch (or from training.init_from);
   iteration i > 0 fine-tunes member k from iteration i - 1's member_k/best.pt (init_from), for
-  training.finetune_epochs, on the training data plus every earlier iteration's labelled frames
+  training.finetune_epochs (keeping training.finetune_keep's epoch: the last, by default), on the
+  training data plus every earlier iteration's labelled frames
   (`data.extra_train_paths`: training frames only, so validation and test stay the original file's).
 - `export`: committee.pt (`mlff.export.committee.export_committee`; its spread threshold fitted on
   the training frames of data.path; the config's `export` section adds the core repulsion prior a
@@ -140,10 +141,11 @@ def _train(config: LearnConfig, base: Any, state: dict[str, Any], record: dict[s
     epochs = (
         base.train.epochs if index == 0 or config.training.finetune_epochs is None else config.training.finetune_epochs
     )
+    keep = base.train.keep if index == 0 else config.training.finetune_keep
     train_config = dataclasses.replace(
         base,
         data=data,
-        train=dataclasses.replace(base.train, committee=config.training.committee, epochs=epochs),
+        train=dataclasses.replace(base.train, committee=config.training.committee, epochs=epochs, keep=keep),
         output_dir=str(folder),
     )
     members = []

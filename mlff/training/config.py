@@ -63,6 +63,9 @@ class DataConfig:
             labels whose energy zero differs from data.path's at nominally the same level (pyscf's
             PBE/def2-SVP with the exact Coulomb sits 6-7 meV above rMD17's RI-J energies while the
             forces agree to 0.7-0.8 meV/A: docs/learn.md, config).
+        extra_repeat: each frame of extra_train_paths joins the training frames this many times per
+            epoch: a few dozen labelled frames far from the main file's (the collapse points `mlff
+            learn` labels, eV off the model) among thousands are otherwise met too rarely to be learnt.
     """
 
     path: str | list[str] = ""
@@ -81,6 +84,7 @@ class DataConfig:
     equilibrium_repeat: int = 1
     extra_train_paths: list[str] = field(default_factory=list)
     extra_energies: bool = True
+    extra_repeat: int = 1
 
     @property
     def paths(self) -> list[str]:
@@ -111,8 +115,9 @@ class DataConfig:
             raise ConfigError(f"data.train_pool must be 'split' or 'all', got {self.train_pool!r}")
         if self.n_val < 1:
             raise ConfigError(f"data.n_val must be >= 1, got {self.n_val}")
-        if self.equilibrium_repeat < 1:
-            raise ConfigError(f"data.equilibrium_repeat must be >= 1, got {self.equilibrium_repeat}")
+        for name in ("equilibrium_repeat", "extra_repeat"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("n_train", "n_test"):
             value = getattr(self, name)
             if value is not None and value < 0:
@@ -197,6 +202,12 @@ class TrainConfig:
             disables. (lr 0.01 ran 26 epochs on ethanol, then blew up within one epoch and never
             recovered.)
         max_rollbacks: the run stops ("diverged") after this many undone epochs.
+        keep: what best.pt (the run's result: the test metrics, `mlff export`, `init_from`) holds:
+            "best", the epoch of lowest validation force MAE; or "last", every epoch in turn, so the
+            schedule's end. "last" suits a fine-tune on frames the validation set does not hold
+            (`mlff learn`'s labelled collapse points): there the best validation epoch is the one
+            that has learnt them least (toluene's loop kept epoch 1 of 12, still 650 meV/A off its
+            labels against 188 at epoch 12). Rollbacks return to best.pt either way.
         committee: K members trained one after another in one run (`mlff.training.committee`), member k
             with seed `seed + k` under output_dir/member_k; 1 (default): one model, as ever.
         committee_bootstrap: each member trains on a bootstrap resample (drawn with replacement,
@@ -219,6 +230,7 @@ class TrainConfig:
     grad_clip: float = 10.0
     divergence_factor: float = 3.0
     max_rollbacks: int = 5
+    keep: str = "best"
     loss_weights: dict[str, float] = field(default_factory=lambda: {"energy": 1.0, "forces": 100.0, "smoothness": 0.01})
     early_stopping_patience: int = 0
     max_minutes: float = 0.0
@@ -233,6 +245,8 @@ class TrainConfig:
     empp: EMPPConfig = field(default_factory=EMPPConfig)
 
     def __post_init__(self) -> None:
+        if self.keep not in ("best", "last"):
+            raise ConfigError(f"train.keep must be best or last, got {self.keep!r}")
         if self.schedule not in ("cosine", "plateau", "constant"):
             raise ConfigError(f"train.schedule must be cosine, plateau or constant, got {self.schedule!r}")
         for name in ("epochs", "batch_size", "eval_batch_size", "committee"):

@@ -36,8 +36,9 @@ class TrainingData:
     Attributes:
         frames: the frames of data.path followed by those of data.extra_train_paths and
             data.equilibrium_path.
-        split: indices into `frames` (the extra_train_paths frames are in `train` only, and the
-            equilibrium_path frames too, each `data.equilibrium_repeat` times).
+        split: indices into `frames` (the extra_train_paths frames are in `train` only, each
+            `data.extra_repeat` times, and the equilibrium_path frames too, each
+            `data.equilibrium_repeat` times).
         base_frames: the frames of data.path alone (all its files, concatenated).
         base_split: the split of data.path alone (indices into `base_frames`).
         files: file label (its stem) -> that file's split, as indices into `frames`; one entry
@@ -111,7 +112,7 @@ def load_training_data(config: DataConfig, require_labels: bool = True) -> Train
         if not config.extra_energies:
             part.has_energy = np.zeros_like(part.has_energy)
         added.append(part)
-        train.append(offset + np.arange(part.num_frames))
+        train.append(np.tile(offset + np.arange(part.num_frames), config.extra_repeat))
         offset += part.num_frames
     if config.equilibrium_path is not None:
         minima = read_frames(config.equilibrium_path, config.energy_unit, equilibrium=True)

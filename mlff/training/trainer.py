@@ -3,10 +3,11 @@
 Every epoch ends with a validation pass on the EMA weights, one JSON line in
 `metrics.jsonl` (with wall and CPU time and optimizer steps so far), the
 learning curve `curve.png` and an atomically written `last.pt`; the best
-validation force MAE also writes `best.pt`. `train(config, resume=True)` continues from
-`last.pt`. Batch order and the denoising noise (a torch.Generator) are drawn
-from (seed, epoch), and checkpoints are written at epoch ends, so a resumed run
-follows the same sequence as an uninterrupted one with no RNG state saved.
+validation force MAE also writes `best.pt` (every epoch does with `train.keep:
+last`). `train(config, resume=True)` continues from `last.pt`. Batch order and
+the denoising noise (a torch.Generator) are drawn from (seed, epoch), and
+checkpoints are written at epoch ends, so a resumed run follows the same
+sequence as an uninterrupted one with no RNG state saved.
 
 The model starts fresh (reference energies fitted on the training frames), from
 a pretrained checkpoint (`init_from`: `mlff.training.finetune`), or, with
@@ -204,7 +205,7 @@ def _train(config: Config, resume: bool, progress: bool, command: str | None, ct
                 checkpoint = state.checkpoint(data_summary)
                 # best.pt first: a process killed between the two saves must not leave a last.pt
                 # whose run has no best.pt to finish from (the resumed run replays the epoch).
-                if improved:
+                if improved or config.train.keep == "last":
                     atomic_torch_save(checkpoint, best_path)
                 atomic_torch_save(checkpoint, last_path)
             bar.update(1)
@@ -295,7 +296,7 @@ def initial_model(config: Config, frames: Frames, split: Split, last: dict[str, 
     """
     if last is not None:
         return build_model(config.model, last["species"], last["element_energies_ev"], last["energy_scale_ev"])
-    # Statistics over distinct frames: data.equilibrium_repeat repeats minima for sampling only.
+    # Statistics over distinct frames: data.equilibrium_repeat and data.extra_repeat repeat frames for sampling only.
     train_frames = np.unique(split.train)
     if config.init_from is not None:
         if isinstance(frames, PackedFrames):
@@ -611,7 +612,9 @@ def _finish(
         checkpoint["test_metrics_per_file"] = test_files
         checkpoint["reference"] = reference
         atomic_torch_save(checkpoint, path)
-    summary = {"best_epoch": best["best_epoch"], "stopped_because": stopped_because, "test": test}
+    # kept_epoch: the epoch best.pt holds (best_epoch's, or the last one with train.keep: last).
+    summary = {"best_epoch": best["best_epoch"], "kept_epoch": best["epoch"], "stopped_because": stopped_because}
+    summary["test"] = test
     if test_files:
         summary["test_per_file"] = test_files
     write_json(output_dir / "results.json", summary)
