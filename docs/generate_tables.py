@@ -416,6 +416,7 @@ TABLES["learn-xtb-ethanol-ceiling"] = learn_table("xtb_ethanol_ceiling")
 TABLES["learn-pbe-ethanol"] = learn_table("pbe_ethanol")
 TABLES["learn-pbe-ethanol-v1"] = learn_table("pbe_ethanol_v1")
 TABLES["learn-pbe-toluene-v1"] = learn_table("pbe_toluene_v1")
+TABLES["learn-pbe-toluene"] = learn_table("pbe_toluene")
 
 # docs/learn.md: does one fine-tune learn the labelled collapse frames? (examples/learn/absorb_labels.py)
 TABLES["learn-absorb-toluene"] = json_table(
