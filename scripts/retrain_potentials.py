@@ -186,8 +186,12 @@ def final_config(
         train["keep"] = "last"
     config = {"init_from": str(member), "data": data, "model": base["model"], "train": train}
     config["output_dir"] = f"runs/potentials/{molecule}_learned"
+    own = ROOT / "examples" / "learn" / f"pbe_{molecule}.yaml"
+    loop = f"examples/learn/pbe_{molecule}.yaml"
+    if not own.is_file():
+        loop = "examples/learn/pbe_ethanol.yaml with that config"
     if labels:
-        stage_2 = f"""frames of its own MD from {len(labels)} iterations labelled with PBE/def2-SVP (pyscf,
+        stage_2 = f"""frames of its own MD from {len(labels)} iteration(s) labelled with PBE/def2-SVP (pyscf,
 #    rMD17's level), kept in examples/learn/results/pbe_{molecule}_labels/; iteration {last_iteration} held 5 of 5."""
         stage_3 = "the rMD17 frames plus the labelled frames " + (
             "(energies and forces), keeping the last epoch."
@@ -200,7 +204,7 @@ def final_config(
         stage_3 = "the rMD17 frames (the loop labelled none)."
     header = f"""# The shipped potential potentials/{molecule}.pt, in three stages (issue: potentials that hold):
 # 1. potentials/configs/{molecule}_base.yaml (its header: architecture, recipe, CPU cap).
-# 2. mlff learn examples/learn/pbe_ethanol.yaml with that config and its best.pt (docs/learn.md): a
+# 2. mlff learn {loop} and its best.pt (docs/learn.md): a
 #    committee of two; {stage_2}
 #      python scripts/retrain_potentials.py learn --md17-dir DIR --only {molecule}
 # 3. This config: member 0 of the loop's last committee fine-tuned for 60 epochs (lr 5e-4, cosine) on

@@ -129,6 +129,25 @@ def test_replaying_a_saved_run_finds_the_collapses_the_run_found(spring_potentia
         analyse_collapses(spring_potential_file, HOT, tmp_path / "x", replay=tmp_path / "md", **options)
 
 
+def test_an_analysis_of_another_potential_clears_the_folder_first(spring_potential_file, tmp_path):
+    ase.io.write(tmp_path / "hot.xyz", H2)
+    options = {"frames_before": 2, "dft": None, "structure": [str(tmp_path / "hot.xyz")] * 2, "report": None}
+    folder = tmp_path / "out" / "spring"
+    analyse_collapses(spring_potential_file, HOT, tmp_path / "out", **options)
+    # A file only an earlier analysis wrote (a replica that collapsed then) stays while the potential is the same ...
+    (folder / "replica7_collapse.extxyz").write_text("")
+    (folder / "replica7_dft.extxyz").write_text("")
+    analyse_collapses(spring_potential_file, HOT, tmp_path / "out", **options)
+    assert (folder / "replica7_collapse.extxyz").is_file() and (folder / "replica7_dft.extxyz").is_file()
+    # ... and goes, with the rest of the earlier analysis, once the folder's record names another file.
+    record = json.loads((folder / "collapse.json").read_text())
+    (folder / "collapse.json").write_text(json.dumps({**record, "potential_sha256": "0" * 64}))
+    result = analyse_collapses(spring_potential_file, HOT, tmp_path / "out", **options)
+    assert not (folder / "replica7_collapse.extxyz").exists() and not (folder / "replica7_dft.extxyz").exists()
+    written = {path.name for path in folder.glob("replica*.extxyz")}
+    assert written == {c["frames_file"] for c in result["collapses"]}
+
+
 @pytest.mark.parametrize(
     ("offset_ev", "collapse_offset_ev", "expected"),
     [(2.0, 2.0, "hole"), (0.0, 0.0, "chemistry"), (0.3, 0.3, "unclear"), (0.0, 5.0, "hole")],

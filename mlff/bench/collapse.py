@@ -194,6 +194,7 @@ def analyse_collapses(
     name = path.stem
     molecule_dir = Path(output_dir) / name
     molecule_dir.mkdir(parents=True, exist_ok=True)
+    _clear_other_potential(molecule_dir, utils.sha256_of(path))
     metadata = read_metadata(path)
     if replay is not None:
         observed = replayed_md(path, settings, frames_before, replay, report)
@@ -247,6 +248,18 @@ def analyse_collapses(
     utils.write_json(molecule_dir / "collapse.json", utils.finite_or_none(result))
     plot_collapses(molecule_dir / "bond_deviation.png", observed, settings.max_bond_deviation_a, name)
     return result
+
+
+def _clear_other_potential(molecule_dir: Path, potential_sha256: str) -> None:
+    """Remove what an analysis of another potential file left in the molecule's folder: its record,
+    observed MD, per-replica frames and DFT labels. Otherwise a replica that collapsed then and holds
+    now keeps its files beside the new ones, and a DFT cache keeps the old frames' labels."""
+    records = [molecule_dir / "collapse.json", molecule_dir / "md.json"]
+    shas = {json.loads(path.read_text()).get("potential_sha256") for path in records if path.is_file()}
+    if not shas - {potential_sha256}:
+        return
+    for path in [*records, *molecule_dir.glob("replica*.extxyz")]:
+        path.unlink(missing_ok=True)
 
 
 def _observed_md(
