@@ -128,6 +128,12 @@ def learn_start(molecule: str, config: Path) -> Path | None:
     return None
 
 
+def own_learn_config(molecule: str) -> Path | None:
+    """The molecule's own learn config, examples/learn/pbe_<molecule>.yaml, if it has one (else ethanol's is used)."""
+    path = ROOT / "examples" / "learn" / f"pbe_{molecule}.yaml"
+    return path if path.is_file() else None
+
+
 def learn_overrides(learn_config: Path, md17_dir: str, molecule: str) -> list[str]:
     """A learn config's training.overrides with data.path set to the molecule's rMD17 file (a list
     given on the command line replaces the config's, so every entry is passed on)."""
@@ -143,8 +149,8 @@ def learn(args: argparse.Namespace) -> None:
             print(f"{molecule}: its shipped config is already the stage after the loop; skipped")
             continue
         out = learn_dir(molecule).relative_to(ROOT)
-        own = ROOT / "examples" / "learn" / f"pbe_{molecule}.yaml"
-        if own.is_file():
+        own = own_learn_config(molecule)
+        if own is not None:
             # The molecule's own learn config (start, seed labels and output folder its own).
             command = ["mlff", "--threads", "1", "learn", str(own.relative_to(ROOT))]
             training = learn_overrides(own, args.md17_dir, molecule)
@@ -186,10 +192,8 @@ def final_config(
         train["keep"] = "last"
     config = {"init_from": str(member), "data": data, "model": base["model"], "train": train}
     config["output_dir"] = f"runs/potentials/{molecule}_learned"
-    own = ROOT / "examples" / "learn" / f"pbe_{molecule}.yaml"
-    loop = f"examples/learn/pbe_{molecule}.yaml"
-    if not own.is_file():
-        loop = "examples/learn/pbe_ethanol.yaml with that config"
+    own = own_learn_config(molecule)
+    loop = str(own.relative_to(ROOT)) if own else "examples/learn/pbe_ethanol.yaml with that config"
     if labels:
         stage_2 = f"""frames of its own MD from {len(labels)} iteration(s) labelled with PBE/def2-SVP (pyscf,
 #    rMD17's level), kept in examples/learn/results/pbe_{molecule}_labels/; iteration {last_iteration} held 5 of 5."""

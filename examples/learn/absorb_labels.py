@@ -31,12 +31,12 @@ ARMS = {
 }
 
 
-def train_arm(name: str, overrides: list[str], args: argparse.Namespace) -> Path:
+def train_arm(name: str, overrides: list[str], data: Path, args: argparse.Namespace) -> Path:
     run = Path(args.runs) / name
     if (run / "results.json").is_file():
         return run
     command = ["mlff", "--threads", "1", "train", str(ROOT / "potentials" / "configs" / "toluene.yaml")]
-    command += [f"data.path={Path(args.md17_dir).expanduser() / 'rmd17_toluene.npz'}", "train.max_cpu_minutes=0"]
+    command += [f"data.path={data}", "train.max_cpu_minutes=0"]
     command += ["train.epochs=12", "train.lr=1.0e-3", f"init_from={args.start}", f"output_dir={run}"]
     command += [f"data.extra_train_paths=[{TRAINED}]", *overrides, "--no-progress"]
     subprocess.run([*command, "--resume"] if (run / "last.pt").is_file() else command, check=True)
@@ -53,7 +53,7 @@ def main() -> int:
     data = Path(args.md17_dir).expanduser() / "rmd17_toluene.npz"
     rows = []
     for name, overrides in ARMS.items():
-        run = train_arm(name, overrides, args)
+        run = train_arm(name, overrides, data, args)
         for kept in ("best", "last"):
             model = run / f"{kept}.pt"
             row = {"arm": name, "kept": kept}
