@@ -178,15 +178,24 @@ def test_extra_train_paths_join_training_only_with_or_without_their_energies(tmp
 
 @pytest.mark.parametrize(
     ("name", "data_file"),
-    [("xtb_ethanol", "xtb_ethanol.npz"), ("pbe_ethanol", "rmd17_ethanol.npz"), ("pbe_toluene", "rmd17_toluene.npz")],
+    [
+        ("xtb_ethanol", "xtb_ethanol.npz"),
+        ("pbe_ethanol", "rmd17_ethanol.npz"),
+        ("pbe_toluene", "rmd17_toluene.npz"),
+        ("pbe_naphthalene", "rmd17_naphthalene.npz"),
+    ],
 )
 def test_the_reported_learn_configs_load_with_their_training_configs(name, data_file, monkeypatch):
     # Their training.config paths are relative to the repository root, where the commands run.
     root = Path(__file__).resolve().parents[1]
     monkeypatch.chdir(root)
-    training = load_learn_config(root / "examples" / "learn" / f"{name}.yaml").training_config()
+    config = load_learn_config(root / "examples" / "learn" / f"{name}.yaml")
+    training = config.training_config()
     assert training.model.backbone == "egnn" and Path(training.data.path).name == data_file
     assert all(Path(path).is_file() for path in training.data.extra_train_paths)  # seed labels are in git
+    start = config.training.init_from or ""
+    # A start in potentials/ is a file in git (a run folder's checkpoint is not).
+    assert not start.startswith("potentials/") or Path(start).is_file()
 
 
 def test_learn_config_is_validated(tmp_path):
