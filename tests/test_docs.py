@@ -3,6 +3,7 @@
 Fast and torch-free: the table generator reads YAML and JSON only.
 """
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -48,6 +49,26 @@ def test_tables_are_generated_from_the_committed_json():
         cwd=ROOT,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_retraining_table_says_which_target_is_missed():
+    spec = importlib.util.spec_from_file_location("generate_tables", ROOT / "docs" / "generate_tables.py")
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+
+    def record(force: float, collapsed: int) -> dict:
+        card = {"test_metrics": {"force_mae_mev_per_a": force}, "stability": {"collapsed_seeds": collapsed, "seeds": 5}}
+        return {"molecule": "toluene", "now": card, "target": 10.0}
+
+    assert tables.target_met(record(9.9, 0)) == "yes"
+    assert tables.target_met(record(12.5, 0)) == "F +2.5"
+    assert tables.target_met(record(9.0, 2)) == "2 collapsed"
+    # A card without a stability run has not shown the stability target.
+    unbenchmarked = {"molecule": "x", "now": {"test_metrics": {"force_mae_mev_per_a": 1.0}}, "target": 2.0}
+    assert tables.target_met(unbenchmarked) == "? collapsed"
+    rows = tables.retraining_rows(ROOT)
+    assert {row["molecule"] for row in rows} == set(tables.MACE_FORCE_MAE)
+    assert next(row for row in rows if row["molecule"] == "aspirin")["target"] == 10.0
 
 
 def test_readme_fits_on_a_screen():
