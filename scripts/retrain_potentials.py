@@ -13,7 +13,11 @@ them: `mlff --threads 1 train potentials/configs/<m>.yaml data.path=DIR/rmd17_<m
 (a finished run, one with results.json, is skipped; a started one resumes from its last.pt);
 `ship` exports each finished run's best.pt over potentials/<m>.pt (core repulsion, reference
 statistics and check frames from the rMD17 file) and runs the 50 ps stability protocol into
-potentials/stability-cpu with --update-cards. Kill and rerun at any time.
+potentials/stability-cpu with --update-cards. The new file stays only if it is better than the
+committed one (`replaces`: no more collapsed seeds, and fewer of them or a lower test force MAE);
+otherwise it is staged in potentials/stages/<m>/ (file, card, config, stability row and plots; its
+MD trajectories in runs/stages/<m>/, for `mlff bench collapse --recorded ... --replay`) and the
+shipped file, card, config and stability rows are put back as the last commit holds them. Kill and rerun at any time.
 
 `learn` runs `mlff learn examples/learn/pbe_ethanol.yaml` for another molecule (its settings are
 not ethanol's own: the training config, start and data are overrides): a committee of two
@@ -24,8 +28,8 @@ replicas hold 50 ps, into runs/learn/pbe_<m>.
 `final` turns a finished (stable) learn run into the molecule's last stage, as for ethanol: the
 trained config becomes potentials/configs/<m>_base.yaml, the labelled frames are copied to
 examples/learn/results/pbe_<m>_labels/, and potentials/configs/<m>.yaml becomes a 60-epoch fine-tune
-(lr 5e-4) of member 0 of the loop's last committee on the rMD17 frames plus those labels (forces
-only: pyscf's energy zero is not ORCA's); then `train --only <m>` and `ship --only <m>`.
+(lr 5e-4) of member 0 of the loop's last committee on the rMD17 frames plus those labels (their
+energies too where the loop trained them); then `train --only <m>` and `ship --only <m>`.
 
 A config is the run of the shipped file's card. Most start from the xTB pretraining (`pretrain`);
 one whose MD needed `mlff learn` starts from the loop's last committee and its header names the
@@ -267,6 +271,86 @@ def final(args: argparse.Namespace) -> None:
         print(f"wrote {', '.join(str(path.relative_to(ROOT)) for path in written)}")
 
 
+# The files of a shipped potential that `ship` replaces, relative to the repository ({m}: the molecule).
+SHIPPED_FILES = (
+    "potentials/{m}.pt",
+    "potentials/{m}.yaml",
+    "potentials/stability-cpu/stability.json",
+    "potentials/stability-cpu/report.md",
+    "potentials/stability-cpu/{m}/summary.json",
+    "potentials/stability-cpu/{m}/hr.png",
+    "potentials/stability-cpu/{m}/bond_deviation.png",
+)
+# What the stability benchmark leaves beside those (not in git): the staged file's MD, moved with it.
+STABILITY_RUN_FILES = ("replica_*.h5", "checkpoint.pt", "thermo.csv")
+
+
+def replaces(new_card: dict, old_card: dict | None) -> bool:
+    """Whether a new potential's card beats the shipped one's: no more collapsed seeds, and fewer
+    of them or a lower test force MAE (a card without a stability row never replaces one with it)."""
+    if old_card is None:
+        return True
+    new_stability, old_stability = new_card.get("stability") or {}, old_card.get("stability") or {}
+    if "collapsed_seeds" not in new_stability:
+        return "collapsed_seeds" not in old_stability
+    new_collapsed = new_stability["collapsed_seeds"]
+    old_collapsed = old_stability.get("collapsed_seeds", new_stability["seeds"])
+    new_force = new_card["test_metrics"]["force_mae_mev_per_a"]
+    old_force = old_card["test_metrics"]["force_mae_mev_per_a"]
+    return new_collapsed <= old_collapsed and (new_collapsed < old_collapsed or new_force < old_force)
+
+
+def stage_header(molecule: str, config: Path) -> str:
+    """The comment that heads a staged config: what it is and how to rerun it from its new place."""
+    staged = f"potentials/stages/{molecule}/config.yaml"
+    return (
+        f"# A stage of the {molecule} retraining, not shipped (potentials/stages/README.md): trained as\n"
+        f"# {config.relative_to(ROOT)}, whose shipped file it did not beat in the stability benchmark.\n"
+        f"#   mlff --threads 1 train {staged} data.path=DIR/rmd17_{molecule}.npz [--resume]\n"
+        f"# (its card records the same run under {config.relative_to(ROOT)}, the name it was trained under)\n"
+    )
+
+
+def committed(relative: str) -> bytes | None:
+    """A file as the last commit holds it (the shipped state), or None where git has no such file."""
+    result = subprocess.run(["git", "show", f"HEAD:{relative}"], cwd=ROOT, capture_output=True)
+    return result.stdout if result.returncode == 0 else None
+
+
+def stage(molecule: str) -> Path:
+    """Move the just-benchmarked potential to potentials/stages/<m>/ and put the shipped one back
+    (its file, card, config and stability rows as the last commit holds them). Returns the folder."""
+    staged = ROOT / "potentials" / "stages" / molecule
+    if staged.exists():
+        shutil.rmtree(staged)
+    (staged / "stability").mkdir(parents=True)
+    config = CONFIGS / f"{molecule}.yaml"
+    body = "".join(line for line in config.read_text().splitlines(keepends=True) if not line.startswith("#"))
+    (staged / "config.yaml").write_text(stage_header(molecule, config) + body)
+    shutil.move(ROOT / "potentials" / f"{molecule}.pt", staged / f"{molecule}.pt")
+    shutil.move(ROOT / "potentials" / f"{molecule}.yaml", staged / f"{molecule}.yaml")
+    stability = ROOT / "potentials" / "stability-cpu"
+    for name in ("summary.json", "hr.png", "bond_deviation.png"):
+        shutil.copy2(stability / molecule / name, staged / "stability" / name)
+    rows = json.loads((stability / "stability.json").read_text())["rows"]
+    row = next(row for row in rows if row["molecule"] == molecule)
+    (staged / "stability" / "row.json").write_text(json.dumps(row, indent=2) + "\n")
+    # The MD (trajectories, checkpoint) beside its summary, where `--recorded` reads them.
+    recorded = ROOT / "runs" / "stages" / molecule / "stability" / molecule
+    if recorded.exists():
+        shutil.rmtree(recorded)
+    recorded.mkdir(parents=True)
+    shutil.copy2(stability / molecule / "summary.json", recorded / "summary.json")
+    for pattern in STABILITY_RUN_FILES:
+        for path in (stability / molecule).glob(pattern):
+            shutil.move(path, recorded / path.name)
+    for relative in (*SHIPPED_FILES, f"potentials/configs/{molecule}.yaml"):
+        content = committed(relative.format(m=molecule))
+        if content is not None:
+            (ROOT / relative.format(m=molecule)).write_bytes(content)
+    return staged
+
+
 def ship(args: argparse.Namespace) -> None:
     for molecule in args.only or MOLECULES:
         run_dir = output_dir(CONFIGS / f"{molecule}.yaml")
@@ -284,6 +368,18 @@ def ship(args: argparse.Namespace) -> None:
         run(
             ["mlff", "--threads", "1", "bench", "stability", "--molecules", molecule, "--update-cards"]
             + ["--potentials-dir", "potentials", "-o", "potentials/stability-cpu"]
+        )
+        shipped_card = committed(f"potentials/{molecule}.yaml")
+        new_card = yaml.safe_load((ROOT / "potentials" / f"{molecule}.yaml").read_text())
+        if replaces(new_card, yaml.safe_load(shipped_card) if shipped_card is not None else None):
+            print(f"{molecule}: shipped (better than the committed file); commit it")
+            continue
+        staged = stage(molecule).relative_to(ROOT)
+        print(
+            f"{molecule}: not better than the committed file; staged in {staged}, the shipped file restored."
+            f" Its collapses: mlff --threads 1 bench collapse {staged}/{molecule}.pt --recorded"
+            f" runs/stages/{molecule}/stability --replay --dft-frames 1 --dft-collapse-frame"
+            f" --out runs/stages/{molecule}/collapse"
         )
 
 

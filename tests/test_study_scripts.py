@@ -2,6 +2,7 @@
 the machine it ran on, the committed report and the shipped potential do."""
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,77 @@ def test_the_last_stage_trains_the_loops_seed_labels_and_its_energy_choice(retra
     assert config["data"]["extra_energies"] is energies
     assert config["train"].get("keep", "best") == ("last" if energies else "best")
     assert config["init_from"] == "runs/learn/pbe_toluene/iter_002/train/member_0/best.pt"
+
+
+def card(force: float, collapsed: int | None) -> dict:
+    stability = {} if collapsed is None else {"stability": {"collapsed_seeds": collapsed, "seeds": 5}}
+    return {"test_metrics": {"force_mae_mev_per_a": force}, **stability}
+
+
+def test_a_new_potential_replaces_the_shipped_one_only_when_no_less_stable_and_better():
+    assert RETRAIN.replaces(card(12.0, 0), card(10.9, 3))  # more stable, less accurate: the MD counts first
+    assert RETRAIN.replaces(card(6.0, 1), card(17.5, 1))  # as stable, more accurate
+    assert not RETRAIN.replaces(card(6.0, 3), card(17.5, 1))  # more accurate, less stable
+    assert not RETRAIN.replaces(card(18.0, 1), card(17.5, 1))  # as stable, less accurate
+    assert RETRAIN.replaces(card(18.0, 1), None)  # nothing shipped yet
+    assert not RETRAIN.replaces(card(6.0, None), card(17.5, 1))  # not benchmarked: it has shown nothing
+
+
+def test_ship_stages_a_less_stable_potential_and_restores_the_committed_one(retrain_root, monkeypatch):
+    molecule, root = "toluene", retrain_root
+    stability = root / "potentials" / "stability-cpu"
+
+    def shipped_state(force: float, collapsed: int, tag: str) -> None:
+        (root / "potentials" / f"{molecule}.pt").write_bytes(tag.encode())
+        old = yaml.safe_load((root / "potentials" / f"{molecule}.yaml").read_text())
+        (root / "potentials" / f"{molecule}.yaml").write_text(yaml.safe_dump({**old, **card(force, collapsed)}))
+        (stability / molecule).mkdir(parents=True, exist_ok=True)
+        row = {"molecule": molecule, "collapsed_seeds": collapsed, "tag": tag}
+        (stability / "stability.json").write_text(json.dumps({"rows": [row]}))
+        (stability / "report.md").write_text(tag)
+        for name in ("summary.json", "hr.png", "bond_deviation.png"):
+            (stability / molecule / name).write_text(tag)
+
+    shipped_state(17.5, 1, "shipped")
+    committed_config = (root / "potentials" / "configs" / f"{molecule}.yaml").read_text()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(root)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "shipped"], check=True)
+    # The stage's config and finished run, then an export and benchmark (faked) that lose more seeds.
+    run_dir = root / "runs" / "potentials" / molecule
+    run_dir.mkdir(parents=True)
+    (run_dir / "results.json").write_text("{}")
+    (root / "potentials" / "configs" / f"{molecule}.yaml").write_text(
+        "# stage 1\ntrain: {lr: 0.005}\noutput_dir: runs/potentials/toluene\n"
+    )
+    monkeypatch.setattr(RETRAIN, "run", lambda command: None)
+    shipped_state(6.0, 3, "new")
+    (stability / molecule / "replica_0.h5").write_text("md")
+    args = type("Args", (), {"only": [molecule], "md17_dir": "DIR"})()
+    RETRAIN.ship(args)
+
+    staged = root / "potentials" / "stages" / molecule
+    assert (staged / f"{molecule}.pt").read_bytes() == b"new"
+    assert yaml.safe_load((staged / f"{molecule}.yaml").read_text())["stability"]["collapsed_seeds"] == 3
+    assert json.loads((staged / "stability" / "row.json").read_text())["tag"] == "new"
+    assert (staged / "stability" / "hr.png").read_text() == "new"
+    assert "not shipped" in (staged / "config.yaml").read_text()
+    assert yaml.safe_load((staged / "config.yaml").read_text())["output_dir"] == "runs/potentials/toluene"
+    # The shipped file, card, rows and config as committed; the stage's MD where --recorded reads it.
+    assert (root / "potentials" / f"{molecule}.pt").read_bytes() == b"shipped"
+    assert yaml.safe_load((root / "potentials" / f"{molecule}.yaml").read_text())["stability"]["collapsed_seeds"] == 1
+    assert json.loads((stability / "stability.json").read_text())["rows"][0]["tag"] == "shipped"
+    assert (stability / molecule / "summary.json").read_text() == "shipped"
+    assert (root / "potentials" / "configs" / f"{molecule}.yaml").read_text() == committed_config
+    recorded = root / "runs" / "stages" / molecule / "stability" / molecule
+    assert (recorded / "replica_0.h5").read_text() == "md" and not (stability / molecule / "replica_0.h5").exists()
+    assert (recorded / "summary.json").read_text() == "new"
+
+    # A better one (as stable, more accurate) stays where the export put it.
+    stage_config = "train: {}\noutput_dir: runs/potentials/toluene\n"
+    (root / "potentials" / "configs" / f"{molecule}.yaml").write_text(stage_config)
+    shipped_state(9.0, 1, "better")
+    RETRAIN.ship(args)
+    assert (root / "potentials" / f"{molecule}.pt").read_bytes() == b"better"
+    assert (stability / molecule / "summary.json").read_text() == "better"
