@@ -272,14 +272,14 @@ def final(args: argparse.Namespace) -> None:
 
 
 # The files of a shipped potential that `ship` replaces, relative to the repository ({m}: the molecule).
+# The stability benchmark's committed files of one molecule (potentials/stability-cpu/<m>/).
+STABILITY_FILES = ("summary.json", "hr.png", "bond_deviation.png")
 SHIPPED_FILES = (
     "potentials/{m}.pt",
     "potentials/{m}.yaml",
     "potentials/stability-cpu/stability.json",
     "potentials/stability-cpu/report.md",
-    "potentials/stability-cpu/{m}/summary.json",
-    "potentials/stability-cpu/{m}/hr.png",
-    "potentials/stability-cpu/{m}/bond_deviation.png",
+    *(f"potentials/stability-cpu/{{m}}/{name}" for name in STABILITY_FILES),
 )
 # What the stability benchmark leaves beside those (not in git): the staged file's MD, moved with it.
 STABILITY_RUN_FILES = ("replica_*.h5", "checkpoint.pt", "thermo.csv")
@@ -330,7 +330,7 @@ def stage(molecule: str) -> Path:
     shutil.move(ROOT / "potentials" / f"{molecule}.pt", staged / f"{molecule}.pt")
     shutil.move(ROOT / "potentials" / f"{molecule}.yaml", staged / f"{molecule}.yaml")
     stability = ROOT / "potentials" / "stability-cpu"
-    for name in ("summary.json", "hr.png", "bond_deviation.png"):
+    for name in STABILITY_FILES:
         shutil.copy2(stability / molecule / name, staged / "stability" / name)
     rows = json.loads((stability / "stability.json").read_text())["rows"]
     row = next(row for row in rows if row["molecule"] == molecule)

@@ -3,13 +3,13 @@
 Fast and torch-free: the table generator reads YAML and JSON only.
 """
 
-import importlib.util
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -52,9 +52,7 @@ def test_tables_are_generated_from_the_committed_json():
 
 
 def test_the_retraining_table_says_which_target_is_missed():
-    spec = importlib.util.spec_from_file_location("generate_tables", ROOT / "docs" / "generate_tables.py")
-    tables = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tables)
+    tables = load_script(ROOT / "docs" / "generate_tables.py", "generate_tables_script")
 
     def record(force: float, collapsed: int) -> dict:
         card = {"test_metrics": {"force_mae_mev_per_a": force}, "stability": {"collapsed_seeds": collapsed, "seeds": 5}}
