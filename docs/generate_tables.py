@@ -360,6 +360,37 @@ TABLES["bench-md-cpu"] = json_table(
     ],
 )
 
+# docs/compiled.md#gpu-session: the same on one H200 (scripts/gpu_check.sh; eager and torch-sim only so far).
+TABLES["bench-md-cuda"] = json_table(
+    "docs/data/bench_md_aspirin_cuda.json",
+    [
+        Column("engine", field("engine")),
+        Column("replicas", field("replicas")),
+        Column("steps/s", field("steps_per_second"), ".1f"),
+        Column("atom-steps/s", field("atom_steps_per_second"), ".0f"),
+        Column("in potential", field("potential_time_fraction"), ".0%"),
+        Column("dtype", field("dtype")),
+        Column("device", field("device")),
+        Column("torch", field("torch_version")),
+    ],
+)
+
+# docs/compiled.md#gpu-session: 4 wall-minutes of training per run on the H200, three runs side by side.
+TABLES["gpu-training"] = json_table(
+    "docs/data/gpu_training_h200.json",
+    [
+        Column("run", field("run")),
+        Column("batch", field("batch_size")),
+        Column("lr", field("lr")),
+        Column("epochs", field("epochs")),
+        Column("steps", field("optimizer_steps")),
+        Column("ms/step", field("ms_per_step"), ".1f"),
+        Column("frames/s", field("frames_per_second"), ".0f"),
+        Column("test F MAE (meV/A)", field("test_force_mae_mev_per_a"), ".1f"),
+        Column("test E MAE (meV)", field("test_energy_mae_mev"), ".1f"),
+    ],
+)
+
 # docs/periodic.md: MD cost against the size of a water box (examples/water/bench_sizes.py, issue 19).
 TABLES["water-sizes"] = json_table(
     "examples/water/results/bench_sizes.json",

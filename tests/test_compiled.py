@@ -233,6 +233,20 @@ def test_compiled_md_step_does_not_synchronise_on_cuda(potential_file: Path) -> 
         torch.cuda.set_sync_debug_mode("default")
 
 
+@pytest.mark.gpu
+def test_compiled_engine_runs_a_file_without_check_inputs_on_cuda() -> None:
+    """Format v1 files (aspirin's shipped one among them) have no exported `check_inputs` method, so the
+    engine's one set-up check runs the whole module: on its device (an H200 run found the replicas'
+    CPU tensors passed to it)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    potential = load_potential(Path(__file__).parent / "data" / "legacy" / "potential.pt", device="cuda")
+    assert not potential._has_method("check_inputs")
+    engine = CompiledTorchEngine(potential, [METHANOL] * 2, _tiny_settings("langevin", friction_per_fs=0.01))
+    engine.advance(2)
+    assert torch.isfinite(engine.state.positions).all()
+
+
 def test_openmm_torch_force_refuses_an_aoti_package_by_name(potential_file: Path) -> None:
     from mlff.calculators.openmm import torch_force_module
 

@@ -136,9 +136,13 @@ class CompiledTorchEngine(TorchEngine):
     def _force_function(self, numbers: torch.Tensor, batch: torch.Tensor, start: torch.Tensor):  # type: ignore[override]
         if self.model is None:
             return BatchedPotential(self.potential, numbers, batch, start, timed=False)
-        cell = torch.zeros(int(batch.max()) + 1, 3, 3, dtype=self.potential.dtype)
-        pbc = torch.zeros(cell.size(0), 3, dtype=torch.bool)
-        self.potential.check_inputs(start.to(self.potential.dtype), numbers, batch, cell, pbc)
+        # The one input check of the run, on the module's device (the replicas' tensors are built on the CPU).
+        device, dtype = self.potential.device, self.potential.dtype
+        cell = torch.zeros(int(batch.max()) + 1, 3, 3, dtype=dtype, device=device)
+        pbc = torch.zeros(cell.size(0), 3, dtype=torch.bool, device=device)
+        self.potential.check_inputs(
+            start.to(device=device, dtype=dtype), numbers.to(device), batch.to(device), cell, pbc
+        )
         return CompiledForces(self.model, numbers, batch, start, self.capacity, compile=self.compile)
 
     def advance(self, steps: int) -> None:
