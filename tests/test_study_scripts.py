@@ -176,3 +176,14 @@ def test_ship_stages_a_less_stable_potential_and_restores_the_committed_one(retr
     RETRAIN.ship(args)
     assert (root / "potentials" / f"{molecule}.pt").read_bytes() == b"better"
     assert (stability / molecule / "summary.json").read_text() == "better"
+
+
+def test_the_gpu_physics_checks_pass_on_the_cpu_and_record_each_check(tmp_path):
+    """scripts/gpu_physics.py is what a GPU session runs on CUDA; here it runs on the CPU, where every
+    check must pass too, and its JSON names each check with its value and tolerance."""
+    physics = load_script(ROOT / "scripts" / "gpu_physics.py", "gpu_physics_script")
+    output = tmp_path / "physics.json"
+    assert physics.main(["--device", "cpu", "--molecules", "ethanol", "--no-compiled", "-o", str(output)]) == 0
+    summary = json.loads(output.read_text())
+    assert summary["failed"] == [] and len(summary["checks"]) == 9
+    assert all(abs(check["value"]) <= check["tolerance"] for check in summary["checks"])
