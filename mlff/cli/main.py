@@ -59,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mlff.threads import set_user_threads
 
         set_user_threads(args.threads)
+    from mlff.memory import keep_freed_memory
+
+    keep_freed_memory()
     # `kill` and batch schedulers stop a job with SIGTERM: taken as Ctrl-C, so an MD run closes its
     # HDF5 trajectories (an HDF5 file killed mid-write can be left unreadable) and reports where it stopped.
     previous = (
