@@ -405,6 +405,25 @@ TABLES["water-sizes"] = json_table(
     ],
 )
 
+# docs/periodic.md: the 32-water model, per MD engine (examples/water/pipeline.py writes water_model.json, issue 19).
+TABLES["water-model"] = json_table(
+    "examples/water/results/water_model.json",
+    [
+        Column("engine", field("engine")),
+        Column("waters", field("waters")),
+        Column("xTB frames", field("xtb_frames")),
+        Column("held-back frames", field("heldout_frames")),
+        Column("held-back F MAE (meV/A)", field("heldout_force_mae_mev_per_a"), ".1f"),
+        Column("held-back E MAE (meV/atom)", field("heldout_energy_mae_mev_per_atom"), ".2f"),
+        Column("NVT ps", field("md_ps"), ".1f"),
+        Column("collapsed", field("collapsed")),
+        Column("largest bond deviation (A)", field("largest_bond_deviation_a"), ".3f"),
+        Column("mean T (K)", field("mean_temperature_k"), ".0f"),
+        Column("O-O h(r) MAE", field("oo_hr_mae"), ".3f"),
+        Column("steps/s", field("steps_per_second"), ".1f"),
+    ],
+)
+
 # docs/periodic.md: the ML/MM example's 10 ps (examples/openmm_mlmm_water.py; one record).
 TABLES["mlmm"] = Table(
     "examples/water/results/mlmm.json",
