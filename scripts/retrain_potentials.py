@@ -228,8 +228,11 @@ def final_config(
 def base_config(molecule: str, text: str) -> str:
     """The trained config's text as stage 1: its header renamed, its own retrain command, nothing else changed."""
     header = f"# Stage 1 of the shipped {molecule} potential (potentials/configs/{molecule}.yaml is stage 3):"
-    lines = [line for line in text.splitlines() if not line.startswith(("# Retrain", "#   (= mlff", "# Export"))]
+    dropped = ("# Retrain", "#   (= mlff", "# Export", "#   mlff --threads 1 train", "# (its card records")
+    lines = [line for line in text.splitlines() if not line.startswith(dropped)]
     if lines[0].startswith(f"# The shipped potential potentials/{molecule}.pt:"):
+        lines[0] = header + lines[0].split(":", 1)[1]
+    elif lines[0].startswith(f"# Stage 1 of the {molecule} retraining, not shipped (potentials/stages/README.md):"):
         lines[0] = header + lines[0].split(":", 1)[1]
     else:
         lines.insert(0, header)
@@ -262,7 +265,9 @@ def final(args: argparse.Namespace) -> None:
         state = json.loads((learn_dir(molecule) / "learn_state.json").read_text())
         with contextlib.chdir(ROOT):  # the loop's training.config path is relative to the checkout
             loop_data = learn_config_from_dict(state["config"]).training_config().data
-        text = config.read_text()
+        # Stage 1 is what the loop started from: the shipped config, or a staged candidate's
+        # (potentials/stages/<m>/config.yaml: naphthalene, malonaldehyde).
+        text = (ROOT / state["config"]["training"]["config"]).read_text()
         base.write_text(base_config(molecule, text))
         last = iterations[-1]["index"]
         seeds, energies = list(loop_data.extra_train_paths), loop_data.extra_energies

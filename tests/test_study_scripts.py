@@ -187,3 +187,20 @@ def test_the_gpu_physics_checks_pass_on_the_cpu_and_record_each_check(tmp_path):
     summary = json.loads(output.read_text())
     assert summary["failed"] == [] and len(summary["checks"]) == 9
     assert all(abs(check["value"]) <= check["tolerance"] for check in summary["checks"])
+
+
+def test_stage_one_of_a_loop_started_from_a_staged_candidate_is_the_candidates_config():
+    staged = """# Stage 1 of the naphthalene retraining, not shipped (potentials/stages/README.md): EGNN 64x4 +
+# learned spline encoding.
+#   mlff --threads 1 train potentials/stages/naphthalene/config.yaml data.path=DIR/rmd17_naphthalene.npz [--resume]
+# (its card records the same run as potentials/configs/naphthalene.yaml, the name it was trained under)
+data: {split: 0}
+train: {lr: 0.005, max_cpu_minutes: 120}
+"""
+    text = RETRAIN.base_config("naphthalene", staged)
+    lines = text.splitlines()
+    assert lines[0].startswith("# Stage 1 of the shipped naphthalene potential (potentials/configs/naphthalene.yaml")
+    assert lines[0].endswith(" EGNN 64x4 +")
+    assert "potentials/stages" not in text and "its card records" not in text
+    assert "#   mlff --threads 1 train potentials/configs/naphthalene_base.yaml" in text
+    assert yaml.safe_load(text) == yaml.safe_load(staged)
