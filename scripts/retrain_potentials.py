@@ -230,9 +230,12 @@ def base_config(molecule: str, text: str) -> str:
     header = f"# Stage 1 of the shipped {molecule} potential (potentials/configs/{molecule}.yaml is stage 3):"
     dropped = ("# Retrain", "#   (= mlff", "# Export", "#   mlff --threads 1 train", "# (its card records")
     lines = [line for line in text.splitlines() if not line.startswith(dropped)]
-    if lines[0].startswith(f"# The shipped potential potentials/{molecule}.pt:"):
-        lines[0] = header + lines[0].split(":", 1)[1]
-    elif lines[0].startswith(f"# Stage 1 of the {molecule} retraining, not shipped (potentials/stages/README.md):"):
+    # A shipped config's first line, or a staged candidate's (potentials/stages/<m>/config.yaml).
+    renamed = (
+        f"# The shipped potential potentials/{molecule}.pt:",
+        f"# Stage 1 of the {molecule} retraining, not shipped (potentials/stages/README.md):",
+    )
+    if lines[0].startswith(renamed):
         lines[0] = header + lines[0].split(":", 1)[1]
     else:
         lines.insert(0, header)

@@ -8,7 +8,8 @@ mlff's engines: velocity Verlet for "nve", torch-sim's Langevin for "langevin".
 torch-sim works in metal units as ASE does: Angstrom, eV, amu and the time unit
 sqrt(amu Angstrom^2 / eV) = 1 / ase.units.fs fs; momenta in amu Angstrom per that unit.
 The extra pins torch-sim-atomistic 0.3.0, the last release that installs on Python 3.11 (0.4+ needs
-3.12), which runs on 3.12 too; this module is written against the 0.3 API (`torch_sim.integrators.nve`, `nvt_langevin`, `MDState`).
+3.12), which runs on 3.12 too; this module is written against the 0.3 API
+(`torch_sim.integrators.nve`, `nvt_langevin`, `MDState`).
 """
 
 from collections.abc import Sequence
