@@ -373,11 +373,32 @@ TABLES["bench-md-cuda"] = bench_md_table(
     "docs/data/bench_md_aspirin_cuda.json", Column("in potential", field("potential_time_fraction"), ".0%")
 )
 
-# docs/compiled.md#gpu-session: 4 wall-minutes of training per run on the H200, three runs side by side.
+# docs/compiled.md#gpu-session, 2026-11-30: the compiled engine and the one-launch Langevin noise.
+TABLES["bench-md-cuda-compiled"] = bench_md_table(
+    "docs/data/bench_md_aspirin_cuda_compiled.json", Column("in potential", field("potential_time_fraction"), ".0%")
+)
+
+# docs/compiled.md#gpu-session: one aspirin training step on the H200 by phase (`mlff bench train`).
+TABLES["gpu-train-step"] = json_table(
+    "docs/data/bench_train_aspirin_cuda.json",
+    [
+        Column("batch", field("batch_size")),
+        Column("ms/step", field("ms_per_step"), ".1f"),
+        Column("CPU ms/step", field("cpu_ms_per_step"), ".1f"),
+        Column("frames/s", field("frames_per_s"), ".0f"),
+        Column("forward", field("breakdown_ms.forward"), ".1f"),
+        Column("force backward", field("breakdown_ms.force_backward"), ".1f"),
+        Column("parameter backward", field("breakdown_ms.param_backward"), ".1f"),
+        Column("optimizer", field("breakdown_ms.optimizer"), ".1f"),
+    ],
+)
+
+# docs/compiled.md#gpu-session: training runs on the H200 (scripts/gpu_training_rows.py).
 TABLES["gpu-training"] = json_table(
     "docs/data/gpu_training_h200.json",
     [
         Column("run", field("run")),
+        Column("start", field("start")),
         Column("batch", field("batch_size")),
         Column("lr", field("lr")),
         Column("epochs", field("epochs")),

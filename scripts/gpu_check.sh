@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU session's one device call (issues 22 and 17), about 9 minutes on one CUDA GPU.
-#   1. Training on the GPU (issue 17): rMD17 aspirin, one process for TRAIN_MINUTES of wall time (its
-#      best.pt comes back). One process: three side by side on the H200 (2026-11-29) took 65-72 ms per
-#      step at any batch size, all of it host time (docs/compiled.md#gpu-session).
+#   1. Training on the GPU (issue 17): first `mlff bench train` of the aspirin step at batch 32 and 256,
+#      by phase (three runs side by side on the H200 on 2026-11-29 took 65-72 ms per step at any batch
+#      size, all of it host time: docs/compiled.md#gpu-session); then one process fine-tunes the shipped
+#      aspirin file on rMD17 for TRAIN_MINUTES of wall time (its best.pt comes back).
 #   2. Meanwhile: the gpu-marked tests, scripts/gpu_physics.py on the device (finite differences,
 #      invariances, periodic supercell and stress, compiled = eager MD), and the AOTInductor packages
 #      of ethanol and aspirin compiled there (for that GPU and torch).
@@ -21,6 +22,7 @@ TRAIN_MINUTES="${TRAIN_MINUTES:-4}"
 BIG="${BIG:-1024}"
 STEPS="${STEPS:-200}"
 AOTI="${AOTI:-1}"
+EAGER_EXTRA=(${EAGER_EXTRA:-})  # e.g. EAGER_EXTRA="torch-sim:1024"
 DATA="${DATA:-.gpu/data}"
 WORK="${WORK:-/tmp/gpu_work}"
 R="$WORK/results"
@@ -50,23 +52,7 @@ python3 -c "import torch, sys; print(sys.version.split()[0], torch.__version__, 
     | tee "$R/versions.txt"
 stamp "set up"
 
-# 1. Training, in the background.
-train() {  # name config batch lr
-    local name=$1 config=$2 batch=$3 lr=$4
-    timeout "$(left $((${TRAIN_MINUTES%.*} * 60 + 150)))" mlff --threads 1 train --no-progress "$config" \
-        "data.path=$DATA/rmd17_${name%%_*}.npz" train.device="$DEV" train.batch_size="$batch" train.lr="$lr" \
-        train.epochs=100000 train.max_minutes="$TRAIN_MINUTES" train.max_cpu_minutes=0 \
-        output_dir="$WORK/train/$name" > "$R/train_$name.txt" 2>&1
-    echo "exit $?" >> "$R/train_$name.txt"
-}
-TRAINING=()
-if [ "${TRAIN:-1}" = 1 ]; then
-    train aspirin_b256 potentials/configs/aspirin.yaml 256 1.0e-2 &
-    TRAINING+=($!)
-fi
-stamp "training started"
-
-# 2a. AOTInductor packages for this device and torch, in the background (CPU-heavy compilation).
+# 0. AOTInductor packages for this device and torch, in the background (CPU-heavy compilation).
 if [ "$AOTI" = 1 ]; then
     (
         export TORCHINDUCTOR_COMPILE_THREADS=8
@@ -79,8 +65,32 @@ if [ "$AOTI" = 1 ]; then
     EXPORTS=$!
 fi
 
+# 1. Training, in the background.
+train() {  # name config batch lr [overrides...]
+    local name=$1 config=$2 batch=$3 lr=$4
+    shift 4
+    timeout "$(left $((${TRAIN_MINUTES%.*} * 60 + 150)))" mlff --threads 1 train --no-progress "$config" \
+        "data.path=$DATA/rmd17_${name%%_*}.npz" train.device="$DEV" train.batch_size="$batch" train.lr="$lr" \
+        train.epochs=100000 train.max_minutes="$TRAIN_MINUTES" train.max_cpu_minutes=0 \
+        output_dir="$WORK/train/$name" "$@" > "$R/train_$name.txt" 2>&1
+    echo "exit $?" >> "$R/train_$name.txt"
+}
+TRAINING=()
+if [ "${TRAIN:-1}" = 1 ]; then
+    for batch in 32 256; do
+        timeout "$(left 60)" mlff --threads 1 bench train potentials/configs/aspirin.yaml --steps 10 --rounds 1 --warmup 3 \
+            --set "data.path=$DATA/rmd17_aspirin.npz" train.device="$DEV" train.batch_size=$batch \
+            -o "$R/bench_train_b$batch.json" > "$R/bench_train_b$batch.txt" 2>&1
+        stamp "bench train b$batch: exit $?"
+    done
+    train aspirin_ft256 potentials/configs/aspirin.yaml 256 2.0e-3 init_from=potentials/aspirin.pt train.warmup_epochs=1 &
+    TRAINING+=($!)
+fi
+stamp "training started"
+
 # 2b. Correctness on the device (timings do not matter here).
-timeout "$(left 150)" python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_compiled.py > "$R/tests_gpu.txt" 2>&1
+timeout "$(left 150)" python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_compiled.py tests/test_noise.py \
+    > "$R/tests_gpu.txt" 2>&1
 stamp "gpu tests: $(tail -1 "$R/tests_gpu.txt")"
 timeout "$(left 200)" python3 scripts/gpu_physics.py --device "$DEV" -o "$R/gpu_physics.json" > "$R/gpu_physics.txt" 2>&1
 stamp "physics: $(tail -1 "$R/gpu_physics.txt")"
@@ -94,7 +104,8 @@ for run in "$WORK"/train/*/; do
 done
 tar -czf "$OUT/train.tar.gz" -C "$R" . && stamp "training results packed"
 
-# 3. Timings, the GPU otherwise idle: eager and torch-sim, then compiled (compilation first), then AOTI.
+# 3. Timings, the GPU otherwise idle: compiled (compilation first; the rows still missing), eager with the
+#    one-launch Langevin noise (mlff.dynamics.noise; torch-sim's row is in docs/compiled.md), then AOTI.
 bench() {  # label seconds potential engines...
     local label=$1 seconds=$2 potential=$3
     shift 3
@@ -102,13 +113,13 @@ bench() {  # label seconds potential engines...
         --rounds 3 --warmup 20 --engines "$@" -o "$R/bench_md_$label.json" > "$R/bench_md_$label.txt" 2>&1
     stamp "bench md $label: exit $?"
 }
-bench eager 60 potentials/aspirin.pt torch:1 torch:64 "torch:$BIG" "torch-sim:$BIG"
 bench compiled 150 potentials/aspirin.pt torch-compiled:1 "torch-compiled:$BIG"
+bench eager 45 potentials/aspirin.pt torch:1 "torch:$BIG" "${EAGER_EXTRA[@]}"
 [ -n "${EXPORTS:-}" ] && wait "$EXPORTS" 2> /dev/null
 stamp "AOTI exports: $(tail -qn1 "$R"/export_aoti_*.txt 2> /dev/null | tr '\n' ' ')"
 if [ -f "$WORK/aspirin-$DEV.pt2" ]; then
     bench aoti_1 40 "$WORK/aspirin-$DEV.pt2" torch:1
-    bench aoti_big 90 "$WORK/aspirin-$DEV.pt2" "torch:$BIG"  # x1024 ran past 75 s once: separate
+    bench aoti_64 40 "$WORK/aspirin-$DEV.pt2" torch:64  # x1024 ran past 75 s on 2026-11-29
 fi
 for molecule in ethanol aspirin; do
     if [ -f "$WORK/$molecule-$DEV.pt2" ]; then

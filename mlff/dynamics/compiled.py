@@ -151,13 +151,11 @@ class CompiledTorchEngine(TorchEngine):
             super().advance(steps)
             return
         state = self.state
-        generators = [g.get_state() for g in self.generators]
         super().advance(steps)
         while self.force_fn.overflowed():
+            # The Langevin noise is a function of the step, so the repeat draws the same numbers.
             self.force_fn.grow()
             self.capacity = self.force_fn.capacity
-            for generator, saved in zip(self.generators, generators):
-                generator.set_state(saved)
             energy, forces = self.force_fn(state.positions)
             self.state = replace(state, forces=forces, potential_energy=energy)
             super().advance(steps)

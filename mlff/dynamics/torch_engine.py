@@ -3,7 +3,7 @@ one potential call per step for the whole batch.
 
 The state is plain data (`MDState`, tensors in the flat layout of the potential file: N atoms
 of B systems, `batch` [N] the system of each atom) and a step is a pure function of the state,
-its parameters and, for Langevin, one `torch.Generator` per system (JAX-MD style).
+its parameters and, for Langevin, each system's seed (JAX-MD style).
 
 Units: positions Angstrom, velocities Angstrom/fs, forces eV/Angstrom, energies eV, masses
 amu, time fs. An acceleration F/m in eV/(Angstrom amu) is
@@ -14,9 +14,9 @@ Integrators (dt the time step, a = C F / m):
 * velocity Verlet (NVE): v += a dt/2; x += v dt; a = a(x); v += a dt/2.
 * BAOAB Langevin (Leimkuhler & Matthews 2013), friction gamma (1/fs), temperature T (K):
   B: v += a dt/2; A: x += v dt/2;
-  O: v = c1 v + sqrt(1 - c1^2) sqrt(C k_B T / m) xi, c1 = exp(-gamma dt), xi ~ N(0, 1) from
-  the system's own generator, then each system's centre-of-mass velocity is removed (as
-  ASE's FixCom); A: x += v dt/2; a = a(x); B: v += a dt/2.
+  O: v = c1 v + sqrt(1 - c1^2) sqrt(C k_B T / m) xi, c1 = exp(-gamma dt), xi ~ N(0, 1) a
+  function of (system seed, step, atom, component) (`mlff.dynamics.noise`), then each system's
+  centre-of-mass velocity is removed (as ASE's FixCom); A: x += v dt/2; a = a(x); B: v += a dt/2.
 * Nose-Hoover, one thermostat per system (chain length 1), as MDsim's NoseHoover (Fu et al.
   2022; the Frenkel & Smit scheme), thermostat variable zeta (1/fs), mass
   Q = 3 n k_B T (ttime dt)^2 (eV fs^2), target kinetic energy K0 = (3n - 3) k_B T / 2 (the
@@ -25,8 +25,8 @@ Integrators (dt the time step, a = C F / m):
   zeta += dt/2 (K - K0)/Q; zeta += dt/2 (KE(v') - K0)/Q; v = (v' + a dt/2) / (1 + zeta dt/2).
   Here dzeta/dt = (KE - K0)/Q is already in 1/fs^2 (eV over eV fs^2): no unit factor.
 
-Replica k of a run draws its initial velocities, then its noise, from its own generator seeded
-seed + k, so its trajectory is the same whether it runs alone or in a batch.
+Replica k of a run draws its initial velocities from its own generator seeded seed + k, and its
+noise is keyed by seed + k, so its trajectory is the same whether it runs alone or in a batch.
 """
 
 import time
@@ -39,6 +39,7 @@ import torch
 from ase import Atoms
 
 from mlff.dynamics.frame import Frame, kept
+from mlff.dynamics.noise import counter_normal, element_counters, replica_keys
 from mlff.dynamics.replicas import masses_of, replica_generators
 from mlff.dynamics.settings import MDSettings
 from mlff.dynamics.thermo import (
@@ -153,13 +154,6 @@ class BatchedPotential:
         return energy.to(positions.dtype), forces.to(positions.dtype)
 
 
-def system_normal(generators: Sequence[torch.Generator], counts: Sequence[int], like: torch.Tensor) -> torch.Tensor:
-    """Standard normal noise [N, 3]: the rows of system b drawn from generators[b] (dtype/device of `like`)."""
-    return torch.cat(
-        [torch.randn((n, 3), generator=g, dtype=like.dtype, device=like.device) for g, n in zip(generators, counts)]
-    )
-
-
 def velocity_verlet_step(state: MDState, force_fn: ForceFn, timestep_fs: float) -> MDState:
     """One velocity-Verlet (NVE) step of `timestep_fs` fs."""
     half = 0.5 * timestep_fs
@@ -173,19 +167,20 @@ def velocity_verlet_step(state: MDState, force_fn: ForceFn, timestep_fs: float) 
 def baoab_langevin_step(
     state: MDState,
     force_fn: ForceFn,
-    generators: Sequence[torch.Generator],
-    counts: Sequence[int],
+    keys: torch.Tensor,
+    counters: torch.Tensor,
     timestep_fs: float,
     temperature_k: float,
     friction_per_fs: float,
 ) -> MDState:
-    """One BAOAB Langevin step (friction 1/fs, temperature K); system b's noise from generators[b]."""
+    """One BAOAB Langevin step (friction 1/fs, temperature K); the noise keyed by each system's key
+    ([B, 2] `replica_keys`), the step and each atom's counters ([N, 3, 2] `element_counters`)."""
     half = 0.5 * timestep_fs
     c1 = float(np.exp(-friction_per_fs * timestep_fs))
     sigma = thermal_speed(state.masses, temperature_k)[:, None]
     velocities = state.velocities + half * state.accelerations()
     positions = state.positions + half * velocities
-    noise = system_normal(generators, counts, state.positions)
+    noise = counter_normal(keys, state.step, state.batch, counters, state.positions.dtype)
     velocities = c1 * velocities + float(np.sqrt(1.0 - c1**2)) * sigma * noise
     velocities = velocities - centre_of_mass_velocity(state.masses, velocities, state.batch, state.num_systems)
     positions = positions + half * velocities
@@ -222,30 +217,18 @@ def nose_hoover_step(
     return replace(moved, velocities=velocities)
 
 
-def make_step(
-    settings: MDSettings, force_fn: ForceFn, generators: Sequence[torch.Generator], counts: Sequence[int]
-) -> StepFn:
-    """The step function `state -> state` for `settings.thermostat` ("nve", "langevin", "nose-hoover")."""
+def make_step(settings: MDSettings, force_fn: ForceFn, keys: torch.Tensor, counters: torch.Tensor) -> StepFn:
+    """The step function `state -> state` for `settings.thermostat` ("nve", "langevin", "nose-hoover");
+    keys [B, 2] and counters [N, 3, 2] key the Langevin noise (`baoab_langevin_step`)."""
     dt, temperature = settings.timestep_fs, settings.temperature_k
     if settings.thermostat == "nve":
         return lambda state: velocity_verlet_step(state, force_fn, dt)
     if settings.thermostat == "langevin":
         friction = settings.friction_per_fs
-        return lambda state: baoab_langevin_step(state, force_fn, generators, counts, dt, temperature, friction)
+        return lambda state: baoab_langevin_step(state, force_fn, keys, counters, dt, temperature, friction)
     if settings.thermostat == "nose-hoover":
         return lambda state: nose_hoover_step(state, force_fn, dt, temperature, settings.ttime)
     raise ValueError(f"the torch engine has no thermostat {settings.thermostat!r}")
-
-
-def noise_generators(velocity_generators: Sequence[torch.Generator], device: torch.device) -> list[torch.Generator]:
-    """The per-replica noise generators on `device`: on the CPU the velocity generators themselves
-    (continuing their streams), elsewhere a device generator seeded from each of them."""
-    if device.type == "cpu":
-        return list(velocity_generators)
-    return [
-        torch.Generator(device=device).manual_seed(int(torch.randint(2**62, (1,), generator=g)))
-        for g in velocity_generators
-    ]
 
 
 class TorchEngine:
@@ -275,7 +258,6 @@ class TorchEngine:
             torch.as_tensor(maxwell_boltzmann_velocities(masses_of(z), settings.temperature_k, g))
             for z, g in zip(self.numbers, velocity_generators)
         ]
-        self.generators = noise_generators(velocity_generators, self.device)
         self.seconds_before = 0.0
         self._build()
         positions = torch.cat(self.start).to(self.device)
@@ -295,7 +277,9 @@ class TorchEngine:
         numbers = torch.cat(self.numbers)
         batch = torch.repeat_interleave(torch.arange(len(self.counts)), torch.as_tensor(self.counts))
         self.force_fn = self._force_function(numbers, batch, torch.cat(self.start))
-        self.step_fn = make_step(self.settings, self.force_fn, self.generators, self.counts)
+        seeds = torch.as_tensor([self.settings.seed + k for k in self.replicas], dtype=torch.long, device=self.device)
+        keys = replica_keys(seeds)
+        self.step_fn = make_step(self.settings, self.force_fn, keys, element_counters(self.force_fn.batch))
 
     def _force_function(self, numbers: torch.Tensor, batch: torch.Tensor, start: torch.Tensor) -> BatchedPotential:
         """The force function of this batch (`mlff.dynamics.compiled` gives a compiled one)."""
@@ -353,7 +337,6 @@ class TorchEngine:
         self.start = [self.start[b] for b in keep]
         self.cells = [self.cells[b] for b in keep]
         self.pbcs = [self.pbcs[b] for b in keep]
-        self.generators = [self.generators[b] for b in keep]
         state = self.state
         if not keep:
             self.replicas = []
@@ -371,7 +354,8 @@ class TorchEngine:
         )
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue bit for bit: the state tensors, the active replicas, the generators."""
+        """Everything needed to continue bit for bit: the state tensors and the active replicas (the
+        noise is a function of the step)."""
         state = self.state
         return {
             "replicas": list(self.replicas),
@@ -379,15 +363,12 @@ class TorchEngine:
             "positions": state.positions.cpu(),
             "velocities": state.velocities.cpu(),
             "thermostat_xi": state.thermostat_xi.cpu(),
-            "generators": [g.get_state() for g in self.generators],
             "potential_seconds": self.potential_seconds,
         }
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
         """Continue from `state_dict()` output of an engine built with the same systems and settings."""
         self.drop([k for k in self.replicas if k not in saved["replicas"]])
-        for generator, generator_state in zip(self.generators, saved["generators"]):
-            generator.set_state(generator_state)
         positions = saved["positions"].to(self.device)
         energy, forces = self.force_fn(positions)
         if self.force_fn.seconds is not None:
