@@ -118,6 +118,10 @@ bench eager 45 potentials/aspirin.pt torch:1 "torch:$BIG" "${EAGER_EXTRA[@]}"
 [ -n "${EXPORTS:-}" ] && wait "$EXPORTS" 2> /dev/null
 stamp "AOTI exports: $(tail -qn1 "$R"/export_aoti_*.txt 2> /dev/null | tr '\n' ' ')"
 if [ -f "$WORK/aspirin-$DEV.pt2" ]; then
+    # Load, first and steady calls of the package beside the TorchScript file, printed as they come.
+    timeout "$(left 60)" python3 scripts/aoti_calls.py "$WORK/aspirin-$DEV.pt2" potentials/aspirin.pt --device "$DEV" \
+        > "$R/aoti_calls.txt" 2>&1
+    stamp "aoti calls: exit $?"
     bench aoti_1 40 "$WORK/aspirin-$DEV.pt2" torch:1
     bench aoti_64 40 "$WORK/aspirin-$DEV.pt2" torch:64  # x1024 ran past 75 s on 2026-11-29
 fi

@@ -189,6 +189,16 @@ def test_the_gpu_physics_checks_pass_on_the_cpu_and_record_each_check(tmp_path):
     assert all(abs(check["value"]) <= check["tolerance"] for check in summary["checks"])
 
 
+def test_the_aoti_call_profile_prints_each_stage_of_each_file(capsys):
+    """scripts/aoti_calls.py (the GPU session's AOTI diagnosis) on a TorchScript file here: load, first
+    calls and the steady median are each printed, with positive times."""
+    calls = load_script(ROOT / "scripts" / "aoti_calls.py", "aoti_calls_script")
+    assert calls.main([str(ROOT / "potentials" / "ethanol.pt"), "--calls", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(": ")[1].split()[0] for line in lines] == ["loaded", "first", "median"]
+    assert float(lines[-1].split()[-2]) > 0.0
+
+
 def test_stage_one_of_a_loop_started_from_a_staged_candidate_is_the_candidates_config():
     staged = """# Stage 1 of the naphthalene retraining, not shipped (potentials/stages/README.md): EGNN 64x4 +
 # learned spline encoding.
