@@ -353,6 +353,83 @@ TABLES["retraining"] = Table(
 )
 
 
+def _config_body(path: Path) -> dict[str, Any]:
+    """A training config's settings, without the output folder (a staged copy writes elsewhere)."""
+    body = yaml.safe_load(path.read_text())
+    body.pop("output_dir", None)
+    return body
+
+
+def cost_rows(root: Path) -> list[dict[str, Any]]:
+    """What each shipped file cost, as recorded. A file of three stages (`<m>_base.yaml`, `mlff
+    learn`, `<m>.yaml`): stage 1's CPU-hours from the card of the staged candidate trained with the
+    same config where there is one, else the config's CPU-time cap; the loop's PBE labels; the last
+    stage's CPU-hours from the shipped card. A card without CPU-hours (older mlff) gives its
+    wall-clock cap instead."""
+    rows = []
+    for card in cards(root):
+        molecule, training = card["molecule"], card["training"]
+        base = root / "potentials" / "configs" / f"{molecule}_base.yaml"
+        row: dict[str, Any] = {
+            "molecule": molecule,
+            "stages": 3 if base.is_file() else 1,
+            "device": training["config"].get("device", "cpu"),
+            "last_cpu_hours": training.get("cpu_hours"),
+            "last_wall_cap_minutes": None if training.get("cpu_hours") else training["config"].get("max_minutes"),
+            "first_cpu_hours": None,
+            "first_source": None,
+            "labels": None,
+        }
+        if base.is_file():
+            staged = root / "potentials" / "stages" / molecule
+            if (staged / "config.yaml").is_file() and _config_body(staged / "config.yaml") == _config_body(base):
+                staged_card = yaml.safe_load((staged / f"{molecule}.yaml").read_text())
+                row["first_cpu_hours"] = staged_card["training"]["cpu_hours"]
+                row["first_source"] = "staged card"
+            else:
+                row["first_cpu_hours"] = yaml.safe_load(base.read_text())["train"]["max_cpu_minutes"] / 60.0
+                row["first_source"] = "config cap"
+            learn = root / "examples" / "learn" / "results" / f"pbe_{molecule}.json"
+            row["labels"] = json.loads(learn.read_text())["frames_labelled"] if learn.is_file() else None
+        known = [hours for hours in (row["first_cpu_hours"], row["last_cpu_hours"]) if hours is not None]
+        row["recorded_cpu_hours"] = sum(known) if row["last_cpu_hours"] is not None else None
+        rows.append(row)
+    return rows
+
+
+def last_stage_cost(record: dict[str, Any]) -> str:
+    """The last stage's CPU-hours, else its wall-clock cap ("<= N wall-min") where its card predates
+    the record, else "not recorded"."""
+    if record["last_cpu_hours"] is not None:
+        return f"{record['last_cpu_hours']:.2f}"
+    if record["last_wall_cap_minutes"]:
+        return f"<= {record['last_wall_cap_minutes']:g} wall-min"
+    return "not recorded"
+
+
+def first_stage_cost(record: dict[str, Any]) -> Any:
+    """Stage 1's CPU-hours and where the figure comes from (None for a one-stage file)."""
+    if record["first_cpu_hours"] is None:
+        return None
+    return f"{record['first_cpu_hours']:.2f} ({record['first_source']})"
+
+
+# docs/results.md: what each shipped file cost (issue 17's CPU-hours per molecule).
+TABLES["training-cost"] = Table(
+    "potentials/*.yaml, potentials/configs/*_base.yaml, potentials/stages/, examples/learn/results/",
+    cost_rows,
+    [
+        Column("molecule", field("molecule")),
+        Column("stages", field("stages")),
+        Column("stage 1 CPU-h", first_stage_cost),
+        Column("PBE labels", field("labels")),
+        Column("last stage CPU-h", last_stage_cost),
+        Column("training CPU-h recorded", field("recorded_cpu_hours"), ".2f"),
+        Column("device", field("device")),
+    ],
+)
+
+
 def bench_md_table(path: str, measure: Column) -> Table:
     """A `mlff bench md` JSON as a table: engine, replicas, throughput, `measure`, and where it ran."""
     return json_table(
