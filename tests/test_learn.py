@@ -125,6 +125,11 @@ def test_learn_runs_two_iterations_and_resumes_where_it_stopped(water_data, tmp_
     summary = json.loads((output / "summary.json").read_text())
     assert summary["iterations_run"] == 2 and summary["finished"].startswith("iteration budget spent")
     assert summary["frames_labelled"] == sum(row["labelled"] for row in summary["iterations"])
+    # CPU time per step, summed into the run's CPU-hours.
+    assert set(summary["iterations"][0]["cpu_seconds"]) == {"train", "export", "md", "select", "label"}
+    assert all(seconds > 0.0 for seconds in summary["iterations"][0]["cpu_seconds"].values())
+    total = sum(sum(row["cpu_seconds"].values()) for row in summary["iterations"])
+    assert summary["cpu_hours"] == pytest.approx(total / 3600.0)
     assert (output / "learn.png").stat().st_size > 0
     assert (output / "iter_001" / "md" / "summary.json").is_file()
     # Iteration 1 fine-tuned each member from iteration 0's, on the frames labelled there (training only).

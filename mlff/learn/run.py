@@ -17,6 +17,10 @@ Iteration i (folder OUTPUT_DIR/iter_{i:03d}/):
 - `label`: labelled.extxyz (`mlff.data.label.label_frames`, resumable frame by frame).
 - `done`: iteration.json holds the iteration's record.
 
+Each record's `cpu_seconds` holds the CPU time of each step (this process and its finished child
+processes, the label workers); summary.json sums them into `cpu_hours`. A step interrupted and
+resumed counts only the part run in the process that finished it.
+
 OUTPUT_DIR/learn_state.json (replaced atomically after every step) records the config and, per
 iteration, the step it has reached (the next one to run) and its results so far; `resume=True`
 continues at that step (a finished member, MD run or label is not redone). The loop stops when
@@ -28,6 +32,7 @@ budget continues a run that stopped on its budget. OUTPUT_DIR/summary.json and l
 
 import dataclasses
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,6 +44,16 @@ STEPS = ("train", "export", "md", "select", "label", "done")
 STATE_FILE = "learn_state.json"
 # Config entries that may change on resume (budgets, parallelism); anything else is refused.
 RESUMABLE_CHANGES = ("budget", "label.workers", "label.threads_per_worker", "md.device")
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished child processes (label workers)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows: the process alone
+        return time.process_time()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def iteration_dir(output_dir: str | Path, index: int) -> Path:
@@ -82,7 +97,10 @@ def learn(
         while record["step"] != "done":
             step = record["step"]
             say(f"iteration {record['index']}: {step}")
+            started = cpu_seconds()
             next_step = _STEP_FUNCTIONS[step](config, base, state, record, progress, say)
+            spent = record.setdefault("cpu_seconds", {})
+            spent[step] = spent.get(step, 0.0) + cpu_seconds() - started
             record["step"] = next_step
             _save(state_path, state)
             if next_step == "done":
@@ -328,11 +346,14 @@ def learn_summary(state: dict[str, Any]) -> dict[str, Any]:
         "index", "step", "stable", "replicas", "collapsed_replicas", "length_ps", "stable_time_ps",
         "stable_time_ps_mean", "largest_spread_ev_per_a", "spread_threshold_ev_per_a", "candidates",
         "selected", "labelled", "labelled_force_mae_mev_per_a", "labelled_spread_mean_mev_per_a", "test_metrics",
+        "cpu_seconds",
     )  # fmt: skip
+    recorded = [sum((record.get("cpu_seconds") or {}).values()) for record in state["iterations"]]
     return {
         "finished": state["finished"],
         "iterations_run": len(state["iterations"]),
         "frames_labelled": labels_so_far(state),
+        "cpu_hours": sum(recorded) / 3600.0,
         "iterations": [{key: record.get(key) for key in keys} for record in state["iterations"]],
     }
 
