@@ -363,7 +363,8 @@ def _config_body(path: Path) -> dict[str, Any]:
 def cost_rows(root: Path) -> list[dict[str, Any]]:
     """What each shipped file cost, as recorded. A file of three stages (`<m>_base.yaml`, `mlff
     learn`, `<m>.yaml`): stage 1's CPU-hours from the card of the staged candidate trained with the
-    same config where there is one, else the config's CPU-time cap; the loop's PBE labels; the last
+    same config where there is one, else the config's CPU-time cap; the loop's PBE labels and CPU-hours
+    (summaries of loops run before `mlff learn` recorded it have none); the last
     stage's CPU-hours from the shipped card. A card without CPU-hours (older mlff) gives its
     wall-clock cap instead."""
     rows = []
@@ -379,6 +380,7 @@ def cost_rows(root: Path) -> list[dict[str, Any]]:
             "first_cpu_hours": None,
             "first_source": None,
             "labels": None,
+            "learn_cpu_hours": None,
         }
         if base.is_file():
             staged = root / "potentials" / "stages" / molecule
@@ -390,8 +392,11 @@ def cost_rows(root: Path) -> list[dict[str, Any]]:
                 row["first_cpu_hours"] = yaml.safe_load(base.read_text())["train"]["max_cpu_minutes"] / 60.0
                 row["first_source"] = "config cap"
             learn = root / "examples" / "learn" / "results" / f"pbe_{molecule}.json"
-            row["labels"] = json.loads(learn.read_text())["frames_labelled"] if learn.is_file() else None
-        known = [hours for hours in (row["first_cpu_hours"], row["last_cpu_hours"]) if hours is not None]
+            summary = json.loads(learn.read_text()) if learn.is_file() else {}
+            row["labels"] = summary.get("frames_labelled")
+            row["learn_cpu_hours"] = summary.get("cpu_hours") or None  # loops run before mlff recorded it: 0
+        hours = (row["first_cpu_hours"], row.get("learn_cpu_hours"), row["last_cpu_hours"])
+        known = [value for value in hours if value is not None]
         row["recorded_cpu_hours"] = sum(known) if row["last_cpu_hours"] is not None else None
         rows.append(row)
     return rows
@@ -423,6 +428,7 @@ TABLES["training-cost"] = Table(
         Column("stages", field("stages")),
         Column("stage 1 CPU-h", first_stage_cost),
         Column("PBE labels", field("labels")),
+        Column("learn loop CPU-h", field("learn_cpu_hours"), ".2f"),
         Column("last stage CPU-h", last_stage_cost),
         Column("training CPU-h recorded", field("recorded_cpu_hours"), ".2f"),
         Column("device", field("device")),
