@@ -483,6 +483,19 @@ TABLES["gpu-train-step"] = json_table(
     ],
 )
 
+# docs/training.md#compiled-training: eager against train.compile, alternating rounds (`mlff bench train`).
+TABLES["bench-train-compiled"] = json_table(
+    "docs/data/bench_train_compiled_cpu.json",
+    [
+        Column("config", field("config")),
+        Column("batch", field("batch_size")),
+        Column("ms/step", field("ms_per_step"), ".1f"),
+        Column("CPU ms/step", field("cpu_ms_per_step"), ".1f"),
+        Column("frames/s", field("frames_per_s"), ".1f"),
+        Column("device", field("device")),
+    ],
+)
+
 # docs/compiled.md#gpu-session: training runs on the H200 (scripts/gpu_training_rows.py).
 TABLES["gpu-training"] = json_table(
     "docs/data/gpu_training_h200.json",

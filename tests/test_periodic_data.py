@@ -29,6 +29,7 @@ from mlff.dynamics.runner import replica_observers
 from mlff.export import export_model
 from mlff.models import build_model
 from mlff.training import load_config, train
+from mlff.training.config import ConfigError
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -114,6 +115,14 @@ def test_periodic_frames_train(periodic_file, tmp_path):
     result = train(load_config(None, overrides), progress=False)
     assert result.epochs_run == 1 and np.isfinite(result.best_val_force_mae)
     assert all(np.isfinite(value) for value in result.test_metrics.values())
+
+
+def test_compiled_training_refuses_periodic_frames(periodic_file, tmp_path):
+    boxes = [water_box(2, 5.0, seed) for seed in range(10)]
+    ase.io.write(tmp_path / "boxes.extxyz", label_with(periodic_file, boxes))
+    overrides = [*TINY_TRAINING_OVERRIDES, f"data.path={tmp_path / 'boxes.extxyz'}", f"output_dir={tmp_path / 'run'}"]
+    with pytest.raises(ConfigError, match="train.compile is for isolated molecules"):
+        train(load_config(None, [*overrides, "train.compile=true"]), progress=False)
 
 
 def numpy_minimum_image_counts(numbers, positions, box_a, r_max_a, bins) -> dict[str, np.ndarray]:

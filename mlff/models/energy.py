@@ -187,8 +187,10 @@ class EnergyModel(nn.Module):
         num_structures: int,
         candidates: torch.Tensor,
         capacity: int,
+        create_graph: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Energy and forces of isolated molecules with shapes fixed by the batch alone (compiled MD).
+        """Energy and forces of isolated molecules with shapes fixed by the batch alone (compiled MD;
+        with `create_graph` the forces stay differentiable in the weights: compiled training).
 
         The pairs come from `padded_neighbor_pairs`: the candidates [2, P] (`structure_pairs`, built
         once per batch) cut to `capacity` entries, pairs beyond the cutoff sent to a ghost atom
@@ -214,7 +216,7 @@ class EnergyModel(nn.Module):
         edges = self._edges_from(index, vectors, distances, None)
         species = self.species_table[numbers_ext]
         energy = self._energy(numbers_ext, species, batch_ext, edges, num_structures + 1)[:num_structures]
-        (gradient,) = torch.autograd.grad([energy.sum()], [positions])
+        (gradient,) = torch.autograd.grad([energy.sum()], [positions], create_graph=create_graph)
         return energy, -gradient, count
 
     @torch.jit.export

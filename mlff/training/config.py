@@ -158,6 +158,9 @@ class EMPPConfig:
                 raise ConfigError(f"train.empp.{name} must be > 0, got {getattr(self, name)}")
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
+
+
 @dataclass
 class TrainConfig:
     """Optimisation.
@@ -214,6 +217,11 @@ class TrainConfig:
             by its seed) of the training frames; validation and test frames are unchanged.
         empp: settings of the `empp` loss term (equivariant masked position prediction,
             `mlff.training.empp`); with loss_weights.empp 0 (the default) no EMPP head exists.
+        compile: train through `mlff.training.compiled`: each batch shape's energy and forces traced
+            into one graph and compiled with torch.compile (minutes per shape on a CPU), for
+            isolated molecules of one kind (periodic frames are refused). False: eager, as ever.
+        compile_mode: the torch.compile mode of `compile` ("default", "reduce-overhead": CUDA graphs
+            on CUDA, "max-autotune-no-cudagraphs").
     """
 
     # The defaults are the recipe study's winner (docs/training.md#training-recipe): EGNN 64x4,
@@ -243,8 +251,13 @@ class TrainConfig:
     committee: int = 1
     committee_bootstrap: bool = False
     empp: EMPPConfig = field(default_factory=EMPPConfig)
+    compile: bool = False
+    compile_mode: str = "default"
 
     def __post_init__(self) -> None:
+        if self.compile_mode not in COMPILE_MODES:
+            modes = ", ".join(COMPILE_MODES)
+            raise ConfigError(f"train.compile_mode must be one of {modes}, got {self.compile_mode!r}")
         if self.keep not in ("best", "last"):
             raise ConfigError(f"train.keep must be best or last, got {self.keep!r}")
         if self.schedule not in ("cosine", "plateau", "constant"):

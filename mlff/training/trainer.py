@@ -48,6 +48,7 @@ from mlff.data.packed import PackedFrames, streaming_reference_fit
 from mlff.data.reference import reference_statistics
 from mlff.evaluate import evaluate
 from mlff.models import DTYPES, EnergyModel, ModelConfig, build_model
+from mlff.training.compiled import CompiledEnergyForces, check_compilable
 from mlff.training.config import Config, TrainConfig
 from mlff.training.curves import write_learning_curve
 from mlff.training.dataset import TrainingData, epoch_order, frame_tensors, load_training_data
@@ -137,6 +138,8 @@ def _train(config: Config, resume: bool, progress: bool, command: str | None, ct
     frames, split = training_data.frames, training_data.split
     if config.train.committee_bootstrap:
         split = dataclasses.replace(split, train=bootstrap_frames(split.train, config.train.seed))
+    if config.train.compile:
+        check_compilable(config.model.backbone, np.asarray(getattr(frames, "pbc", False)).any())
     data = frame_tensors(frames, DTYPES[config.model.dtype], device)
     _seed_everything(config.train.seed)
     config = dataclasses.replace(config, model=_resolved_model_config(config, frames, split, last))
@@ -332,6 +335,7 @@ class TrainingState:
             if self.empp is not None and cfg.ema_decay
             else None
         )
+        self.compiled = CompiledEnergyForces(model, cfg.compile_mode) if cfg.compile else None
         self.label_free = label_free(cfg.loss_weights)
         # best.pt follows the validation force MAE, or the EMPP loss in a label-free run.
         self.selection_key = "val_empp_loss" if self.label_free else "val_force_mae_mev_per_a"
@@ -500,7 +504,10 @@ def train_step(
     """
     cfg = state.config.train
     model = state.model
-    energy, forces = model(batch.positions, batch.atomic_numbers, batch.batch, batch.cell, batch.pbc)
+    if state.compiled is not None:
+        energy, forces = state.compiled(batch.positions, batch.atomic_numbers, batch.batch, batch.cell.size(0))
+    else:
+        energy, forces = model(batch.positions, batch.atomic_numbers, batch.batch, batch.cell, batch.pbc)
     if mark is not None:
         mark("model")
     loss, parts = total_loss(cfg.loss_weights, model, batch, energy, forces, settings, generator, state.empp)
