@@ -189,6 +189,7 @@ def test_extra_train_paths_join_training_only_with_or_without_their_energies(tmp
         ("pbe_toluene", "rmd17_toluene.npz"),
         ("pbe_naphthalene", "rmd17_naphthalene.npz"),
         ("pbe_malonaldehyde", "rmd17_malonaldehyde.npz"),
+        ("pbe_aspirin", "rmd17_aspirin.npz"),
     ],
 )
 def test_the_reported_learn_configs_load_with_their_training_configs(name, data_file, monkeypatch):
