@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The GPU session's one device call (issues 22 and 17), about 9 minutes on one CUDA GPU.
-#   1. Training on the GPU (issue 17): first `mlff bench train` of the aspirin step at batch 32 and 256,
-#      by phase (three runs side by side on the H200 on 2026-11-29 took 65-72 ms per step at any batch
-#      size, all of it host time: docs/compiled.md#gpu-session); then one process fine-tunes the shipped
-#      aspirin file on rMD17 for TRAIN_MINUTES of wall time (its best.pt comes back).
+#   1. Training on the GPU (issue 17): first `mlff bench train` of the aspirin step at batch 256, eager
+#      against train.compile with and without CUDA graphs (the eager step was all host time, 41 ms on
+#      the H200: docs/compiled.md#gpu-session); then one process fine-tunes the shipped aspirin file
+#      on rMD17 for TRAIN_MINUTES of wall time (its best.pt comes back).
 #   2. Meanwhile: the gpu-marked tests, scripts/gpu_physics.py on the device (finite differences,
 #      invariances, periodic supercell and stress, compiled = eager MD), and the AOTInductor packages
 #      of ethanol and aspirin compiled there (for that GPU and torch).
@@ -77,12 +77,12 @@ train() {  # name config batch lr [overrides...]
 }
 TRAINING=()
 if [ "${TRAIN:-1}" = 1 ]; then
-    for batch in 32 256; do
-        timeout "$(left 60)" mlff --threads 1 bench train potentials/configs/aspirin.yaml --steps 10 --rounds 1 --warmup 3 \
-            --set "data.path=$DATA/rmd17_aspirin.npz" train.device="$DEV" train.batch_size=$batch \
-            -o "$R/bench_train_b$batch.json" > "$R/bench_train_b$batch.txt" 2>&1
-        stamp "bench train b$batch: exit $?"
-    done
+    # Eager, compiled (train.compile) and compiled with CUDA graphs, batch 256, alternating rounds.
+    timeout "$(left 240)" mlff --threads 1 bench train potentials/configs/aspirin.yaml \
+        examples/compiled_training/aspirin_compiled.yaml examples/compiled_training/aspirin_cudagraphs.yaml \
+        --steps 10 --rounds 3 --warmup 3 --data "$DATA/rmd17_aspirin.npz" \
+        --set train.device="$DEV" train.batch_size=256 -o "$R/bench_train_compiled.json" > "$R/bench_train_compiled.txt" 2>&1
+    stamp "bench train compiled: exit $?"
     train aspirin_ft256 potentials/configs/aspirin.yaml 256 2.0e-3 init_from=potentials/aspirin.pt train.warmup_epochs=1 &
     TRAINING+=($!)
 fi
