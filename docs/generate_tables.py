@@ -468,14 +468,23 @@ TABLES["bench-md-cuda-compiled"] = bench_md_table(
     "docs/data/bench_md_aspirin_cuda_compiled.json", Column("in potential", field("potential_time_fraction"), ".0%")
 )
 
-# docs/compiled.md#gpu-session: one aspirin training step on the H200 by phase (`mlff bench train`).
-TABLES["gpu-train-step"] = json_table(
-    "docs/data/bench_train_aspirin_cuda.json",
-    [
+
+def bench_train_table(path: str, first: Sequence[Column], last: Sequence[Column]) -> Table:
+    """A `mlff bench train` JSON as a table: `first`, the batch and the time per step, then `last`."""
+    step = [
         Column("batch", field("batch_size")),
         Column("ms/step", field("ms_per_step"), ".1f"),
         Column("CPU ms/step", field("cpu_ms_per_step"), ".1f"),
         Column("frames/s", field("frames_per_s"), ".0f"),
+    ]
+    return json_table(path, [*first, *step, *last])
+
+
+# docs/compiled.md#gpu-session: one aspirin training step on the H200 by phase.
+TABLES["gpu-train-step"] = bench_train_table(
+    "docs/data/bench_train_aspirin_cuda.json",
+    [],
+    [
         Column("forward", field("breakdown_ms.forward"), ".1f"),
         Column("force backward", field("breakdown_ms.force_backward"), ".1f"),
         Column("parameter backward", field("breakdown_ms.param_backward"), ".1f"),
@@ -483,17 +492,9 @@ TABLES["gpu-train-step"] = json_table(
     ],
 )
 
-# docs/training.md#compiled-training: eager against train.compile, alternating rounds (`mlff bench train`).
-TABLES["bench-train-compiled"] = json_table(
-    "docs/data/bench_train_compiled_cpu.json",
-    [
-        Column("config", field("config")),
-        Column("batch", field("batch_size")),
-        Column("ms/step", field("ms_per_step"), ".1f"),
-        Column("CPU ms/step", field("cpu_ms_per_step"), ".1f"),
-        Column("frames/s", field("frames_per_s"), ".1f"),
-        Column("device", field("device")),
-    ],
+# docs/training.md#compiled-training: eager against train.compile, alternating rounds.
+TABLES["bench-train-compiled"] = bench_train_table(
+    "docs/data/bench_train_compiled_cpu.json", [Column("config", field("config"))], [Column("device", field("device"))]
 )
 
 # docs/compiled.md#gpu-session: training runs on the H200 (scripts/gpu_training_rows.py).
