@@ -14,6 +14,13 @@ def inputs(molecules, dtype=torch.float64):
     return positions, numbers, batch, cell, pbc
 
 
+def random_molecules(sizes: list[int], seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Random molecules of these sizes (H, C, O) in 7 A boxes 20 A apart: the five forward arguments, float64."""
+    generator = np.random.default_rng(seed)
+    numbers = [generator.choice([1, 6, 8], n) for n in sizes]
+    return inputs([(z, generator.uniform(0, 7.0, (len(z), 3)) + 20.0 * k) for k, z in enumerate(numbers)])
+
+
 def evaluate(model, molecules):
     """(energies [B], forces [N, 3]) of `model` on the molecules, detached."""
     energy, forces = model(*inputs(molecules))

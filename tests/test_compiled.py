@@ -13,6 +13,7 @@ import pytest
 import torch
 from ase import Atoms
 from conftest import build_tiny_model, require_module, tiny_config
+from geometry import random_molecules
 
 from mlff.dynamics import MDSettings
 from mlff.dynamics.compiled import CompiledForces, CompiledTorchEngine
@@ -38,25 +39,10 @@ METHANOL = Atoms(
 WATER = Atoms(numbers=[8, 1, 1], positions=[[0.0, 0.0, 0.1], [0.76, 0.0, -0.47], [-0.76, 0.0, -0.47]])
 
 
-def molecules(sizes: list[int], seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """Random molecules of these sizes (H, C, O) in 7 A boxes 20 A apart: the five forward arguments, float64."""
-    generator = np.random.default_rng(seed)
-    numbers = np.concatenate([generator.choice([1, 6, 8], n) for n in sizes])
-    positions = np.concatenate([generator.uniform(0, 7.0, (n, 3)) + 20.0 * k for k, n in enumerate(sizes)])
-    batch = np.repeat(np.arange(len(sizes)), sizes)
-    return (
-        torch.as_tensor(positions),
-        torch.as_tensor(numbers),
-        torch.as_tensor(batch),
-        torch.zeros(len(sizes), 3, 3, dtype=torch.float64),
-        torch.zeros(len(sizes), 3, dtype=torch.bool),
-    )
-
-
 @pytest.mark.parametrize("backbone", ["egnn", "transformer", "et"])
 def test_padded_pairs_give_the_forward_numbers(backbone: str) -> None:
     model = build_tiny_model(backbone=backbone).eval()
-    arguments = molecules([9, 4, 12], seed=1)
+    arguments = random_molecules([9, 4, 12], seed=1)
     energy, forces = model(*arguments)
     candidates = structure_pairs(arguments[2], 3)
     _, _, count = model.energy_forces_padded(*arguments[:3], 3, candidates, candidates.size(1))
@@ -73,7 +59,7 @@ def test_padded_pairs_give_the_forward_numbers(backbone: str) -> None:
 
 def test_unchecked_path_is_the_forward(potential_file: Path) -> None:
     potential = load_potential(potential_file)
-    arguments = molecules([5, 7])
+    arguments = random_molecules([5, 7])
     potential.check_inputs(*arguments)
     checked = potential(*arguments)
     unchecked = potential(*arguments, check=False)
@@ -84,7 +70,7 @@ def test_unchecked_path_is_the_forward(potential_file: Path) -> None:
 
 
 def test_eager_model_from_file_matches_the_file(potential_file: Path) -> None:
-    arguments = molecules([6, 3])
+    arguments = random_molecules([6, 3])
     expected = load_potential(potential_file)(*arguments)
     torch.testing.assert_close(eager_model_from_file(potential_file)(*arguments), expected, rtol=0, atol=1e-12)
 
@@ -161,7 +147,7 @@ def test_aoti_package_equals_eager_on_other_sizes(aoti_package: Path) -> None:
     assert metadata["container"] == "aoti" and metadata["note"] == "test" and not metadata["periodic"]
     assert metadata["aoti"] == {"device": "cpu", "torch_version": torch.__version__}
     for sizes in ([3], [11, 5, 2], [30]):
-        arguments = molecules(sizes, seed=len(sizes))
+        arguments = random_molecules(sizes, seed=len(sizes))
         energy, forces = potential(*arguments)
         expected_energy, expected_forces = model(*arguments)
         torch.testing.assert_close(energy, expected_energy, rtol=0, atol=1e-10)

@@ -12,7 +12,7 @@ Each batch shape (atoms, structures, candidate pairs) is traced and compiled onc
 minutes on a CPU: it suits training on one molecule's frames (two shapes: the full batch and the
 epoch's last). Shapes beyond `max_graphs` run eagerly. Periodic frames and the distance-biased
 transformer are refused (`check_compilable`).
-On one CPU thread (aspirin, batch 32) a step took 0.78x the eager CPU time with equal gradients
+On one CPU thread (aspirin, batch 32) a step took 0.74x the eager CPU time, with gradients equal
 to float32 rounding (docs/training.md#compiled-training).
 """
 
