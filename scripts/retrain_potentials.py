@@ -179,17 +179,23 @@ def learn(args: argparse.Namespace) -> None:
 
 
 def final_config(
-    molecule: str, base: dict, last_iteration: int, labels: list[Path], seeds: list[str], energies: bool
+    molecule: str,
+    base: dict,
+    last_iteration: int,
+    labels: list[Path],
+    seeds: list[str],
+    energies: bool,
+    batch_size: int,
 ) -> str:
     """Stage 3 of a shipped potential: the loop's member 0 fine-tuned on rMD17 plus the labelled frames.
 
     `seeds`: labelled files the loop trained on from its start (its own data.extra_train_paths);
-    `energies`: whether it trained their energies (data.extra_energies).
+    `energies`: whether it trained their energies (data.extra_energies); `batch_size`: the loop's.
     """
     member = learn_dir(molecule).relative_to(ROOT) / f"iter_{last_iteration:03d}" / "train" / "member_0" / "best.pt"
     data = {**base["data"], "extra_train_paths": [*seeds, *(str(path.relative_to(ROOT)) for path in labels)]}
     data["extra_energies"] = energies
-    train = {"epochs": 60, "batch_size": base["train"]["batch_size"], "lr": 5.0e-4, "warmup_epochs": 1}
+    train = {"epochs": 60, "batch_size": batch_size, "lr": 5.0e-4, "warmup_epochs": 1}
     train["loss_weights"] = base["train"]["loss_weights"]
     if energies:
         # As the loop's fine-tunes: the validation frames hold no labelled frame (docs/learn.md, toluene).
@@ -267,14 +273,17 @@ def final(args: argparse.Namespace) -> None:
                 shutil.copyfile(source, labels[-1])
         state = json.loads((learn_dir(molecule) / "learn_state.json").read_text())
         with contextlib.chdir(ROOT):  # the loop's training.config path is relative to the checkout
-            loop_data = learn_config_from_dict(state["config"]).training_config().data
+            loop_training = learn_config_from_dict(state["config"]).training_config()
+        loop_data = loop_training.data
         # Stage 1 is what the loop started from: the shipped config, or a staged candidate's
         # (potentials/stages/<m>/config.yaml: naphthalene, malonaldehyde).
         text = (ROOT / state["config"]["training"]["config"]).read_text()
         base.write_text(base_config(molecule, text))
         last = iterations[-1]["index"]
         seeds, energies = list(loop_data.extra_train_paths), loop_data.extra_energies
-        config.write_text(final_config(molecule, yaml.safe_load(text), last, labels, seeds, energies))
+        # The loop's batch, not stage 1's: a stage 1 run on a GPU (aspirin: 256) overrides it for the CPU loop.
+        batch = loop_training.train.batch_size
+        config.write_text(final_config(molecule, yaml.safe_load(text), last, labels, seeds, energies, batch))
         written = [base, config] + ([labels_dir] if labels else [])
         print(f"wrote {', '.join(str(path.relative_to(ROOT)) for path in written)}")
 

@@ -94,14 +94,16 @@ def test_learn_passes_a_molecules_own_learn_config_with_its_data_path(retrain_ro
 def test_the_last_stage_trains_the_loops_seed_labels_and_its_energy_choice(retrain_root, energies):
     base = yaml.safe_load((retrain_root / "potentials" / "configs" / "toluene.yaml").read_text())
     base["train"]["loss_weights"] = {"energy": 1.0, "forces": 100.0}
+    base["train"]["batch_size"] = 256  # stage 1 on a GPU; the loop and stage 3 run at the CPU's batch
     labels = [retrain_root / "examples" / "learn" / "results" / "pbe_toluene_labels" / "iter_000.extxyz"]
-    text = RETRAIN.final_config("toluene", base, 2, labels, ["seed.extxyz"], energies)
+    text = RETRAIN.final_config("toluene", base, 2, labels, ["seed.extxyz"], energies, 32)
     config = yaml.safe_load(text)
     labels_path = "examples/learn/results/pbe_toluene_labels/iter_000.extxyz"
     assert config["data"]["extra_train_paths"] == ["seed.extxyz", labels_path]
     assert config["data"]["extra_energies"] is energies
     assert config["train"].get("keep", "best") == ("last" if energies else "best")
     assert config["init_from"] == "runs/learn/pbe_toluene/iter_002/train/member_0/best.pt"
+    assert config["train"]["batch_size"] == 32
 
 
 def card(force: float, collapsed: int | None) -> dict:
