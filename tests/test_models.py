@@ -144,6 +144,18 @@ def test_forces_accept_positions_that_already_require_grad(model, ethanol):
     assert_close(forces.detach(), expected_forces, rtol=1e-12, atol=1e-14)
 
 
+def test_forces_under_no_grad_are_the_forces(model, ethanol):
+    """A caller's torch.no_grad() (a common inference habit) must not zero the forces: the eager
+    model computes them, a scripted one (TorchScript has no enable_grad) refuses with a message."""
+    expected_energy, expected_forces = evaluate(model, [ethanol])
+    with torch.no_grad():
+        energy, forces = model(*inputs([ethanol]))
+        assert_close(energy.detach(), expected_energy, rtol=1e-12)
+        assert_close(forces.detach(), expected_forces, rtol=1e-10, atol=1e-12)
+        with pytest.raises(torch.jit.Error, match="outside torch.no_grad"):
+            torch.jit.script(model)(*inputs([ethanol]))
+
+
 # ---------------------------------------------------------------------------
 # Symmetries
 

@@ -253,7 +253,31 @@ class EnergyModel(nn.Module):
         pbc: torch.Tensor,
         with_stress: bool,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Energy [B], forces [N, 3] and dE/d(strain) [B, 3, 3] eV (zeros unless with_stress)."""
+        """Energy [B], forces [N, 3] and dE/d(strain) [B, 3, 3] eV (zeros unless with_stress).
+
+        Forces are derivatives: under a caller's `torch.no_grad()` the energy would have no graph
+        and the forces would be silently zero. Eager code enables gradients here; TorchScript has
+        no `enable_grad`, so a scripted model (an exported file) refuses with a message instead.
+        """
+        if torch.jit.is_scripting():
+            if not torch.is_grad_enabled():
+                raise RuntimeError(
+                    "mlff potential: forces are -dE/dx and need autograd; call it outside torch.no_grad()"
+                )
+            return self._evaluate_with_grad(positions, atomic_numbers, batch, cell, pbc, with_stress)
+        with torch.enable_grad():
+            return self._evaluate_with_grad(positions, atomic_numbers, batch, cell, pbc, with_stress)
+
+    def _evaluate_with_grad(
+        self,
+        positions: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        batch: torch.Tensor,
+        cell: torch.Tensor,
+        pbc: torch.Tensor,
+        with_stress: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`_evaluate` with gradients enabled."""
         num_structures = cell.size(0)
         dtype = self.energy_scale.dtype
         if positions.dtype != dtype or not positions.requires_grad:
