@@ -139,7 +139,7 @@ def _train(config: Config, resume: bool, progress: bool, command: str | None, ct
     if config.train.committee_bootstrap:
         split = dataclasses.replace(split, train=bootstrap_frames(split.train, config.train.seed))
     if config.train.compile:
-        check_compilable(config.model.backbone, np.asarray(getattr(frames, "pbc", False)).any())
+        check_compilable(np.asarray(getattr(frames, "pbc", False)).any())
     data = frame_tensors(frames, DTYPES[config.model.dtype], device)
     _seed_everything(config.train.seed)
     config = dataclasses.replace(config, model=_resolved_model_config(config, frames, split, last))
