@@ -1,14 +1,16 @@
 """Compiled force training (`train.compile`): the traced energy and forces are the model's, their
 weight gradients the eager double backward's, and a compiled training step is the eager step."""
 
+import dataclasses
+
 import pytest
 import torch
-from conftest import build_tiny_model
+from conftest import TINY_ELEMENT_ENERGIES_EV, TINY_ENERGY_SCALE_EV, TINY_SPECIES, build_tiny_model, tiny_config
 from geometry import random_molecules
 from synthetic import write_md17_npz
 
 from mlff.data.batch import FrameTensors
-from mlff.models import BACKBONES
+from mlff.models import BACKBONES, EnergyModel, build_model
 from mlff.training import load_config
 from mlff.training.compiled import CompiledEnergyForces
 from mlff.training.config import ConfigError
@@ -25,11 +27,20 @@ def loss_and_gradients(model, energy, forces, target_forces):
     return [torch.zeros_like(p) if g is None else g for p, g in zip(model.parameters(), gradients)]
 
 
-@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+def tiny_model_with(backbone: str, **options) -> EnergyModel:
+    config = tiny_config("float64", backbone)
+    config = dataclasses.replace(config, backbone_options={**config.backbone_options, **options})
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return build_model(config, TINY_SPECIES, TINY_ELEMENT_ENERGIES_EV, TINY_ENERGY_SCALE_EV)
+
+
+@pytest.mark.parametrize("backbone", [*sorted(BACKBONES), "et+polarization"])
 def test_traced_energy_forces_and_their_weight_gradients_are_the_forwards(backbone):
-    """Every backbone; the transformer's attention (exp, whose backward reads its saved output)
-    is the case where make_fx's detached saved tensors gave weight gradients off by 20%."""
-    model = build_tiny_model(backbone=backbone).train()
+    """Every backbone (and ET's polarization); the transformer's attention (exp, whose backward
+    reads its saved output) is where make_fx's detached saved tensors gave gradients off by 20%."""
+    name, _, option = backbone.partition("+")
+    model = tiny_model_with(name, **({option: True} if option else {})).train()
     positions, numbers, batch, zeros, no_pbc = random_molecules([5, 7, 5], seed=2)
     target = torch.randn(positions.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     energy, forces = model(positions, numbers, batch, zeros, no_pbc)
