@@ -43,6 +43,31 @@ def test_stability_bench_of_a_potential_with_its_dataset(potential_file, tmp_pat
     assert "| tiny " in capsys.readouterr().out
 
 
+def test_the_compiled_engine_runs_the_protocol(potential_file, tmp_path, monkeypatch):
+    """`--engine torch-compiled`: the same MD through the padded graph (traced only here: a real
+    compile takes minutes), so its rows equal the torch engine's, and the row names its engine."""
+    from mlff.dynamics.compiled import CompiledTorchEngine
+
+    original = CompiledTorchEngine.__init__
+
+    def traced_only(self, *args, **kwargs):
+        original(self, *args, **{**kwargs, "compile": False})
+
+    monkeypatch.setattr(CompiledTorchEngine, "__init__", traced_only)
+    data = write_md17_npz(tmp_path / "mol.npz", num_frames=120)
+    protocol = tmp_path / "cold.yaml"
+    protocol.write_text("time: 20fs\ntimestep_fs: 0.5\ntemperature_k: 10.0\nthermostat: nose-hoover\nsave_every: 5\n")
+    args = ["bench", "stability", "--potential", str(potential_file), "--data", str(data), "--seeds", "2"]
+    args += ["--protocol", str(protocol)]
+    rows = {}
+    for engine in ("torch", "torch-compiled"):
+        assert main([*args, "--engine", engine, "-o", str(tmp_path / engine)]) == 0
+        (rows[engine],) = json.loads((tmp_path / engine / "stability.json").read_text())["rows"]
+    assert rows["torch-compiled"]["engine"] == "torch-compiled" and rows["torch"]["engine"] == "torch"
+    assert rows["torch-compiled"]["hr_mae"] == pytest.approx(rows["torch"]["hr_mae"], rel=1e-9)
+    assert rows["torch-compiled"]["stable_time_ps"] == rows["torch"]["stable_time_ps"]
+
+
 def table_rows(path) -> list[list[str]]:
     """The cells of every Markdown table row in a file, header first."""
     lines = [line for line in path.read_text().splitlines() if line.startswith("| ")]

@@ -1,6 +1,7 @@
 """The MD17 stability benchmark: the MDsim protocol on each potential, one table.
 
-For each potential, all seeds run as one batch of the torch engine (`mlff.dynamics.run_md`), and
+For each potential, all seeds run as one batch of the torch engine (`mlff.dynamics.run_md`; or of
+torch-compiled, the same MD with the potential call compiled), and
 the table gives the force MAE of the potential's card, the stable time of each seed (mean and
 min), the h(r) MAE against the dataset and the throughput. Each molecule's run keeps its own
 directory with trajectories, plots and a checkpoint, so an interrupted benchmark continues
@@ -44,9 +45,18 @@ def shipped_targets(directory: str | Path, molecules: list[str] | None = None) -
 
 
 def run_target(
-    target: StabilityTarget, settings: MDSettings, output_dir: Path, device: str = "cpu", dtype: str | None = None
+    target: StabilityTarget,
+    settings: MDSettings,
+    output_dir: Path,
+    device: str = "cpu",
+    dtype: str | None = None,
+    engine: str = "torch",
 ) -> dict[str, Any]:
-    """The protocol on one potential (resuming its run if an earlier one stopped part-way); its table row."""
+    """The protocol on one potential (resuming its run if an earlier one stopped part-way); its table row.
+
+    `engine`: "torch" or "torch-compiled" (the same integrator and observers, the potential call
+    compiled); a run resumes only under the engine that started it.
+    """
     run_dir = output_dir / target.name
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
@@ -66,9 +76,9 @@ def run_target(
             run_dir,
             device,
             dtype,
-            engine="torch",
+            engine=engine,
             reference_data=target.data,
-            resume=can_resume(run_dir, "torch", settings, target.potential),
+            resume=can_resume(run_dir, engine, settings, target.potential),
         )
     return stability_row(target, summary)
 
@@ -92,6 +102,7 @@ def stability_row(target: StabilityTarget, summary: dict[str, Any]) -> dict[str,
         "collapsed_seeds": len(stability["collapsed_replicas"]),
         "hr_mae": stability["hr_mae"],
         "mean_temperature_k": stability["mean_temperature_k"],
+        "engine": summary.get("engine", "torch"),
         "steps_per_second": speed["steps_per_second"],
         "ns_per_day": speed["ns_per_day"],
         "interrupted": summary.get("interrupted", False),
@@ -169,13 +180,15 @@ def write_report(output_dir: Path, rows: list[dict[str, Any]], settings: MDSetti
         output_dir / "stability.json", {"protocol": protocol, "settings": settings.to_dict(), "rows": rows}
     )
     length_ps = settings.steps * settings.timestep_fs / FS_PER_PS
+    engines = " or ".join(sorted({row.get("engine", "torch") for row in rows}))
     lines = [
         "# MD17 stability benchmark",
         "",
         f"Protocol `{protocol}`: {length_ps:g} ps of {settings.thermostat} MD at "
         f"{settings.temperature_k:g} K, {settings.timestep_fs} fs steps, {settings.replicas} seeds per molecule in one "
-        f"torch-engine batch; a seed has collapsed when a bond deviates more than {settings.max_bond_deviation_a} A "
-        "from its reference length (MDsim). h(r) MAE: mean |h - h_dataset| x 10 A over 500 bins on (0, 10] A.",
+        f"batch of the {engines} engine; a seed has collapsed when a bond deviates more than "
+        f"{settings.max_bond_deviation_a} A from its reference length (MDsim). "
+        "h(r) MAE: mean |h - h_dataset| x 10 A over 500 bins on (0, 10] A.",
         "",
         format_table(rows),
         "",

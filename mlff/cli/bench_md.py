@@ -26,7 +26,12 @@ def add_parser(benches: Any) -> None:
     parser.add_argument("--steps", type=int, default=100, help="timed steps per configuration and round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds, configurations taking turns (median reported)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps first")
-    parser.add_argument("--protocol", default=None, help="MD protocol YAML for the settings (default: Langevin 300 K)")
+    parser.add_argument(
+        "--protocol",
+        default=None,
+        help="MD protocol for the settings: a shipped one's name (md17-stability-cpu, ...) or a YAML file "
+        "(default: Langevin 300 K)",
+    )
     parser.add_argument(
         "--timestep-fs", type=float, default=None, help="MD step (0.001: near-fixed geometry for foreign molecules)"
     )
@@ -40,11 +45,12 @@ def run(args: argparse.Namespace) -> int:
     from mlff.bench.md import format_table, md_benchmark, parse_configuration
     from mlff.cli.bench import structures_from_args
     from mlff.dynamics import MDSettings, load_protocol
+    from mlff.resources import protocol_path
     from mlff.utils import write_json
 
     overrides = {"timestep_fs": args.timestep_fs} if args.timestep_fs is not None else {}
     if args.protocol:
-        settings = load_protocol(args.protocol, **overrides)
+        settings = load_protocol(protocol_path(args.protocol), **overrides)
     else:
         settings = MDSettings(temperature_k=300.0, thermostat="langevin", **overrides)
     configurations = tuple(parse_configuration(text) for text in args.engines)
