@@ -169,3 +169,29 @@ def test_mlff_md_select_writes_the_candidates_and_logs_the_spread(committee_run,
     frames = ase.io.read(out, index=":")
     assert len(frames) == 3 and all(f.info["reason"] == "spread" for f in frames)
     assert all(f.info["force_spread_ev_per_a"] > 1e-9 for f in frames)
+
+
+def test_the_compiled_engine_runs_a_committee_file(committee_run, tmp_path):
+    """`eager_model_from_file` rebuilds a committee; the traced padded graph (the compiled engine's,
+    uncompiled here) steps as the torch engine does on the TorchScript committee."""
+    from mlff.dynamics.compiled import CompiledTorchEngine
+    from mlff.dynamics.runner import load_structures
+    from mlff.dynamics.settings import MDSettings
+    from mlff.dynamics.torch_engine import TorchEngine
+    from mlff.export.deploy import eager_model_from_file
+
+    root, _, _, _ = committee_run
+    path = export_committee([root / "run" / f"member_{k}" / "best.pt" for k in range(2)], tmp_path / "c.pt")
+    potential = load_potential(path)
+    rebuilt = eager_model_from_file(path)
+    assert len(rebuilt.members) == 2
+    settings = MDSettings(temperature_k=300.0, thermostat="langevin", friction_per_fs=0.01, seed=3, replicas=2)
+    systems = load_structures([], {"reference": potential.metadata["reference"]}, settings.replicas)
+    eager = TorchEngine(potential, systems, settings)
+    traced = CompiledTorchEngine(potential, systems, settings, compile=False)
+    eager.advance(10)
+    traced.advance(10)
+    scale = float(eager.state.forces.abs().max())
+    assert scale > 0
+    torch.testing.assert_close(traced.state.forces, eager.state.forces, rtol=0, atol=1e-5 * scale)
+    torch.testing.assert_close(traced.state.positions, eager.state.positions, rtol=0, atol=1e-6)

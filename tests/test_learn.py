@@ -143,6 +143,8 @@ def test_learn_runs_two_iterations_and_resumes_where_it_stopped(water_data, tmp_
     assert extra in member["data_summary"]["extra_train_paths"]
     # A finished run resumes to nothing new; a changed config is refused.
     assert learn(load_learn_config(config2), resume=True)["iterations_run"] == 2
+    # The MD engine may change on resume (it changes no physics).
+    assert learn(load_learn_config(config2, ["md.engine=torch-compiled"]), resume=True)["iterations_run"] == 2
     with pytest.raises(ValueError, match="changed config"):
         learn(load_learn_config(config2, ["selection.max_frames=7"]), resume=True)
     with pytest.raises(ValueError, match="already holds"):
@@ -223,3 +225,6 @@ def test_learn_config_is_validated(tmp_path):
         load_learn_config(None, ["export.core_repulsion=-1"])
     with pytest.raises(ConfigError, match="repulsion must be one of"):
         load_learn_config(None, ["export.repulsion=morse"])
+    assert load_learn_config(None, ["md.engine=torch-compiled"]).md.engine == "torch-compiled"
+    with pytest.raises(ConfigError, match="md.engine must be one of"):
+        load_learn_config(None, ["md.engine=openmm"])

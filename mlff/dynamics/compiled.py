@@ -34,7 +34,8 @@ class CompiledForces:
     """positions [N, 3] Angstrom -> (energy [B] eV, forces [N, 3] eV/A) through one compiled static graph.
 
     Args:
-        model: an eval-mode `EnergyModel` on the device, in the network dtype.
+        model: an eval-mode `EnergyModel` (or `CommitteeModel`: the members' mean) on the device, in the
+            network dtype.
         atomic_numbers: [N] long. batch: [N] long, non-decreasing (checked by the caller).
         fallback: [N, 3] Angstrom, coordinates used in place of non-finite ones (as `BatchedPotential`).
         capacity: neighbour pairs kept per call (None: every candidate pair, which never overflows).
@@ -55,8 +56,9 @@ class CompiledForces:
         from mlff.models.neighbors import structure_pairs
 
         self.model = model
-        self.device = model.energy_scale.device
-        self.dtype = model.energy_scale.dtype
+        scale = model.members[0].energy_scale if hasattr(model, "members") else model.energy_scale
+        self.device = scale.device
+        self.dtype = scale.dtype
         self.atomic_numbers = atomic_numbers.to(self.device)
         self.batch = batch.to(self.device)
         self.num_systems = int(batch.max()) + 1 if batch.numel() else 0

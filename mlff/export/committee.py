@@ -85,6 +85,29 @@ class CommitteeModel(nn.Module):
         energy, forces, _ = self.energy_forces_spread(positions, atomic_numbers, batch, cell, pbc)
         return energy, forces
 
+    @torch.jit.unused
+    def energy_forces_padded(
+        self,
+        positions: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        batch: torch.Tensor,
+        num_structures: int,
+        candidates: torch.Tensor,
+        capacity: int,
+        create_graph: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The members' mean energy [B] eV and forces [N, 3] eV/A through `EnergyModel.energy_forces_padded`
+        (compiled MD of a committee file), and the largest pair count of the members (all the same)."""
+        results = [
+            member.energy_forces_padded(
+                positions, atomic_numbers, batch, num_structures, candidates, capacity, create_graph
+            )
+            for member in self.members
+        ]
+        energy = torch.stack([result[0] for result in results]).mean(0)
+        forces = torch.stack([result[1] for result in results]).mean(0)
+        return energy, forces, torch.stack([result[2] for result in results]).amax()
+
 
 def committee_checkpoints(path: str | os.PathLike) -> list[Path]:
     """The members' best.pt of a committee run folder (its committee.json names them)."""

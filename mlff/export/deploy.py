@@ -243,30 +243,39 @@ def replace_reference(potential_path: str | os.PathLike, reference: dict[str, An
     return _write_potential_file(module, metadata, output)
 
 
-def eager_model_from_file(path: str | os.PathLike) -> EnergyModel:
-    """The EnergyModel of a TorchScript potential file, rebuilt from its metadata and weights (eval mode).
+def eager_model_from_file(path: str | os.PathLike) -> torch.nn.Module:
+    """The model of a TorchScript potential file, rebuilt from its metadata and weights (eval mode):
+    an EnergyModel, or for a committee file a `CommitteeModel` of them.
 
     What `torch.compile` and `torch.export` need: a TorchScript module cannot be traced. The
-    architecture comes from metadata["model"] (config and prior names), the weights from the file.
+    architecture comes from metadata["model"] (config and prior names; a committee's members share
+    them), the weights from the file.
 
     Raises:
-        ValueError: a committee, a file without its architecture, or an AOTInductor package.
+        ValueError: a file without its architecture, or an AOTInductor package.
     """
+    from mlff.export.committee import CommitteeModel
     from mlff.export.load import read_metadata, resolve_potential
 
     path = resolve_potential(path)
     metadata = read_metadata(path)
     model_metadata = metadata.get("model") or {}
-    if metadata.get("committee") or metadata.get("container") == "aoti" or not model_metadata.get("config"):
-        raise ValueError(f"{path}: only a single model's TorchScript file with its architecture can be rebuilt")
+    if metadata.get("container") == "aoti" or not model_metadata.get("config"):
+        raise ValueError(f"{path}: only a TorchScript file with its architecture can be rebuilt")
     with torchscript_without_deprecation_warning():
         state = torch.jit.load(str(path), map_location="cpu").state_dict()
     config = ModelConfig(**model_metadata["config"])
     species = [int(z) for z in metadata["species"]]
-    model = build_model(config, species, [0.0] * len(species), 1.0)
-    for name, kind in (model_metadata.get("priors") or {}).items():
-        if name not in model.priors:
-            model.priors[name] = build_prior(kind, species, model.cutoff)
+
+    def member() -> EnergyModel:
+        model = build_model(config, species, [0.0] * len(species), 1.0)
+        for name, kind in (model_metadata.get("priors") or {}).items():
+            if name not in model.priors:
+                model.priors[name] = build_prior(kind, species, model.cutoff)
+        return model
+
+    committee = metadata.get("committee")
+    model = CommitteeModel([member() for _ in range(committee["members"])]) if committee else member()
     model = model.to(dtype_from_name(metadata["dtype"]))
     model.load_state_dict(state)
     return model.eval()
@@ -277,6 +286,8 @@ def convert_potential(path: str | os.PathLike, output: str | os.PathLike, format
     from mlff.export.load import read_metadata
 
     metadata = read_metadata(path)
+    if metadata.get("committee"):
+        raise ValueError(f"{path} is a committee: a converted file holds one model")
     model = eager_model_from_file(path)
     extra = {key: value for key, value in metadata.items() if key not in RESERVED_KEYS}
     config = ModelConfig(**metadata["model"]["config"])

@@ -55,7 +55,6 @@ _TORCHSCRIPT_MARKER = "constants.pkl"
 _SCRIPT_ERROR_PREFIX = "builtins.ValueError: "
 
 
-
 def molecule_batch(
     structures: Sequence[tuple[np.ndarray, np.ndarray]], dtype: torch.dtype, device: torch.device | str = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -68,6 +67,7 @@ def molecule_batch(
         torch.zeros(len(structures), 3, 3, dtype=dtype, device=device),
         torch.zeros(len(structures), 3, dtype=torch.bool, device=device),
     )
+
 
 class PotentialError(ValueError):
     """A potential file is missing, corrupt, not an mlff potential, or of an unknown version."""

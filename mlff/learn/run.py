@@ -10,7 +10,7 @@ Iteration i (folder OUTPUT_DIR/iter_{i:03d}/):
 - `export`: committee.pt (`mlff.export.committee.export_committee`; its spread threshold fitted on
   the training frames of data.path; the config's `export` section adds the core repulsion prior a
   shipped potential carries, so that the loop's MD is the potential's).
-- `md`: md/ — `run_md` with the torch engine, all replicas in one batch, `SpreadObserver` and
+- `md`: md/ — `run_md` with the torch engine (or torch-compiled), all replicas in one batch, `SpreadObserver` and
   `SelectionObserver` (md/candidates.extxyz), resumable from its checkpoint.
 - `select`: selected.extxyz, the candidates by score cut to the labels left in budget.max_labels;
   skipped when every replica survived the whole run (the loop has converged).
@@ -43,7 +43,7 @@ from mlff.utils import atomic_path, write_json
 STEPS = ("train", "export", "md", "select", "label", "done")
 STATE_FILE = "learn_state.json"
 # Config entries that may change on resume (budgets, parallelism); anything else is refused.
-RESUMABLE_CHANGES = ("budget", "label.workers", "label.threads_per_worker", "md.device")
+RESUMABLE_CHANGES = ("budget", "label.workers", "label.threads_per_worker", "md.device", "md.engine")
 
 
 def cpu_seconds() -> float:
@@ -249,8 +249,8 @@ def _md(config: LearnConfig, base: Any, state: dict[str, Any], record: dict[str,
         output_dir=folder / "md",
         device=config.md.device,
         dtype=config.md.dtype,
-        engine="torch",
-        resume=can_resume(folder / "md", "torch", settings, potential),
+        engine=config.md.engine,
+        resume=can_resume(folder / "md", config.md.engine, settings, potential),
         progress=progress,
         observers=[SpreadObserver(), selection],
     )
