@@ -171,6 +171,7 @@ def learn(args: argparse.Namespace) -> None:
             command += [
                 f"training.config={config.relative_to(ROOT)}",
                 f"training.init_from={start.relative_to(ROOT)}",
+                "md.engine=torch-compiled",  # the same MD at 1.8x the steps/s
             ]
         # Entries holding a list are quoted, so that the flow list around them parses.
         quoted = [f'"{entry}"' if "[" in entry else entry for entry in training]
