@@ -66,7 +66,7 @@ def tensors(atoms: Atoms) -> tuple[torch.Tensor, ...]:
 
 
 def energy(model, atoms: Atoms) -> float:
-    return float(model(*tensors(atoms))[0][0])
+    return model(*tensors(atoms))[0][0].item()
 
 
 def supercell_check(model, atoms: Atoms) -> None:
