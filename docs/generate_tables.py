@@ -496,6 +496,11 @@ TABLES["gpu-train-step"] = bench_train_table(
 TABLES["bench-train-compiled"] = bench_train_table(
     "docs/data/bench_train_compiled_cpu.json", [Column("config", field("config"))], [Column("device", field("device"))]
 )
+TABLES["bench-train-compiled-uracil"] = bench_train_table(
+    "docs/data/bench_train_compiled_cpu_uracil.json",
+    [Column("config", field("config"))],
+    [Column("device", field("device"))],
+)
 
 # docs/compiled.md#gpu-session: training runs on the H200 (scripts/gpu_training_rows.py).
 TABLES["gpu-training"] = json_table(

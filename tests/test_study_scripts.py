@@ -103,7 +103,7 @@ def test_the_last_stage_trains_the_loops_seed_labels_and_its_energy_choice(retra
     assert config["data"]["extra_energies"] is energies
     assert config["train"].get("keep", "best") == ("last" if energies else "best")
     assert config["init_from"] == "runs/learn/pbe_toluene/iter_002/train/member_0/best.pt"
-    assert config["train"]["batch_size"] == 32
+    assert config["train"]["batch_size"] == 32 and config["train"]["compile"] is True
 
 
 def card(force: float, collapsed: int | None) -> dict:
