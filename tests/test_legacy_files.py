@@ -54,6 +54,10 @@ def test_the_old_potential_loads_and_gives_its_energies_and_forces():
     assert_expected(potential)
     # The second structure's hydrogens sit inside the core repulsion: the fixture exercises it.
     assert EXPECTED["energy_ev"][1] > EXPECTED["energy_ev"][0]
+    # Under a caller's torch.no_grad() the old file alone gives zero forces; through mlff, its forces.
+    with torch.no_grad():
+        assert_expected(potential)
+        assert not energies_and_forces(potential.module)[1].any()
 
 
 def test_the_old_checkpoint_exports_to_the_same_potential(legacy_folder, capsys):

@@ -238,13 +238,16 @@ class Potential:
         Raises:
             ValueError: the module rejected the input (the message says why).
         """
-        try:
-            if check or not self._has_method("energy_forces_unchecked"):
-                energy, forces = self.module(positions, atomic_numbers, batch, cell, pbc)
-            else:
-                energy, forces = self.module.energy_forces_unchecked(positions, atomic_numbers, batch, cell, pbc)
-        except torch.jit.Error as error:
-            raise _input_error(error) from None
+        # Forces are a gradient: a caller's torch.no_grad() would make a file written before
+        # 2026-11-30 return zeros (newer ones refuse), so gradients are on for the call.
+        with torch.enable_grad():
+            try:
+                if check or not self._has_method("energy_forces_unchecked"):
+                    energy, forces = self.module(positions, atomic_numbers, batch, cell, pbc)
+                else:
+                    energy, forces = self.module.energy_forces_unchecked(positions, atomic_numbers, batch, cell, pbc)
+            except torch.jit.Error as error:
+                raise _input_error(error) from None
         return energy.detach(), forces.detach()
 
     def check_inputs(
@@ -259,13 +262,14 @@ class Potential:
 
         Files written before the checks were a method of their own check by a call instead.
         """
-        try:
-            if self._has_method("check_inputs"):
-                self.module.check_inputs(positions, atomic_numbers, batch, cell, pbc)
-            else:
-                self.module(positions, atomic_numbers, batch, cell, pbc)
-        except torch.jit.Error as error:
-            raise _input_error(error) from None
+        with torch.enable_grad():
+            try:
+                if self._has_method("check_inputs"):
+                    self.module.check_inputs(positions, atomic_numbers, batch, cell, pbc)
+                else:
+                    self.module(positions, atomic_numbers, batch, cell, pbc)
+            except torch.jit.Error as error:
+                raise _input_error(error) from None
 
     def _has_method(self, name: str) -> bool:
         """Whether the module has method `name` (a TorchScript module's exported methods, or a Python one)."""
@@ -308,10 +312,11 @@ class Potential:
                 f"this potential (format v{self.metadata.get('format_version')}) gives no stress; "
                 "re-export it with this mlff (format v2) for the stress"
             )
-        try:
-            energy, forces, stress = self.module.energy_forces_stress(positions, atomic_numbers, batch, cell, pbc)
-        except torch.jit.Error as error:
-            raise _input_error(error) from None
+        with torch.enable_grad():
+            try:
+                energy, forces, stress = self.module.energy_forces_stress(positions, atomic_numbers, batch, cell, pbc)
+            except torch.jit.Error as error:
+                raise _input_error(error) from None
         return energy.detach(), forces.detach(), stress.detach()
 
     def energy_and_forces(
@@ -387,10 +392,11 @@ class Potential:
         norm over x, y, z of the standard deviation over members), detached; arguments as `__call__`."""
         if not self.is_committee:
             raise ValueError("this potential is not a committee: it has no force spread")
-        try:
-            energy, forces, spread = self.module.energy_forces_spread(positions, atomic_numbers, batch, cell, pbc)
-        except torch.jit.Error as error:
-            raise _input_error(error) from None
+        with torch.enable_grad():
+            try:
+                energy, forces, spread = self.module.energy_forces_spread(positions, atomic_numbers, batch, cell, pbc)
+            except torch.jit.Error as error:
+                raise _input_error(error) from None
         return energy.detach(), forces.detach(), spread.detach()
 
     def energy_forces_spread_of(
