@@ -27,9 +27,11 @@ replicas hold 50 ps, into runs/learn/pbe_<m>.
 
 `final` turns a finished (stable) learn run into the molecule's last stage, as for ethanol: the
 trained config becomes potentials/configs/<m>_base.yaml, the labelled frames are copied to
-examples/learn/results/pbe_<m>_labels/, and potentials/configs/<m>.yaml becomes a 60-epoch fine-tune
-(lr 5e-4) of member 0 of the loop's last committee on the rMD17 frames plus those labels (their
-energies too where the loop trained them); then `train --only <m>` and `ship --only <m>`.
+examples/learn/results/pbe_<m>_labels/, and potentials/configs/<m>.yaml becomes a fine-tune
+(`--epochs`, default 200, lr 5e-4 cosine, compiled) of member 0 of the loop's last committee on the
+rMD17 frames plus those labels (their energies too where the loop trained them); then `train --only
+<m>` and `ship --only <m>`. `final --again --epochs N` rewrites that last stage of a molecule that
+has one (a longer fine-tune of the same member into its own run folder; stage 1 stays).
 
 A config is the run of the shipped file's card. Most start from the xTB pretraining (`pretrain`);
 one whose MD needed `mlff learn` starts from the loop's last committee and its header names the
@@ -179,6 +181,10 @@ def learn(args: argparse.Namespace) -> None:
         run([*command, "--resume"] if (ROOT / out / "learn_state.json").is_file() else command)
 
 
+# Epochs of the last stage's fine-tune: compiled, 200 epochs of uracil take about 45 CPU-minutes.
+FINAL_EPOCHS = 200
+
+
 def final_config(
     molecule: str,
     base: dict,
@@ -187,23 +193,26 @@ def final_config(
     seeds: list[str],
     energies: bool,
     batch_size: int,
+    epochs: int = 60,
 ) -> str:
     """Stage 3 of a shipped potential: the loop's member 0 fine-tuned on rMD17 plus the labelled frames.
 
     `seeds`: labelled files the loop trained on from its start (its own data.extra_train_paths);
-    `energies`: whether it trained their energies (data.extra_energies); `batch_size`: the loop's.
+    `energies`: whether it trained their energies (data.extra_energies); `batch_size`: the loop's;
+    `epochs`: of the fine-tune (60, the first shipped ones, train into runs/potentials/<m>_learned;
+    others into <m>_learned_<epochs>ep).
     """
     member = learn_dir(molecule).relative_to(ROOT) / f"iter_{last_iteration:03d}" / "train" / "member_0" / "best.pt"
     data = {**base["data"], "extra_train_paths": [*seeds, *(str(path.relative_to(ROOT)) for path in labels)]}
     data["extra_energies"] = energies
     # Compiled: 0.60x the eager CPU time per uracil step at batch 32 (docs/training.md#compiled-training).
-    train = {"epochs": 60, "batch_size": batch_size, "lr": 5.0e-4, "warmup_epochs": 1, "compile": True}
+    train = {"epochs": epochs, "batch_size": batch_size, "lr": 5.0e-4, "warmup_epochs": 1, "compile": True}
     train["loss_weights"] = base["train"]["loss_weights"]
     if energies:
         # As the loop's fine-tunes: the validation frames hold no labelled frame (docs/learn.md, toluene).
         train["keep"] = "last"
     config = {"init_from": str(member), "data": data, "model": base["model"], "train": train}
-    config["output_dir"] = f"runs/potentials/{molecule}_learned"
+    config["output_dir"] = f"runs/potentials/{molecule}_learned" + ("" if epochs == 60 else f"_{epochs}ep")
     own = own_learn_config(molecule)
     loop = str(own.relative_to(ROOT)) if own else "examples/learn/pbe_ethanol.yaml with that config"
     if labels:
@@ -223,7 +232,7 @@ def final_config(
 # 2. mlff learn {loop} and its best.pt (docs/learn.md): a
 #    committee of two; {stage_2}
 #      python scripts/retrain_potentials.py learn --md17-dir DIR --only {molecule}
-# 3. This config: member 0 of the loop's last committee fine-tuned for 60 epochs (lr 5e-4, cosine, compiled) on
+# 3. This config: member 0 of the loop's last committee fine-tuned for {epochs} epochs (lr 5e-4, cosine, compiled) on
 #    {stage_3}
 # Retrain stage 3: python scripts/retrain_potentials.py train --md17-dir DIR --only {molecule}
 #   (= mlff --threads 1 train potentials/configs/{molecule}.yaml data.path=DIR/rmd17_{molecule}.npz [--resume])
@@ -256,8 +265,8 @@ def base_config(molecule: str, text: str) -> str:
 def final(args: argparse.Namespace) -> None:
     for molecule in args.only or MOLECULES:
         config, base = CONFIGS / f"{molecule}.yaml", CONFIGS / f"{molecule}_base.yaml"
-        if base.is_file():
-            print(f"{molecule}: {base.name} exists; its config is already the last stage")
+        if base.is_file() and not args.again:
+            print(f"{molecule}: {base.name} exists; its config is already the last stage (--again rewrites it)")
             continue
         summary_path = learn_dir(molecule) / "summary.json"
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
@@ -280,13 +289,18 @@ def final(args: argparse.Namespace) -> None:
         # Stage 1 is what the loop started from: the shipped config, or a staged candidate's
         # (potentials/stages/<m>/config.yaml: naphthalene, malonaldehyde).
         text = (ROOT / state["config"]["training"]["config"]).read_text()
-        base.write_text(base_config(molecule, text))
+        if base.is_file():
+            # --again: the loop's training config may be <m>.yaml itself, now the last stage.
+            text = base.read_text()
+        else:
+            base.write_text(base_config(molecule, text))
         last = iterations[-1]["index"]
         seeds, energies = list(loop_data.extra_train_paths), loop_data.extra_energies
         # The loop's batch, not stage 1's: a stage 1 run on a GPU (aspirin: 256) overrides it for the CPU loop.
         batch = loop_training.train.batch_size
-        config.write_text(final_config(molecule, yaml.safe_load(text), last, labels, seeds, energies, batch))
-        written = [base, config] + ([labels_dir] if labels else [])
+        stage_1 = yaml.safe_load(text)
+        config.write_text(final_config(molecule, stage_1, last, labels, seeds, energies, batch, args.epochs))
+        written = ([] if args.again else [base]) + [config] + ([labels_dir] if labels else [])
         print(f"wrote {', '.join(str(path.relative_to(ROOT)) for path in written)}")
 
 
@@ -427,6 +441,8 @@ def main() -> int:
     parser.add_argument("--slot", type=int, default=0)
     parser.add_argument("--slots", type=int, default=1)
     parser.add_argument("--only", nargs="+", choices=MOLECULES, help="these molecules only")
+    parser.add_argument("--epochs", type=int, default=FINAL_EPOCHS, help="final: epochs of the last stage's fine-tune")
+    parser.add_argument("--again", action="store_true", help="final: rewrite the last stage of a molecule that has one")
     args = parser.parse_args()
     steps[args.step](args)
     return 0

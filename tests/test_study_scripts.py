@@ -104,6 +104,10 @@ def test_the_last_stage_trains_the_loops_seed_labels_and_its_energy_choice(retra
     assert config["train"].get("keep", "best") == ("last" if energies else "best")
     assert config["init_from"] == "runs/learn/pbe_toluene/iter_002/train/member_0/best.pt"
     assert config["train"]["batch_size"] == 32 and config["train"]["compile"] is True
+    assert config["train"]["epochs"] == 60 and config["output_dir"] == "runs/potentials/toluene_learned"
+    longer = yaml.safe_load(RETRAIN.final_config("toluene", base, 2, labels, ["seed.extxyz"], energies, 32, 240))
+    assert longer["train"]["epochs"] == 240 and longer["output_dir"] == "runs/potentials/toluene_learned_240ep"
+    assert {**longer, "train": config["train"], "output_dir": None} == {**config, "output_dir": None}
 
 
 def card(force: float, collapsed: int | None) -> dict:
