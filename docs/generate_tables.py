@@ -639,6 +639,7 @@ TABLES["learn-pbe-ethanol-v1"] = learn_table("pbe_ethanol_v1")
 TABLES["learn-pbe-toluene-v1"] = learn_table("pbe_toluene_v1")
 TABLES["learn-pbe-toluene"] = learn_table("pbe_toluene")
 TABLES["learn-pbe-naphthalene"] = learn_table("pbe_naphthalene")
+TABLES["learn-pbe-malonaldehyde"] = learn_table("pbe_malonaldehyde")
 
 # docs/learn.md: does one fine-tune learn the labelled collapse frames? (examples/learn/absorb_labels.py)
 TABLES["learn-absorb-toluene"] = json_table(
