@@ -277,3 +277,44 @@ def test_bad_options_are_refused_before_any_md(spring_potential_file, tmp_path):
     with pytest.raises(ValueError, match="dft_frames must be between 1 and frames_before"):
         analyse_collapses(spring_potential_file, HOT, tmp_path, frames_before=2, dft_frames=3, report=None)
     assert not (tmp_path / "spring" / "md.json").exists()
+
+
+def test_the_compiled_engine_observes_the_same_md(potential_file, tmp_path, monkeypatch):
+    """`--engine torch-compiled` (traced only here: a real compile takes minutes) finds what the torch
+    engine finds: the same Langevin noise and forces, so the same observed frames."""
+    from ase.build import molecule
+
+    from mlff.dynamics.compiled import CompiledTorchEngine
+
+    original = CompiledTorchEngine.__init__
+    made = []
+
+    def traced_only(self, *args, **kwargs):
+        made.append(self)
+        original(self, *args, **{**kwargs, "compile": False})
+
+    monkeypatch.setattr(CompiledTorchEngine, "__init__", traced_only)
+    ase.io.write(tmp_path / "methanol.xyz", molecule("CH3OH"))
+    protocol = tmp_path / "hot.yaml"
+    protocol.write_text("time: 0.1ps\ntemperature_k: 3000\nthermostat: langevin\nsave_every: 5\nreplicas: 2\n")
+    argv = ["bench", "collapse", str(potential_file), "--protocol", str(protocol), "--dft", "none"]
+    argv += ["--structure", str(tmp_path / "methanol.xyz")]
+    observed = {}
+    for engine in ("torch", "torch-compiled"):
+        assert main([*argv, "--engine", engine, "--out", str(tmp_path / engine)]) == 0
+        observed[engine] = json.loads((tmp_path / engine / potential_file.stem / "md.json").read_text())
+        assert bool(made) == (engine == "torch-compiled")
+    assert observed["torch"]["collapses"], "the hot run collapses (a test that can tell the engines apart)"
+    for key in ("series", "collapses"):
+        assert rounded(observed["torch-compiled"][key]) == rounded(observed["torch"][key]), key
+
+
+def rounded(value, digits: int = 6):
+    """`value` with every float rounded (nested lists and mappings)."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {key: rounded(item, digits) for key, item in value.items()}
+    if isinstance(value, list):
+        return [rounded(item, digits) for item in value]
+    return value

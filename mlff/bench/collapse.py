@@ -155,6 +155,7 @@ def analyse_collapses(
     dft_compute: bool = True,
     replay: str | os.PathLike | None = None,
     report: Callable[[str], None] | None = print,
+    engine: str = "torch",
 ) -> dict[str, Any]:
     """Run the protocol, find each replica's collapse and judge it (see the module docstring).
 
@@ -173,6 +174,8 @@ def analyse_collapses(
         dft_frames: label only the last this many stable frames of each collapse (None: all kept).
         label_collapse_frame: label the collapse frame too (after the others; it counts in the verdict).
         dft_compute: False: use only the DFT labels already cached, compute none.
+        engine: the batched MD engine, "torch" or "torch-compiled" (the same MD, its potential call
+            compiled: faster on long runs).
         replay: an earlier MD run's folder of this potential (`replica_<k>.h5`, `summary.json`): its
             saved frames are read instead of running the MD (`replayed_md`); `settings` must be its.
         report: called with progress lines (None: quiet).
@@ -199,7 +202,7 @@ def analyse_collapses(
     if replay is not None:
         observed = replayed_md(path, settings, frames_before, replay, report)
     else:
-        observed = _observed_md(path, settings, frames_before, structure, md_dir, molecule_dir, report)
+        observed = _observed_md(path, settings, frames_before, structure, md_dir, molecule_dir, report, engine)
     model = load_potential(path)
     mae_mev = (metadata.get("test_metrics") or {}).get("energy_mae_mev")
     force_mae_mev = (metadata.get("test_metrics") or {}).get("force_mae_mev_per_a")
@@ -270,6 +273,7 @@ def _observed_md(
     md_dir: str | os.PathLike | None,
     molecule_dir: Path,
     report: Callable[[str], None] | None,
+    engine: str = "torch",
 ) -> dict[str, Any]:
     """The MD with a CollapseObserver, or the `md.json` of an earlier call with the same potential,
     settings, kept frames and structures."""
@@ -287,8 +291,8 @@ def _observed_md(
     systems, numbers, observer = _collapse_observer(path, specs, settings, keep)
     if report:
         report(f"{path.stem}: {settings.replicas} replicas x {settings.steps} steps of MD ...")
-    resume = md_dir is not None and can_resume(md_dir, "torch", settings, path)
-    run_md(path, specs or None, settings, md_dir, engine="torch", resume=resume, observers=[observer])
+    resume = md_dir is not None and can_resume(md_dir, engine, settings, path)
+    run_md(path, specs or None, settings, md_dir, engine=engine, resume=resume, observers=[observer])
     observed = _observed_record(key, numbers, systems, observer)
     utils.write_json(cache, observed)
     return observed

@@ -9,6 +9,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from mlff.cli.bench_stability import STABILITY_ENGINES
+
 DEFAULT_PROTOCOL = "md17-stability-cpu"
 
 
@@ -59,6 +61,12 @@ def add_parser(benches: Any) -> None:
         "--structure", action="append", default=None, help="start structures (default: the potential's)"
     )
     parser.add_argument("--md-dir", default=None, help="keep each MD run here (DIR/<molecule>), resumable")
+    parser.add_argument(
+        "--engine",
+        choices=STABILITY_ENGINES,
+        default="torch",
+        help="the batched MD engine (torch-compiled: the same MD, faster; see bench stability)",
+    )
     parser.add_argument("--out", default="collapse", help="output folder (per molecule, collapse.json, collapse.md)")
     parser.set_defaults(run=run)
 
@@ -106,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
                 dft_frames=args.dft_frames,
                 label_collapse_frame=args.dft_collapse_frame,
                 dft_compute=not args.dft_cached,
+                engine=args.engine,
                 replay=Path(args.recorded) / path.stem if args.replay else None,
             )
         )
