@@ -501,6 +501,11 @@ TABLES["bench-train-compiled-uracil"] = bench_train_table(
     [Column("config", field("config"))],
     [Column("device", field("device"))],
 )
+TABLES["bench-train-compiled-et"] = bench_train_table(
+    "docs/data/bench_train_compiled_cpu_et.json",
+    [Column("config", field("config"))],
+    [Column("device", field("device"))],
+)
 
 # docs/compiled.md#gpu-session: training runs on the H200 (scripts/gpu_training_rows.py).
 TABLES["gpu-training"] = json_table(
