@@ -282,18 +282,22 @@ def final(args: argparse.Namespace) -> None:
                 source = learn_dir(molecule) / f"iter_{iteration['index']:03d}" / "labelled.extxyz"
                 labels.append(labels_dir / f"iter_{iteration['index']:03d}.extxyz")
                 shutil.copyfile(source, labels[-1])
-        state = json.loads((learn_dir(molecule) / "learn_state.json").read_text())
-        with contextlib.chdir(ROOT):  # the loop's training.config path is relative to the checkout
-            loop_training = learn_config_from_dict(state["config"]).training_config()
-        loop_data = loop_training.data
+        loop_config = json.loads((learn_dir(molecule) / "learn_state.json").read_text())["config"]
         # Stage 1 is what the loop started from: the shipped config, or a staged candidate's
         # (potentials/stages/<m>/config.yaml: naphthalene, malonaldehyde).
-        text = (ROOT / state["config"]["training"]["config"]).read_text()
+        text = (ROOT / loop_config["training"]["config"]).read_text()
         if base.is_file():
-            # --again: the loop's training config may be <m>.yaml itself, now the last stage.
+            # --again: the loop's training config may be <m>.yaml itself, by now the last stage
+            # (its labels among its data): stage 1 is the base file, which the loop read then.
             text = base.read_text()
+            if ROOT / loop_config["training"]["config"] == config:
+                training = {**loop_config["training"], "config": str(base.relative_to(ROOT))}
+                loop_config = {**loop_config, "training": training}
         else:
             base.write_text(base_config(molecule, text))
+        with contextlib.chdir(ROOT):  # the loop's training.config path is relative to the checkout
+            loop_training = learn_config_from_dict(loop_config).training_config()
+        loop_data = loop_training.data
         last = iterations[-1]["index"]
         seeds, energies = list(loop_data.extra_train_paths), loop_data.extra_energies
         # The loop's batch, not stage 1's: a stage 1 run on a GPU (aspirin: 256) overrides it for the CPU loop.

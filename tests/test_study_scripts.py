@@ -220,3 +220,43 @@ train: {lr: 0.005, max_cpu_minutes: 120}
     assert "potentials/stages" not in text and "its card records" not in text
     assert "#   mlff --threads 1 train potentials/configs/naphthalene_base.yaml" in text
     assert yaml.safe_load(text) == yaml.safe_load(staged)
+
+
+def test_final_writes_the_last_stage_and_again_rewrites_it_longer(retrain_root):
+    """`final` from a stable learn run: stage 1 kept as <m>_base.yaml, the labels copied, the last
+    stage written; `--again --epochs N` rewrites only the last stage, reading stage 1 from the base
+    file (the loop's training config may be <m>.yaml itself, by then the last stage)."""
+    loop = retrain_root / "runs" / "learn" / "pbe_toluene"
+    (loop / "iter_000").mkdir(parents=True)
+    (loop / "iter_000" / "labelled.extxyz").write_text("frames\n")
+    iterations = [{"index": 0, "stable": False, "labelled": 40}, {"index": 1, "stable": True, "labelled": 0}]
+    (loop / "summary.json").write_text(json.dumps({"iterations": iterations}))
+    training = {"config": "potentials/configs/toluene.yaml", "overrides": ["train.keep=last"]}
+    (loop / "learn_state.json").write_text(json.dumps({"config": {"output_dir": str(loop), "training": training}}))
+    config_path = retrain_root / "potentials" / "configs" / "toluene.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["train"]["loss_weights"] = {"energy": 1.0, "forces": 100.0}
+    config_path.write_text(yaml.safe_dump(config))
+    stage_1 = config_path.read_text()
+
+    def final(*extra: str) -> dict:
+        args = RETRAIN.argparse.Namespace(only=["toluene"], epochs=RETRAIN.FINAL_EPOCHS, again=False)
+        for option in extra:
+            key, _, value = option.partition("=")
+            setattr(args, key, int(value) if value else True)
+        RETRAIN.final(args)
+        return yaml.safe_load((retrain_root / "potentials" / "configs" / "toluene.yaml").read_text())
+
+    first = final()
+    base = retrain_root / "potentials" / "configs" / "toluene_base.yaml"
+    assert yaml.safe_load(base.read_text()) == yaml.safe_load(stage_1)
+    copied = retrain_root / "examples" / "learn" / "results" / "pbe_toluene_labels" / "iter_000.extxyz"
+    assert copied.read_text() == "frames\n"
+    assert first["train"]["epochs"] == RETRAIN.FINAL_EPOCHS and first["train"]["compile"] is True
+    assert first["init_from"] == "runs/learn/pbe_toluene/iter_001/train/member_0/best.pt"
+    assert final() == first, "without --again the last stage stays"
+    base_text = base.read_text()
+    longer = final("again", "epochs=240")
+    assert base.read_text() == base_text
+    assert longer["train"]["epochs"] == 240 and longer["output_dir"] == "runs/potentials/toluene_learned_240ep"
+    assert {**longer, "train": None, "output_dir": None} == {**first, "train": None, "output_dir": None}
