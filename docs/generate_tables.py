@@ -519,6 +519,44 @@ TABLES["bench-train-compiled-et"] = bench_train_table(
     [Column("device", field("device"))],
 )
 
+
+def per_call_rows(molecules: Sequence[str]) -> Callable[[Path], list[dict[str, Any]]]:
+    """One row per molecule from `scripts/per_call_alternating.py TORCHSCRIPT AOTI -o` runs
+    (docs/data/per_call_aoti_<molecule>.json: the TorchScript file's record, then the package's)."""
+
+    def rows(root: Path) -> list[dict[str, Any]]:
+        result = []
+        for molecule in molecules:
+            torchscript, aoti = json.loads((root / f"docs/data/per_call_aoti_{molecule}.json").read_text())
+            result.append(
+                {
+                    "molecule": molecule,
+                    "torchscript_cpu_ms": torchscript["cpu_ms"],
+                    "aoti_cpu_ms": aoti["cpu_ms"],
+                    "torchscript_wall_ms": torchscript["wall_ms"],
+                    "aoti_wall_ms": aoti["wall_ms"],
+                    "ratio_cpu": torchscript["cpu_ms"] / aoti["cpu_ms"],
+                }
+            )
+        return result
+
+    return rows
+
+
+# docs/compiled.md: ms per energy+force call of the shipped files, TorchScript against AOTInductor, one CPU thread.
+TABLES["per-call-aoti-cpu"] = Table(
+    "docs/data/per_call_aoti_ethanol.json",
+    per_call_rows(["ethanol", "aspirin"]),
+    [
+        Column("potential", field("molecule")),
+        Column("TorchScript (ms CPU)", field("torchscript_cpu_ms"), ".2f"),
+        Column("AOTInductor (ms CPU)", field("aoti_cpu_ms"), ".2f"),
+        Column("TorchScript (ms wall)", field("torchscript_wall_ms"), ".2f"),
+        Column("AOTInductor (ms wall)", field("aoti_wall_ms"), ".2f"),
+        Column("ratio (CPU)", field("ratio_cpu"), ".1f"),
+    ],
+)
+
 # docs/compiled.md#gpu-session: training runs on the H200 (scripts/gpu_training_rows.py).
 TABLES["gpu-training"] = json_table(
     "docs/data/gpu_training_h200.json",
