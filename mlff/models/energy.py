@@ -264,20 +264,10 @@ class EnergyModel(nn.Module):
                 raise RuntimeError(
                     "mlff potential: forces are -dE/dx and need autograd; call it outside torch.no_grad()"
                 )
-            return self._evaluate_with_grad(positions, atomic_numbers, batch, cell, pbc, with_stress)
-        with torch.enable_grad():
-            return self._evaluate_with_grad(positions, atomic_numbers, batch, cell, pbc, with_stress)
-
-    def _evaluate_with_grad(
-        self,
-        positions: torch.Tensor,
-        atomic_numbers: torch.Tensor,
-        batch: torch.Tensor,
-        cell: torch.Tensor,
-        pbc: torch.Tensor,
-        with_stress: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`_evaluate` with gradients enabled."""
+        elif not torch.is_grad_enabled():
+            # Not compiled into TorchScript (the branch above is what it keeps): eager Python only.
+            with torch.enable_grad():
+                return self._evaluate(positions, atomic_numbers, batch, cell, pbc, with_stress)
         num_structures = cell.size(0)
         dtype = self.energy_scale.dtype
         if positions.dtype != dtype or not positions.requires_grad:
