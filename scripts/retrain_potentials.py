@@ -99,9 +99,37 @@ def train(args: argparse.Namespace) -> None:
         run(train_command(config, [f"data.path={dataset(args.md17_dir, molecule)}"]))
 
 
-def learn_dir(molecule: str) -> Path:
-    """The run folder of the molecule's PBE learn loop (stage 2)."""
-    return ROOT / "runs" / "learn" / f"pbe_{molecule}"
+def round_suffix(round_: int) -> str:
+    """The folder suffix of a learn round: "" for the first, "_r2" for the second, ..."""
+    return "" if round_ == 1 else f"_r{round_}"
+
+
+def learn_dir(molecule: str, round_: int = 1) -> Path:
+    """The run folder of the molecule's PBE learn loop (stage 2; a later round's own folder)."""
+    return ROOT / "runs" / "learn" / f"pbe_{molecule}{round_suffix(round_)}"
+
+
+# A later round searches harder than the first, whose 5 replicas of 50 ps may all hold while the
+# single shipped model still loses a seed (uracil): twice the replicas for twice the time.
+ROUND_MD = ["md.replicas=10", "md.time=100ps"]
+
+
+def round_overrides(molecule: str, md17_dir: str) -> tuple[list[str], list[str]]:
+    """The learn command's arguments and training overrides of a later round: the shipped file as the
+    start, stage 1's config, and the labels the shipped stage trained on (so that none is forgotten)."""
+    stage_3 = yaml.safe_load((CONFIGS / f"{molecule}.yaml").read_text())
+    seeds = stage_3["data"].get("extra_train_paths") or []
+    energies = stage_3["data"].get("extra_energies", True)
+    command = [
+        f"training.config={(CONFIGS / f'{molecule}_base.yaml').relative_to(ROOT)}",
+        f"training.init_from=potentials/{molecule}.pt",
+        "md.engine=torch-compiled",
+        *ROUND_MD,
+    ]
+    training = [f"data.path={dataset(md17_dir, molecule)}", "train.max_cpu_minutes=0", "train.epochs=6"]
+    training += ["train.lr=1.0e-3", "train.keep=last", f"data.extra_train_paths=[{', '.join(seeds)}]"]
+    training += [f"data.extra_energies={str(energies).lower()}"]
+    return command, training
 
 
 def shipped_from(molecule: str, config: Path) -> bool:
@@ -151,12 +179,20 @@ def learn_overrides(learn_config: Path, md17_dir: str, molecule: str) -> list[st
 def learn(args: argparse.Namespace) -> None:
     for molecule in args.only or MOLECULES:
         config = CONFIGS / f"{molecule}.yaml"
-        if (CONFIGS / f"{molecule}_base.yaml").is_file():
-            print(f"{molecule}: its shipped config is already the stage after the loop; skipped")
+        shipped_stage_3 = (CONFIGS / f"{molecule}_base.yaml").is_file()
+        if shipped_stage_3 and args.round == 1:
+            print(f"{molecule}: its shipped config is already the stage after the loop (--round 2: another); skipped")
             continue
-        out = learn_dir(molecule).relative_to(ROOT)
+        if args.round > 1 and not shipped_stage_3:
+            print(f"{molecule}: --round {args.round} starts from a shipped last stage, and it has none; skipped")
+            continue
+        out = learn_dir(molecule, args.round).relative_to(ROOT)
         own = own_learn_config(molecule)
-        if own is not None:
+        if args.round > 1:
+            round_command, training = round_overrides(molecule, args.md17_dir)
+            command = ["mlff", "--threads", "1", "learn", "examples/learn/pbe_ethanol.yaml", f"output_dir={out}"]
+            command += round_command
+        elif own is not None:
             # The molecule's own learn config (start, seed labels and output folder its own).
             command = ["mlff", "--threads", "1", "learn", str(own.relative_to(ROOT))]
             training = learn_overrides(own, args.md17_dir, molecule)
@@ -194,15 +230,17 @@ def final_config(
     energies: bool,
     batch_size: int,
     epochs: int = 60,
+    round_: int = 1,
 ) -> str:
     """Stage 3 of a shipped potential: the loop's member 0 fine-tuned on rMD17 plus the labelled frames.
 
     `seeds`: labelled files the loop trained on from its start (its own data.extra_train_paths);
     `energies`: whether it trained their energies (data.extra_energies); `batch_size`: the loop's;
     `epochs`: of the fine-tune (60, the first shipped ones, train into runs/potentials/<m>_learned;
-    others into <m>_learned_<epochs>ep).
+    others into <m>_learned_<epochs>ep); `round_`: the learn round it follows (a later one: _r<N> added).
     """
-    member = learn_dir(molecule).relative_to(ROOT) / f"iter_{last_iteration:03d}" / "train" / "member_0" / "best.pt"
+    iteration = learn_dir(molecule, round_).relative_to(ROOT) / f"iter_{last_iteration:03d}"
+    member = iteration / "train" / "member_0" / "best.pt"
     data = {**base["data"], "extra_train_paths": [*seeds, *(str(path.relative_to(ROOT)) for path in labels)]}
     data["extra_energies"] = energies
     # Compiled: 0.60x the eager CPU time per uracil step at batch 32 (docs/training.md#compiled-training).
@@ -213,8 +251,12 @@ def final_config(
         train["keep"] = "last"
     config = {"init_from": str(member), "data": data, "model": base["model"], "train": train}
     config["output_dir"] = f"runs/potentials/{molecule}_learned" + ("" if epochs == 60 else f"_{epochs}ep")
+    config["output_dir"] += round_suffix(round_)
+    round_option = "" if round_ == 1 else f" --round {round_}"
     own = own_learn_config(molecule)
-    loop = str(own.relative_to(ROOT)) if own else "examples/learn/pbe_ethanol.yaml with that config"
+    loop = str(own.relative_to(ROOT)) if own and round_ == 1 else "examples/learn/pbe_ethanol.yaml with that config"
+    if round_ > 1:
+        loop += f"\n#    (round {round_}: from the file shipped before, {' '.join(ROUND_MD)}, --round {round_})"
     if labels:
         stage_2 = f"""frames of its own MD from {len(labels)} iteration(s) labelled with PBE/def2-SVP (pyscf,
 #    rMD17's level), kept in examples/learn/results/pbe_{molecule}_labels/; iteration {last_iteration} held 5 of 5."""
@@ -231,7 +273,7 @@ def final_config(
 # 1. potentials/configs/{molecule}_base.yaml (its header: architecture, recipe, CPU cap).
 # 2. mlff learn {loop} and its best.pt (docs/learn.md): a
 #    committee of two; {stage_2}
-#      python scripts/retrain_potentials.py learn --md17-dir DIR --only {molecule}
+#      python scripts/retrain_potentials.py learn --md17-dir DIR --only {molecule}{round_option}
 # 3. This config: member 0 of the loop's last committee fine-tuned for {epochs} epochs (lr 5e-4, cosine, compiled) on
 #    {stage_3}
 # Retrain stage 3: python scripts/retrain_potentials.py train --md17-dir DIR --only {molecule}
@@ -265,28 +307,30 @@ def base_config(molecule: str, text: str) -> str:
 def final(args: argparse.Namespace) -> None:
     for molecule in args.only or MOLECULES:
         config, base = CONFIGS / f"{molecule}.yaml", CONFIGS / f"{molecule}_base.yaml"
-        if base.is_file() and not args.again:
+        if base.is_file() and not args.again and args.round == 1:
             print(f"{molecule}: {base.name} exists; its config is already the last stage (--again rewrites it)")
             continue
-        summary_path = learn_dir(molecule) / "summary.json"
+        loop_dir = learn_dir(molecule, args.round)
+        summary_path = loop_dir / "summary.json"
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
         iterations = summary.get("iterations", [])
         if not iterations or not iterations[-1].get("stable"):
             print(f"{molecule}: no stable learn run in {summary_path.parent}; skipped")
             continue
-        labels_dir = ROOT / "examples" / "learn" / "results" / f"pbe_{molecule}_labels"
+        labels_dir = ROOT / "examples" / "learn" / "results" / f"pbe_{molecule}{round_suffix(args.round)}_labels"
         labels = []
         for iteration in iterations:
             if iteration.get("labelled"):
                 labels_dir.mkdir(parents=True, exist_ok=True)
-                source = learn_dir(molecule) / f"iter_{iteration['index']:03d}" / "labelled.extxyz"
+                source = loop_dir / f"iter_{iteration['index']:03d}" / "labelled.extxyz"
                 labels.append(labels_dir / f"iter_{iteration['index']:03d}.extxyz")
                 shutil.copyfile(source, labels[-1])
-        loop_config = json.loads((learn_dir(molecule) / "learn_state.json").read_text())["config"]
+        loop_config = json.loads((loop_dir / "learn_state.json").read_text())["config"]
         # Stage 1 is what the loop started from: the shipped config, or a staged candidate's
         # (potentials/stages/<m>/config.yaml: naphthalene, malonaldehyde).
         text = (ROOT / loop_config["training"]["config"]).read_text()
-        if base.is_file():
+        base_existed = base.is_file()
+        if base_existed:
             # --again: the loop's training config may be <m>.yaml itself, by now the last stage
             # (its labels among its data): stage 1 is the base file, which the loop read then.
             text = base.read_text()
@@ -303,8 +347,9 @@ def final(args: argparse.Namespace) -> None:
         # The loop's batch, not stage 1's: a stage 1 run on a GPU (aspirin: 256) overrides it for the CPU loop.
         batch = loop_training.train.batch_size
         stage_1 = yaml.safe_load(text)
-        config.write_text(final_config(molecule, stage_1, last, labels, seeds, energies, batch, args.epochs))
-        written = ([] if args.again else [base]) + [config] + ([labels_dir] if labels else [])
+        stage_3 = final_config(molecule, stage_1, last, labels, seeds, energies, batch, args.epochs, args.round)
+        config.write_text(stage_3)
+        written = ([] if base_existed else [base]) + [config] + ([labels_dir] if labels else [])
         print(f"wrote {', '.join(str(path.relative_to(ROOT)) for path in written)}")
 
 
@@ -447,6 +492,12 @@ def main() -> int:
     parser.add_argument("--only", nargs="+", choices=MOLECULES, help="these molecules only")
     parser.add_argument("--epochs", type=int, default=FINAL_EPOCHS, help="final: epochs of the last stage's fine-tune")
     parser.add_argument("--again", action="store_true", help="final: rewrite the last stage of a molecule that has one")
+    parser.add_argument(
+        "--round",
+        type=int,
+        default=1,
+        help="learn, final: a later learn round from the shipped last stage (its own run folder; 10 replicas x 100 ps)",
+    )
     args = parser.parse_args()
     steps[args.step](args)
     return 0

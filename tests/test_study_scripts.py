@@ -82,7 +82,7 @@ def test_learn_passes_a_molecules_own_learn_config_with_its_data_path(retrain_ro
     own.write_text(yaml.safe_dump({"output_dir": "runs/learn/pbe_toluene", "training": {"overrides": overrides}}))
     commands = []
     monkeypatch.setattr(RETRAIN, "run", commands.append)
-    RETRAIN.learn(RETRAIN.argparse.Namespace(only=["toluene"], md17_dir="/data"))
+    RETRAIN.learn(RETRAIN.argparse.Namespace(only=["toluene"], md17_dir="/data", round=1))
     (command,) = commands
     assert command[:5] == ["mlff", "--threads", "1", "learn", "examples/learn/pbe_toluene.yaml"]
     # The command line's list replaces the config's: it must parse back to every entry, data.path set.
@@ -113,6 +113,57 @@ def test_the_last_stage_trains_the_loops_seed_labels_and_its_energy_choice(retra
 def card(force: float, collapsed: int | None) -> dict:
     stability = {} if collapsed is None else {"stability": {"collapsed_seeds": collapsed, "seeds": 5}}
     return {"test_metrics": {"force_mae_mev_per_a": force}, **stability}
+
+
+def test_a_second_round_starts_from_the_shipped_file_and_keeps_its_labels(retrain_root, monkeypatch):
+    """`learn --round 2` of a molecule shipped after a loop: the shipped file as the start, stage 1's
+    config, the labels the shipped stage trained on, a longer MD, its own folder; `final --round 2`
+    writes the last stage from that folder, with both rounds' labels, into its own run folder."""
+    from mlff.learn import load_learn_config
+
+    configs = retrain_root / "potentials" / "configs"
+    stage_1 = yaml.safe_load((configs / "toluene.yaml").read_text())
+    stage_1["train"]["loss_weights"] = {"energy": 1.0, "forces": 100.0}
+    (configs / "toluene_base.yaml").write_text(yaml.safe_dump(stage_1))
+    stage_3 = yaml.safe_load((configs / "toluene.yaml").read_text())
+    first_labels = "examples/learn/results/pbe_toluene_labels/iter_000.extxyz"
+    stage_3["data"] = {"extra_train_paths": [first_labels], "extra_energies": True}
+    (configs / "toluene.yaml").write_text(yaml.safe_dump(stage_3))
+    commands = []
+    monkeypatch.setattr(RETRAIN, "run", commands.append)
+    RETRAIN.learn(RETRAIN.argparse.Namespace(only=["toluene"], md17_dir="/data", round=1))
+    assert commands == [], "round 1 of a shipped last stage is done"
+    RETRAIN.learn(RETRAIN.argparse.Namespace(only=["toluene"], md17_dir="/data", round=2))
+    (command,) = commands
+    assert "output_dir=runs/learn/pbe_toluene_r2" in command
+    assert "training.init_from=potentials/toluene.pt" in command
+    assert "training.config=potentials/configs/toluene_base.yaml" in command
+    assert {"md.replicas=10", "md.time=100ps"} <= set(command)
+    example = Path(__file__).resolve().parents[1] / "examples" / "learn" / "pbe_ethanol.yaml"
+    passed = load_learn_config(example, [command[-1]]).training.overrides
+    assert "data.path=/data/rmd17_toluene.npz" in passed and "data.extra_energies=true" in passed
+    assert f"data.extra_train_paths=[{first_labels}]" in passed
+
+    loop = retrain_root / "runs" / "learn" / "pbe_toluene_r2"
+    (loop / "iter_000").mkdir(parents=True)
+    (loop / "iter_000" / "labelled.extxyz").write_text("round 2\n")
+    iterations = [{"index": 0, "stable": False, "labelled": 40}, {"index": 1, "stable": True, "labelled": 0}]
+    (loop / "summary.json").write_text(json.dumps({"iterations": iterations}))
+    training = {
+        "config": "potentials/configs/toluene_base.yaml",
+        "overrides": ["train.keep=last", f"data.extra_train_paths=[{first_labels}]"],
+    }
+    (loop / "learn_state.json").write_text(json.dumps({"config": {"output_dir": str(loop), "training": training}}))
+    base_text = (configs / "toluene_base.yaml").read_text()
+    RETRAIN.final(RETRAIN.argparse.Namespace(only=["toluene"], epochs=200, again=False, round=2))
+    assert (configs / "toluene_base.yaml").read_text() == base_text
+    written = yaml.safe_load((configs / "toluene.yaml").read_text())
+    second_labels = "examples/learn/results/pbe_toluene_r2_labels/iter_000.extxyz"
+    assert (retrain_root / second_labels).read_text() == "round 2\n"
+    assert written["data"]["extra_train_paths"] == [first_labels, second_labels]
+    assert written["init_from"] == "runs/learn/pbe_toluene_r2/iter_001/train/member_0/best.pt"
+    assert written["output_dir"] == "runs/potentials/toluene_learned_200ep_r2"
+    assert "--round 2" in (configs / "toluene.yaml").read_text()
 
 
 def test_a_new_potential_replaces_the_shipped_one_only_when_no_less_stable_and_better():
@@ -240,7 +291,7 @@ def test_final_writes_the_last_stage_and_again_rewrites_it_longer(retrain_root):
     stage_1 = config_path.read_text()
 
     def final(*extra: str) -> dict:
-        args = RETRAIN.argparse.Namespace(only=["toluene"], epochs=RETRAIN.FINAL_EPOCHS, again=False)
+        args = RETRAIN.argparse.Namespace(only=["toluene"], epochs=RETRAIN.FINAL_EPOCHS, again=False, round=1)
         for option in extra:
             key, _, value = option.partition("=")
             setattr(args, key, int(value) if value else True)
