@@ -109,6 +109,11 @@ def learn_dir(molecule: str, round_: int = 1) -> Path:
     return ROOT / "runs" / "learn" / f"pbe_{molecule}{round_suffix(round_)}"
 
 
+def labels_dir(molecule: str, round_: int = 1) -> Path:
+    """Where `final` keeps a learn round's labelled frames in git (run folders do not outlive their machine)."""
+    return ROOT / "examples" / "learn" / "results" / f"pbe_{molecule}{round_suffix(round_)}_labels"
+
+
 # A later round searches harder than the first, whose 5 replicas of 50 ps may all hold while the
 # single shipped model still loses a seed (uracil): twice the replicas for twice the time.
 ROUND_MD = ["md.replicas=10", "md.time=100ps"]
@@ -258,8 +263,9 @@ def final_config(
     if round_ > 1:
         loop += f"\n#    (round {round_}: from the file shipped before, {' '.join(ROUND_MD)}, --round {round_})"
     if labels:
+        kept = labels_dir(molecule, round_).relative_to(ROOT)
         stage_2 = f"""frames of its own MD from {len(labels)} iteration(s) labelled with PBE/def2-SVP (pyscf,
-#    rMD17's level), kept in examples/learn/results/pbe_{molecule}_labels/; iteration {last_iteration} held 5 of 5."""
+#    rMD17's level), kept in {kept}/; iteration {last_iteration} held 5 of 5."""
         stage_3 = "the rMD17 frames plus the labelled frames " + (
             "(energies and forces), keeping the last epoch."
             if energies
@@ -317,13 +323,13 @@ def final(args: argparse.Namespace) -> None:
         if not iterations or not iterations[-1].get("stable"):
             print(f"{molecule}: no stable learn run in {summary_path.parent}; skipped")
             continue
-        labels_dir = ROOT / "examples" / "learn" / "results" / f"pbe_{molecule}{round_suffix(args.round)}_labels"
+        kept = labels_dir(molecule, args.round)
         labels = []
         for iteration in iterations:
             if iteration.get("labelled"):
-                labels_dir.mkdir(parents=True, exist_ok=True)
+                kept.mkdir(parents=True, exist_ok=True)
                 source = loop_dir / f"iter_{iteration['index']:03d}" / "labelled.extxyz"
-                labels.append(labels_dir / f"iter_{iteration['index']:03d}.extxyz")
+                labels.append(kept / f"iter_{iteration['index']:03d}.extxyz")
                 shutil.copyfile(source, labels[-1])
         loop_config = json.loads((loop_dir / "learn_state.json").read_text())["config"]
         # Stage 1 is what the loop started from: the shipped config, or a staged candidate's
@@ -349,7 +355,7 @@ def final(args: argparse.Namespace) -> None:
         stage_1 = yaml.safe_load(text)
         stage_3 = final_config(molecule, stage_1, last, labels, seeds, energies, batch, args.epochs, args.round)
         config.write_text(stage_3)
-        written = ([] if base_existed else [base]) + [config] + ([labels_dir] if labels else [])
+        written = ([] if base_existed else [base]) + [config] + ([kept] if labels else [])
         print(f"wrote {', '.join(str(path.relative_to(ROOT)) for path in written)}")
 
 

@@ -277,10 +277,14 @@ def test_resume_refuses_other_settings(spring_potential_file, h4_file, tmp_path)
 # observer (run_md(observers=...)), having said so through a file: the parent's SIGINT then lands
 # mid-run whatever the machine's load, never after the run has ended.
 PAUSING_MD = r"""
-import sys, time
+import signal, sys, time
 from pathlib import Path
 import mlff.dynamics
 from mlff.cli.main import main
+
+# Ctrl-C as a terminal delivers it: a suite started in the background by a non-interactive shell
+# inherits SIGINT ignored (and Python keeps it so), which would leave this process paused forever.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ready, pause_after = Path(sys.argv[1]), int(sys.argv[2])
 
@@ -358,11 +362,14 @@ def test_ctrl_c_then_resume_loses_no_frames(spring_potential_file, h4_file, tmp_
         stderr=subprocess.PIPE,
         text=True,
     )
-    while not ready.exists():
-        assert process.poll() is None, f"the run ended before pausing: {process.communicate()}"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=120)
+    try:
+        while not ready.exists():
+            assert process.poll() is None, f"the run ended before pausing: {process.communicate()}"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    finally:
+        process.kill()  # no paused process outlives a failed test
     assert process.returncode == 130, err
     assert "interrupted at step 300" in out, "the signal landed in the 30th saved frame"
     # The 30th frame was not yet written when the signal came: 29 frames are kept (the checkpoint,
