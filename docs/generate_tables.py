@@ -694,6 +694,7 @@ TABLES["learn-pbe-toluene"] = learn_table("pbe_toluene")
 TABLES["learn-pbe-naphthalene"] = learn_table("pbe_naphthalene")
 TABLES["learn-pbe-malonaldehyde"] = learn_table("pbe_malonaldehyde")
 TABLES["learn-pbe-uracil"] = learn_table("pbe_uracil")
+TABLES["learn-pbe-uracil-r2"] = learn_table("pbe_uracil_r2")
 TABLES["learn-pbe-salicylic"] = learn_table("pbe_salicylic")
 
 # docs/learn.md: does one fine-tune learn the labelled collapse frames? (examples/learn/absorb_labels.py)
