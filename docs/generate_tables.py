@@ -375,8 +375,8 @@ def _config_body(path: Path) -> dict[str, Any]:
 def cost_rows(root: Path) -> list[dict[str, Any]]:
     """What each shipped file cost, as recorded. A file of three stages (`<m>_base.yaml`, `mlff
     learn`, `<m>.yaml`): stage 1's CPU-hours from the card of the staged candidate trained with the
-    same config where there is one, else the config's CPU-time cap; the loop's PBE labels and CPU-hours
-    (summaries of loops run before `mlff learn` recorded it have none); the last
+    same config where there is one, else the config's CPU-time cap; the PBE labels and CPU-hours of its
+    learn rounds, summed (summaries of loops run before `mlff learn` recorded it have none); the last
     stage's CPU-hours from the shipped card. A card without CPU-hours (older mlff) gives its
     wall-clock cap instead."""
     rows = []
@@ -403,10 +403,14 @@ def cost_rows(root: Path) -> list[dict[str, Any]]:
             else:
                 row["first_cpu_hours"] = yaml.safe_load(base.read_text())["train"]["max_cpu_minutes"] / 60.0
                 row["first_source"] = "config cap"
-            learn = root / "examples" / "learn" / "results" / f"pbe_{molecule}.json"
-            summary = json.loads(learn.read_text()) if learn.is_file() else {}
-            row["labels"] = summary.get("frames_labelled")
-            row["learn_cpu_hours"] = summary.get("cpu_hours") or None  # loops run before mlff recorded it: 0
+            # Every learn round the shipped file descends from: pbe_<m>.json, then pbe_<m>_r2.json, ...
+            results = root / "examples" / "learn" / "results"
+            rounds = [results / f"pbe_{molecule}.json", *sorted(results.glob(f"pbe_{molecule}_r[0-9]*.json"))]
+            summaries = [json.loads(path.read_text()) for path in rounds if path.is_file()]
+            if summaries:
+                row["labels"] = sum(summary.get("frames_labelled") or 0 for summary in summaries)
+                # Loops run before mlff recorded it have 0.
+                row["learn_cpu_hours"] = sum(summary.get("cpu_hours") or 0 for summary in summaries) or None
         hours = (row["first_cpu_hours"], row.get("learn_cpu_hours"), row["last_cpu_hours"])
         known = [value for value in hours if value is not None]
         row["recorded_cpu_hours"] = sum(known) if row["last_cpu_hours"] is not None else None

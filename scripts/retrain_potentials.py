@@ -116,24 +116,29 @@ def labels_dir(molecule: str, round_: int = 1) -> Path:
 
 # A later round searches harder than the first, whose 5 replicas of 50 ps may all hold while the
 # single shipped model still loses a seed (uracil): twice the replicas for twice the time.
-ROUND_MD = ["md.replicas=10", "md.time=100ps"]
+ROUND_REPLICAS = 10
+ROUND_MD = [f"md.replicas={ROUND_REPLICAS}", "md.time=100ps"]
+# Each iteration's fine-tune in ethanol's loop run for another molecule: a few epochs at a tenth of the
+# recipe's rate, keeping the last epoch (docs/learn.md, toluene).
+LOOP_FINETUNE = ["train.max_cpu_minutes=0", "train.epochs=6", "train.lr=1.0e-3", "train.keep=last"]
 
 
-def round_overrides(molecule: str, md17_dir: str) -> tuple[list[str], list[str]]:
-    """The learn command's arguments and training overrides of a later round: the shipped file as the
+def ethanol_loop_command(out: Path, training_config: Path, start: str) -> list[str]:
+    """`mlff learn` with ethanol's loop config, another molecule's training config and start, into `out`."""
+    command = ["mlff", "--threads", "1", "learn", "examples/learn/pbe_ethanol.yaml", f"output_dir={out}"]
+    command += [f"training.config={training_config.relative_to(ROOT)}", f"training.init_from={start}"]
+    return [*command, "md.engine=torch-compiled"]  # the same MD at 1.8x the steps/s
+
+
+def round_overrides(molecule: str, md17_dir: str, out: Path) -> tuple[list[str], list[str]]:
+    """The learn command (into `out`) and training overrides of a later round: the shipped file as the
     start, stage 1's config, and the labels the shipped stage trained on (so that none is forgotten)."""
     stage_3 = yaml.safe_load((CONFIGS / f"{molecule}.yaml").read_text())
     seeds = stage_3["data"].get("extra_train_paths") or []
     energies = stage_3["data"].get("extra_energies", True)
-    command = [
-        f"training.config={(CONFIGS / f'{molecule}_base.yaml').relative_to(ROOT)}",
-        f"training.init_from=potentials/{molecule}.pt",
-        "md.engine=torch-compiled",
-        *ROUND_MD,
-    ]
-    training = [f"data.path={dataset(md17_dir, molecule)}", "train.max_cpu_minutes=0", "train.epochs=6"]
-    training += ["train.lr=1.0e-3", "train.keep=last", f"data.extra_train_paths=[{', '.join(seeds)}]"]
-    training += [f"data.extra_energies={str(energies).lower()}"]
+    command = [*ethanol_loop_command(out, CONFIGS / f"{molecule}_base.yaml", f"potentials/{molecule}.pt"), *ROUND_MD]
+    training = [f"data.path={dataset(md17_dir, molecule)}", *LOOP_FINETUNE]
+    training += [f"data.extra_train_paths=[{', '.join(seeds)}]", f"data.extra_energies={str(energies).lower()}"]
     return command, training
 
 
@@ -194,9 +199,7 @@ def learn(args: argparse.Namespace) -> None:
         out = learn_dir(molecule, args.round).relative_to(ROOT)
         own = own_learn_config(molecule)
         if args.round > 1:
-            round_command, training = round_overrides(molecule, args.md17_dir)
-            command = ["mlff", "--threads", "1", "learn", "examples/learn/pbe_ethanol.yaml", f"output_dir={out}"]
-            command += round_command
+            command, training = round_overrides(molecule, args.md17_dir, out)
         elif own is not None:
             # The molecule's own learn config (start, seed labels and output folder its own).
             command = ["mlff", "--threads", "1", "learn", str(own.relative_to(ROOT))]
@@ -206,16 +209,9 @@ def learn(args: argparse.Namespace) -> None:
             if start is None:
                 print(f"{molecule}: training not finished and the shipped file is not its result; skipped")
                 continue
-            # Ethanol's loop with this molecule's config and start; the labels' energies are trained and
-            # each fine-tune keeps its last epoch (docs/learn.md, toluene).
-            training = [f"data.path={dataset(args.md17_dir, molecule)}", "train.max_cpu_minutes=0", "train.epochs=6"]
-            training += ["train.lr=1.0e-3", "train.keep=last"]
-            command = ["mlff", "--threads", "1", "learn", "examples/learn/pbe_ethanol.yaml", f"output_dir={out}"]
-            command += [
-                f"training.config={config.relative_to(ROOT)}",
-                f"training.init_from={start.relative_to(ROOT)}",
-                "md.engine=torch-compiled",  # the same MD at 1.8x the steps/s
-            ]
+            # Ethanol's loop with this molecule's config and start (the labels' energies trained: the config's default).
+            training = [f"data.path={dataset(args.md17_dir, molecule)}", *LOOP_FINETUNE]
+            command = ethanol_loop_command(out, config, str(start.relative_to(ROOT)))
         # Entries holding a list are quoted, so that the flow list around them parses.
         quoted = [f'"{entry}"' if "[" in entry else entry for entry in training]
         command += [f"training.overrides=[{', '.join(quoted)}]"]
@@ -262,17 +258,18 @@ def final_config(
     loop = str(own.relative_to(ROOT)) if own and round_ == 1 else "examples/learn/pbe_ethanol.yaml with that config"
     if round_ > 1:
         loop += f"\n#    (round {round_}: from the file shipped before, {' '.join(ROUND_MD)}, --round {round_})"
+    replicas = 5 if round_ == 1 else ROUND_REPLICAS  # the first round: ethanol's loop config's 5
     if labels:
         kept = labels_dir(molecule, round_).relative_to(ROOT)
         stage_2 = f"""frames of its own MD from {len(labels)} iteration(s) labelled with PBE/def2-SVP (pyscf,
-#    rMD17's level), kept in {kept}/; iteration {last_iteration} held 5 of 5."""
+#    rMD17's level), kept in {kept}/; iteration {last_iteration} held {replicas} of {replicas}."""
         stage_3 = "the rMD17 frames plus the labelled frames " + (
             "(energies and forces), keeping the last epoch."
             if energies
             else "(their forces only: the exact-Coulomb labels' energy zero is not rMD17's)."
         )
     else:
-        stage_2 = f"""its MD held 5 of 5 replicas at iteration {last_iteration}, after each member's
+        stage_2 = f"""its MD held {replicas} of {replicas} replicas at iteration {last_iteration}, after each member's
 #    fine-tune on rMD17 alone, so no frame was labelled."""
         stage_3 = "the rMD17 frames (the loop labelled none)."
     header = f"""# The shipped potential potentials/{molecule}.pt, in three stages (issue: potentials that hold):

@@ -165,6 +165,7 @@ def test_a_second_round_starts_from_the_shipped_file_and_keeps_its_labels(retrai
     assert written["output_dir"] == "runs/potentials/toluene_learned_200ep_r2"
     header = (configs / "toluene.yaml").read_text()
     assert "--round 2" in header and "examples/learn/results/pbe_toluene_r2_labels/" in header
+    assert "iteration 1 held 10 of 10" in header, "a later round runs 10 replicas"
 
 
 def test_a_new_potential_replaces_the_shipped_one_only_when_no_less_stable_and_better():
