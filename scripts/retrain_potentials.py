@@ -287,11 +287,20 @@ def final_config(
     return header + yaml.safe_dump(config, sort_keys=False, default_flow_style=None)
 
 
+# The first line of a config header's how-to-run block: a shipped config's (retrain, or the old
+# style's "Retrain:" and "Export (...)" lines) or a staged candidate's.
+RUN_LINES = ("# Retrain", "# Export", "#   mlff --threads 1 train", "# (its card records")
+
+
 def base_config(molecule: str, text: str) -> str:
     """The trained config's text as stage 1: its header renamed, its own retrain command, nothing else changed."""
     header = f"# Stage 1 of the shipped {molecule} potential (potentials/configs/{molecule}.yaml is stage 3):"
-    dropped = ("# Retrain", "#   (= mlff", "# Export", "#   mlff --threads 1 train", "# (its card records")
-    lines = [line for line in text.splitlines() if not line.startswith(dropped)]
+    lines = text.splitlines()
+    # The header's description is stage 1's; from its first how-to-run line on, the header is the
+    # old file's own commands (retrain, export, stability: stage 3's now), old-style ones included.
+    body = next(index for index, line in enumerate(lines) if not line.startswith("#"))
+    commands = next((index for index, line in enumerate(lines[:body]) if line.startswith(RUN_LINES)), body)
+    lines = lines[:commands] + lines[body:]
     # A shipped config's first line, or a staged candidate's (potentials/stages/<m>/config.yaml).
     renamed = (
         f"# The shipped potential potentials/{molecule}.pt:",

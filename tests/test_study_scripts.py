@@ -275,6 +275,30 @@ train: {lr: 0.005, max_cpu_minutes: 120}
     assert yaml.safe_load(text) == yaml.safe_load(staged)
 
 
+def test_stage_one_of_an_old_style_shipped_config_keeps_its_description_only():
+    """A config of the first shipped files (benzene, aspirin: "Retrain:", then an export block over
+    several lines and a stability line) keeps none of those commands as stage 1: they are stage 3's."""
+    shipped = """# The shipped potential potentials/benzene.pt: EGNN + learned spline encoding + smoothness loss,
+# trained on every rMD17 benzene frame outside split_test[0] (the test set), float32.
+# Retrain: mlff train potentials/configs/benzene.yaml   (add --resume to continue a stopped run)
+# Export (core repulsion below the shortest training distance of each element pair, reference
+# statistics for MD, the card's check frames):
+#   mlff export runs/potentials/benzene/best.pt -o potentials/benzene.pt --dtype float32 \\
+#     --reference-data DIR/rmd17_benzene.npz --check-data DIR/rmd17_benzene.npz
+# Stability, recorded in the card: mlff bench stability --molecules benzene --update-cards
+data:
+  # Give the file with data.path=DIR/rmd17_benzene.npz.
+  split: 0
+train: {lr: 0.005, max_minutes: 12}
+"""
+    lines = RETRAIN.base_config("benzene", shipped).splitlines()
+    assert lines[0].startswith("# Stage 1 of the shipped benzene potential (potentials/configs/benzene.yaml")
+    assert lines[1] == "# trained on every rMD17 benzene frame outside split_test[0] (the test set), float32."
+    assert lines[2].startswith("#   mlff --threads 1 train potentials/configs/benzene_base.yaml")
+    assert lines[3:5] == ["data:", "  # Give the file with data.path=DIR/rmd17_benzene.npz."]
+    assert yaml.safe_load("\n".join(lines)) == yaml.safe_load(shipped)
+
+
 def test_final_writes_the_last_stage_and_again_rewrites_it_longer(retrain_root):
     """`final` from a stable learn run: stage 1 kept as <m>_base.yaml, the labels copied, the last
     stage written; `--again --epochs N` rewrites only the last stage, reading stage 1 from the base
