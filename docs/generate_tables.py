@@ -391,6 +391,7 @@ def cost_rows(root: Path) -> list[dict[str, Any]]:
             "last_wall_cap_minutes": None if training.get("cpu_hours") else training["config"].get("max_minutes"),
             "first_cpu_hours": None,
             "first_source": None,
+            "first_wall_cap_minutes": None,
             "labels": None,
             "learn_cpu_hours": None,
         }
@@ -401,8 +402,12 @@ def cost_rows(root: Path) -> list[dict[str, Any]]:
                 row["first_cpu_hours"] = staged_card["training"]["cpu_hours"]
                 row["first_source"] = "staged card"
             else:
-                row["first_cpu_hours"] = yaml.safe_load(base.read_text())["train"]["max_cpu_minutes"] / 60.0
-                row["first_source"] = "config cap"
+                stage_1 = yaml.safe_load(base.read_text())["train"]
+                if "max_cpu_minutes" in stage_1:
+                    row["first_cpu_hours"] = stage_1["max_cpu_minutes"] / 60.0
+                    row["first_source"] = "config cap"
+                else:  # a first shipped file's run (benzene): its wall-clock cap only
+                    row["first_wall_cap_minutes"] = stage_1["max_minutes"]
             # Every learn round the shipped file descends from: pbe_<m>.json, then pbe_<m>_r2.json, ...
             results = root / "examples" / "learn" / "results"
             rounds = [results / f"pbe_{molecule}.json", *sorted(results.glob(f"pbe_{molecule}_r[0-9]*.json"))]
@@ -429,7 +434,10 @@ def last_stage_cost(record: dict[str, Any]) -> str:
 
 
 def first_stage_cost(record: dict[str, Any]) -> Any:
-    """Stage 1's CPU-hours and where the figure comes from (None for a one-stage file)."""
+    """Stage 1's CPU-hours and where the figure comes from, else its wall-clock cap ("<= N
+    wall-min"; None for a one-stage file)."""
+    if record["first_wall_cap_minutes"]:
+        return f"<= {record['first_wall_cap_minutes']:g} wall-min"
     if record["first_cpu_hours"] is None:
         return None
     return f"{record['first_cpu_hours']:.2f} ({record['first_source']})"
@@ -700,6 +708,7 @@ TABLES["learn-pbe-malonaldehyde"] = learn_table("pbe_malonaldehyde")
 TABLES["learn-pbe-uracil"] = learn_table("pbe_uracil")
 TABLES["learn-pbe-uracil-r2"] = learn_table("pbe_uracil_r2")
 TABLES["learn-pbe-salicylic"] = learn_table("pbe_salicylic")
+TABLES["learn-pbe-benzene"] = learn_table("pbe_benzene")
 
 # docs/learn.md: does one fine-tune learn the labelled collapse frames? (examples/learn/absorb_labels.py)
 TABLES["learn-absorb-toluene"] = json_table(
