@@ -407,7 +407,7 @@ def cost_rows(root: Path) -> list[dict[str, Any]]:
                     row["first_cpu_hours"] = stage_1["max_cpu_minutes"] / 60.0
                     row["first_source"] = "config cap"
                 else:  # a first shipped file's run (benzene): its wall-clock cap only
-                    row["first_wall_cap_minutes"] = stage_1["max_minutes"]
+                    row["first_wall_cap_minutes"] = stage_1.get("max_minutes")
             # Every learn round the shipped file descends from: pbe_<m>.json, then pbe_<m>_r2.json, ...
             results = root / "examples" / "learn" / "results"
             rounds = [results / f"pbe_{molecule}.json", *sorted(results.glob(f"pbe_{molecule}_r[0-9]*.json"))]
@@ -423,21 +423,26 @@ def cost_rows(root: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def wall_cap(minutes: float) -> str:
+    """A stage's cost where only its wall-clock cap is recorded."""
+    return f"<= {minutes:g} wall-min"
+
+
 def last_stage_cost(record: dict[str, Any]) -> str:
-    """The last stage's CPU-hours, else its wall-clock cap ("<= N wall-min") where its card predates
+    """The last stage's CPU-hours, else its wall-clock cap (`wall_cap`) where its card predates
     the record, else "not recorded"."""
     if record["last_cpu_hours"] is not None:
         return f"{record['last_cpu_hours']:.2f}"
     if record["last_wall_cap_minutes"]:
-        return f"<= {record['last_wall_cap_minutes']:g} wall-min"
+        return wall_cap(record["last_wall_cap_minutes"])
     return "not recorded"
 
 
 def first_stage_cost(record: dict[str, Any]) -> Any:
-    """Stage 1's CPU-hours and where the figure comes from, else its wall-clock cap ("<= N
-    wall-min"; None for a one-stage file)."""
+    """Stage 1's CPU-hours and where the figure comes from, else its wall-clock cap (`wall_cap`;
+    None for a one-stage file)."""
     if record["first_wall_cap_minutes"]:
-        return f"<= {record['first_wall_cap_minutes']:g} wall-min"
+        return wall_cap(record["first_wall_cap_minutes"])
     if record["first_cpu_hours"] is None:
         return None
     return f"{record['first_cpu_hours']:.2f} ({record['first_source']})"
