@@ -197,7 +197,7 @@ def projection_points(record: dict[str, Any]) -> str:
     return ", ".join(f"{hours:.2f} h: {mae:.2f}" for hours, mae in record["points_cpu_hours_test_mae"]) or "-"
 
 
-def wall_cap(record: dict[str, Any]) -> float | None:
+def card_wall_cap(record: dict[str, Any]) -> float | None:
     """A card's wall-clock cap in minutes; None (shown "-") for 0, a run capped by CPU time instead."""
     return _get(record, "training.config.max_minutes") or None
 
@@ -227,7 +227,7 @@ TABLES: dict[str, Table] = {
             Column("parameters", thousands("architecture.parameters")),
             Column("train + val frames", train_val_frames),
             Column("epochs", field("training.epochs_run")),
-            Column("minutes (cap)", wall_cap, ".0f"),
+            Column("minutes (cap)", card_wall_cap, ".0f"),
             Column("CPU-hours", field("training.cpu_hours"), ".2f"),
             Column("test F MAE (meV/A)", field("test_metrics.force_mae_mev_per_a"), ".1f"),
             Column("test F RMSE", field("test_metrics.force_rmse_mev_per_a"), ".1f"),
