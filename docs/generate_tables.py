@@ -377,8 +377,9 @@ def cost_rows(root: Path) -> list[dict[str, Any]]:
     learn`, `<m>.yaml`): stage 1's CPU-hours from the card of the staged candidate trained with the
     same config where there is one, else the config's CPU-time cap; the PBE labels and CPU-hours of its
     learn rounds, summed (summaries of loops run before `mlff learn` recorded it have none); the last
-    stage's CPU-hours from the shipped card. A card without CPU-hours (older mlff) gives its
-    wall-clock cap instead."""
+    stage's CPU-hours from the shipped card, plus those of the earlier last stages an extended file
+    started from (potentials/starts/<m>_<commit>.yaml). A card without CPU-hours (older mlff) gives
+    its wall-clock cap instead."""
     rows = []
     for card in cards(root):
         molecule, training = card["molecule"], card["training"]
@@ -396,6 +397,13 @@ def cost_rows(root: Path) -> list[dict[str, Any]]:
             "learn_cpu_hours": None,
         }
         if base.is_file():
+            # An extended file (scripts/retrain_potentials.py extend): each earlier last stage's shipped
+            # file is kept with its card in potentials/starts/, the stage's CPU-hours in it.
+            starts = sorted((root / "potentials" / "starts").glob(f"{molecule}_*.yaml"))
+            row["stages"] += len(starts)
+            if row["last_cpu_hours"] is not None:
+                earlier = [yaml.safe_load(path.read_text())["training"].get("cpu_hours") for path in starts]
+                row["last_cpu_hours"] += sum(hours or 0 for hours in earlier)
             staged = root / "potentials" / "stages" / molecule
             if (staged / "config.yaml").is_file() and _config_body(staged / "config.yaml") == _config_body(base):
                 staged_card = yaml.safe_load((staged / f"{molecule}.yaml").read_text())
@@ -429,8 +437,8 @@ def wall_cap(minutes: float) -> str:
 
 
 def last_stage_cost(record: dict[str, Any]) -> str:
-    """The last stage's CPU-hours, else its wall-clock cap (`wall_cap`) where its card predates
-    the record, else "not recorded"."""
+    """The last stage's CPU-hours (with the earlier ones an extended file started from), else its
+    wall-clock cap (`wall_cap`) where its card predates the record, else "not recorded"."""
     if record["last_cpu_hours"] is not None:
         return f"{record['last_cpu_hours']:.2f}"
     if record["last_wall_cap_minutes"]:
@@ -458,7 +466,7 @@ TABLES["training-cost"] = Table(
         Column("stage 1 CPU-h", first_stage_cost),
         Column("PBE labels", field("labels")),
         Column("learn loop CPU-h", field("learn_cpu_hours"), ".2f"),
-        Column("last stage CPU-h", last_stage_cost),
+        Column("last stage(s) CPU-h", last_stage_cost),
         Column("training CPU-h recorded", field("recorded_cpu_hours"), ".2f"),
         Column("device", field("device")),
     ],

@@ -5,6 +5,7 @@
     python scripts/retrain_potentials.py train --md17-dir DIR --slot 1 --slots 2 &
     python scripts/retrain_potentials.py learn --md17-dir DIR --only toluene   # mlff learn at PBE from a trained run
     python scripts/retrain_potentials.py final --only toluene    # stage 3 config after a stable learn run
+    python scripts/retrain_potentials.py extend --only toluene --epochs 120   # the shipped file trained on
     python scripts/retrain_potentials.py ship --md17-dir DIR [--only naphthalene toluene]
     python scripts/retrain_potentials.py status
 
@@ -33,6 +34,11 @@ rMD17 frames plus those labels (their energies too where the loop trained them);
 <m>` and `ship --only <m>`. `final --again --epochs N` rewrites that last stage of a molecule that
 has one (a longer fine-tune of the same member into its own run folder; stage 1 stays).
 
+`extend` adds a stage where the loop's run folder is gone: the shipped file, kept in
+potentials/starts/<m>_<commit>.pt with its card (git stores the same bytes once), fine-tuned for
+`--epochs` more epochs on the shipped last stage's frames (lr 5e-4 cosine from the top, compiled);
+then `train` and `ship` as after `final`.
+
 A config is the run of the shipped file's card. Most start from the xTB pretraining (`pretrain`);
 one whose MD needed `mlff learn` starts from the loop's last committee and its header names the
 earlier stages (potentials/configs/ethanol.yaml: ethanol_base.yaml, then
@@ -42,6 +48,7 @@ examples/learn/pbe_ethanol.yaml, then itself).
 import argparse
 import contextlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -365,6 +372,58 @@ def final(args: argparse.Namespace) -> None:
         print(f"wrote {', '.join(str(path.relative_to(ROOT)) for path in written)}")
 
 
+NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine"}
+
+
+def extended_config(molecule: str, text: str, epochs: int, commit: str, start: Path) -> str:
+    """The shipped last stage `text` (potentials/configs/<m>.yaml at `commit`) followed by one more:
+    its shipped file, kept at `start`, fine-tuned for `epochs` more epochs on the same frames."""
+    lines = text.splitlines()
+    body = next(index for index, line in enumerate(lines) if not line.startswith("#"))
+    commands = next(index for index, line in enumerate(lines[:body]) if line.startswith(RUN_LINES))
+    description, run_lines = lines[:commands], lines[commands:body]
+    last = max(int(match.group(1)) for line in description if (match := re.match(r"# (\d+)\. ", line)))
+    new = last + 1
+    description = [line.replace(f"# {last}. This config: ", f"# {last}. ") for line in description]
+    description[0] = re.sub(r"in \w+ stages", f"in {NUMBER_WORDS[new]} stages", description[0])
+    description += [
+        f"# {new}. This config: stage {last}'s file as shipped at {commit} (its config: git show",
+        f"#    {commit}:potentials/configs/{molecule}.yaml), kept in {start.relative_to(ROOT)} with its card,",
+        f"#    fine-tuned for {epochs} more epochs (lr 5e-4, cosine from the top, compiled) on the same frames,",
+        "#    keeping the last epoch.",
+    ]
+    run_lines = [re.sub(r"^# Retrain stage \d+:", f"# Retrain stage {new}:", line) for line in run_lines]
+    config = yaml.safe_load(text)
+    config["init_from"] = str(start.relative_to(ROOT))
+    train = {**config["train"], "epochs": epochs, "lr": 5.0e-4, "warmup_epochs": 1, "compile": True, "keep": "last"}
+    config["train"] = train
+    config["output_dir"] = f"runs/potentials/{molecule}_extended_{epochs}ep"
+    header = "\n".join([*description, *run_lines]) + "\n"
+    return header + yaml.safe_dump(config, sort_keys=False, default_flow_style=None)
+
+
+def extend(args: argparse.Namespace) -> None:
+    for molecule in args.only or MOLECULES:
+        config = CONFIGS / f"{molecule}.yaml"
+        if not (CONFIGS / f"{molecule}_base.yaml").is_file() or not shipped_from(molecule, config):
+            print(f"{molecule}: its shipped file is not the result of a last stage after a learn loop; skipped")
+            continue
+        shipped = f"potentials/{molecule}.pt"
+        log = ["git", "log", "-1", "--format=%h", "--", shipped]
+        commit = subprocess.run(log, cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        content = committed(shipped)
+        if not commit or content is None or (ROOT / shipped).read_bytes() != content:
+            print(f"{molecule}: {shipped} differs from the last commit's (commit or restore it first); skipped")
+            continue
+        # A shipped file a later stage starts from, kept once another is shipped in its place (not installed).
+        start = ROOT / "potentials" / "starts" / f"{molecule}_{commit}.pt"
+        start.parent.mkdir(parents=True, exist_ok=True)
+        start.write_bytes(content)
+        shutil.copyfile(ROOT / "potentials" / f"{molecule}.yaml", start.with_suffix(".yaml"))
+        config.write_text(extended_config(molecule, config.read_text(), args.epochs, commit, start))
+        print(f"wrote {config.relative_to(ROOT)}, {start.relative_to(ROOT)} (and its card)")
+
+
 # The files of a shipped potential that `ship` replaces, relative to the repository ({m}: the molecule).
 # The stability benchmark's committed files of one molecule (potentials/stability-cpu/<m>/).
 STABILITY_FILES = ("summary.json", "hr.png", "bond_deviation.png")
@@ -495,14 +554,17 @@ def status(args: argparse.Namespace) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    steps = {"pretrain": pretrain, "train": train, "learn": learn, "final": final, "ship": ship, "status": status}
+    steps = {"pretrain": pretrain, "train": train, "learn": learn, "final": final, "extend": extend, "ship": ship}
+    steps["status"] = status
     parser.add_argument("step", choices=list(steps))
     parser.add_argument("--md17-dir", default="~/.cache/mlff/datasets", help="folder of the rmd17_<molecule>.npz files")
     parser.add_argument("--xtb-dir", default="~/.cache/mlff/datasets", help="folder of the xtb_<molecule>.npz files")
     parser.add_argument("--slot", type=int, default=0)
     parser.add_argument("--slots", type=int, default=1)
     parser.add_argument("--only", nargs="+", choices=MOLECULES, help="these molecules only")
-    parser.add_argument("--epochs", type=int, default=FINAL_EPOCHS, help="final: epochs of the last stage's fine-tune")
+    parser.add_argument(
+        "--epochs", type=int, default=FINAL_EPOCHS, help="final, extend: epochs of the new stage's fine-tune"
+    )
     parser.add_argument("--again", action="store_true", help="final: rewrite the last stage of a molecule that has one")
     parser.add_argument(
         "--round",

@@ -337,3 +337,59 @@ def test_final_writes_the_last_stage_and_again_rewrites_it_longer(retrain_root):
     assert base.read_text() == base_text
     assert longer["train"]["epochs"] == 240 and longer["output_dir"] == "runs/potentials/toluene_learned_240ep"
     assert {**longer, "train": None, "output_dir": None} == {**first, "train": None, "output_dir": None}
+
+
+def test_extend_keeps_the_shipped_file_as_the_start_of_one_more_stage(retrain_root):
+    """`extend`: the committed shipped file is copied (with its card) to potentials/starts/ and the
+    config becomes one more stage fine-tuning it; the earlier stages' description is kept."""
+    root, configs = retrain_root, retrain_root / "potentials" / "configs"
+    (configs / "toluene_base.yaml").write_text("train: {}\n")
+    header = [
+        "# The shipped potential potentials/toluene.pt, in three stages (issue: potentials that hold):",
+        "# 1. potentials/configs/toluene_base.yaml.",
+        "# 3. This config: member 0 fine-tuned for 60 epochs.",
+        "# Retrain stage 3: python scripts/retrain_potentials.py train --md17-dir DIR --only toluene",
+    ]
+    config = configs / "toluene.yaml"
+    config.write_text("\n".join(header) + "\n" + config.read_text())
+    (root / "potentials" / "toluene.pt").write_bytes(b"weights")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(root)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "shipped"], check=True)
+    commit = subprocess.run([*git, "log", "-1", "--format=%h"], capture_output=True, text=True).stdout.strip()
+    before = yaml.safe_load(config.read_text())
+
+    RETRAIN.extend(RETRAIN.argparse.Namespace(only=["toluene"], epochs=120))
+    start = root / "potentials" / "starts" / f"toluene_{commit}.pt"
+    assert start.read_bytes() == b"weights"
+    assert start.with_suffix(".yaml").read_text() == (root / "potentials" / "toluene.yaml").read_text()
+    after = yaml.safe_load(config.read_text())
+    assert after["init_from"] == f"potentials/starts/toluene_{commit}.pt"
+    assert after["output_dir"] == "runs/potentials/toluene_extended_120ep"
+    assert after["train"] == {
+        **before["train"],
+        "epochs": 120,
+        "lr": 5.0e-4,
+        "warmup_epochs": 1,
+        "compile": True,
+        "keep": "last",
+    }
+    assert {**after, "init_from": None, "train": None, "output_dir": None} == {
+        **before,
+        "init_from": None,
+        "train": None,
+        "output_dir": None,
+    }
+    lines = config.read_text().splitlines()
+    assert lines[0].endswith("in four stages (issue: potentials that hold):")
+    assert lines[2] == "# 3. member 0 fine-tuned for 60 epochs."
+    assert lines[3].startswith(f"# 4. This config: stage 3's file as shipped at {commit}")
+    assert any(line.startswith("# Retrain stage 4: python scripts/retrain_potentials.py train") for line in lines)
+
+    # A shipped file that differs from the last commit's (a new one not yet committed) is not a start.
+    (root / "potentials" / "toluene.pt").write_bytes(b"uncommitted")
+    config.write_text(config.read_text().replace("toluene_extended_120ep", "x"))
+    text = config.read_text()
+    RETRAIN.extend(RETRAIN.argparse.Namespace(only=["toluene"], epochs=60))
+    assert config.read_text() == text

@@ -64,9 +64,7 @@ def thread_benchmark(
             for count in threads:
                 row[f"wall_ms_{count}t"] = statistics.median(wall[count])
                 row[f"cpu_ms_{count}t"] = statistics.median(cpu[count])
-                row[f"ratio_{count}t_to_{first}t"] = statistics.median(
-                    b / a for a, b in zip(wall[first], wall[count])
-                )
+                row[f"ratio_{count}t_to_{first}t"] = statistics.median(b / a for a, b in zip(wall[first], wall[count]))
             rows.append(row)
     finally:
         torch.set_num_threads(previous)
