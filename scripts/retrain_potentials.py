@@ -34,10 +34,12 @@ rMD17 frames plus those labels (their energies too where the loop trained them);
 <m>` and `ship --only <m>`. `final --again --epochs N` rewrites that last stage of a molecule that
 has one (a longer fine-tune of the same member into its own run folder; stage 1 stays).
 
-`extend` adds a stage where the loop's run folder is gone: the shipped file, kept in
-potentials/starts/<m>_<commit>.pt with its card (git stores the same bytes once), fine-tuned for
-`--epochs` more epochs on the shipped last stage's frames (lr 5e-4 cosine from the top, compiled);
-then `train` and `ship` as after `final`.
+`learn --round N` (N > 1) runs another loop from the shipped file into runs/learn/pbe_<m>_r<N>,
+and `final --round N` makes its last stage. `extend` adds a stage where the loop's run folder is
+gone: the shipped file fine-tuned for `--epochs` more epochs on the shipped last stage's frames (lr
+5e-4 cosine from the top, compiled); then `train` and `ship` as after `final`. Both keep the shipped
+file they start from in potentials/starts/<m>_<commit>.pt with its card (git stores the same bytes
+once), so that the stage can be rerun once another file is shipped in its place.
 
 A config is the run of the shipped file's card. Most start from the xTB pretraining (`pretrain`);
 one whose MD needed `mlff learn` starts from the loop's last committee and its header names the
@@ -137,13 +139,45 @@ def ethanol_loop_command(out: Path, training_config: Path, start: str) -> list[s
     return [*command, "md.engine=torch-compiled"]  # the same MD at 1.8x the steps/s
 
 
-def round_overrides(molecule: str, md17_dir: str, out: Path) -> tuple[list[str], list[str]]:
+def keep_start(molecule: str) -> tuple[Path, str] | None:
+    """Copy the shipped potentials/<m>.pt and its card, as the last commit holds them, to
+    potentials/starts/<m>_<commit>.pt (and .yaml), where a later stage's `init_from` can read it once
+    another file is shipped in its place (not installed; git stores the same bytes once).
+
+    Returns the copy and the commit that shipped it; None where the working file is not the committed one.
+    """
+    shipped = f"potentials/{molecule}.pt"
+    log = ["git", "log", "-1", "--format=%h", "--", shipped]
+    commit = subprocess.run(log, cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    content = committed(shipped)
+    if not commit or content is None or (ROOT / shipped).read_bytes() != content:
+        return None
+    start = ROOT / "potentials" / "starts" / f"{molecule}_{commit}.pt"
+    start.parent.mkdir(parents=True, exist_ok=True)
+    start.write_bytes(content)
+    card = committed(f"potentials/{molecule}.yaml")
+    if card is not None:
+        start.with_suffix(".yaml").write_bytes(card)
+    return start, commit
+
+
+UNCOMMITTED = "{m}: potentials/{m}.pt differs from the last commit's (commit or restore it); skipped"
+
+
+def start_commit(start: str) -> str | None:
+    """The commit in a kept start's name (potentials/starts/<m>_<commit>.pt); None for another path."""
+    match = re.fullmatch(r"potentials/starts/\w+?_([0-9a-f]+)\.pt", start)
+    return match.group(1) if match else None
+
+
+def round_overrides(molecule: str, md17_dir: str, out: Path, start: str) -> tuple[list[str], list[str]]:
     """The learn command (into `out`) and training overrides of a later round: the shipped file as the
-    start, stage 1's config, and the labels the shipped stage trained on (so that none is forgotten)."""
+    start (`start`: its kept copy, `keep_start`), stage 1's config, and the labels the shipped stage
+    trained on (so that none is forgotten)."""
     stage_3 = yaml.safe_load((CONFIGS / f"{molecule}.yaml").read_text())
     seeds = stage_3["data"].get("extra_train_paths") or []
     energies = stage_3["data"].get("extra_energies", True)
-    command = [*ethanol_loop_command(out, CONFIGS / f"{molecule}_base.yaml", f"potentials/{molecule}.pt"), *ROUND_MD]
+    command = [*ethanol_loop_command(out, CONFIGS / f"{molecule}_base.yaml", start), *ROUND_MD]
     training = [f"data.path={dataset(md17_dir, molecule)}", *LOOP_FINETUNE]
     training += [f"data.extra_train_paths=[{', '.join(seeds)}]", f"data.extra_energies={str(energies).lower()}"]
     return command, training
@@ -206,7 +240,15 @@ def learn(args: argparse.Namespace) -> None:
         out = learn_dir(molecule, args.round).relative_to(ROOT)
         own = own_learn_config(molecule)
         if args.round > 1:
-            command, training = round_overrides(molecule, args.md17_dir, out)
+            state = ROOT / out / "learn_state.json"
+            if state.is_file():  # resumed: the start it recorded, whatever is shipped now
+                start = json.loads(state.read_text())["config"]["training"]["init_from"]
+            elif (kept := keep_start(molecule)) is not None:
+                start = str(kept[0].relative_to(ROOT))
+            else:
+                print(UNCOMMITTED.format(m=molecule))
+                continue
+            command, training = round_overrides(molecule, args.md17_dir, out, start)
         elif own is not None:
             # The molecule's own learn config (start, seed labels and output folder its own).
             command = ["mlff", "--threads", "1", "learn", str(own.relative_to(ROOT))]
@@ -239,13 +281,15 @@ def final_config(
     batch_size: int,
     epochs: int = 60,
     round_: int = 1,
+    start: str | None = None,
 ) -> str:
     """Stage 3 of a shipped potential: the loop's member 0 fine-tuned on rMD17 plus the labelled frames.
 
     `seeds`: labelled files the loop trained on from its start (its own data.extra_train_paths);
     `energies`: whether it trained their energies (data.extra_energies); `batch_size`: the loop's;
     `epochs`: of the fine-tune (60, the first shipped ones, train into runs/potentials/<m>_learned;
-    others into <m>_learned_<epochs>ep); `round_`: the learn round it follows (a later one: _r<N> added).
+    others into <m>_learned_<epochs>ep); `round_`: the learn round it follows (a later one: _r<N> added);
+    `start`: a later round's start, the shipped file kept by `keep_start` (None: not known).
     """
     iteration = learn_dir(molecule, round_).relative_to(ROOT) / f"iter_{last_iteration:03d}"
     member = iteration / "train" / "member_0" / "best.pt"
@@ -263,8 +307,13 @@ def final_config(
     round_option = "" if round_ == 1 else f" --round {round_}"
     own = own_learn_config(molecule)
     loop = str(own.relative_to(ROOT)) if own and round_ == 1 else "examples/learn/pbe_ethanol.yaml with that config"
+    loop += " and its best.pt (docs/learn.md)"
     if round_ > 1:
-        loop += f"\n#    (round {round_}: from the file shipped before, {' '.join(ROUND_MD)}, --round {round_})"
+        commit = start_commit(start or "")
+        shipped = f"shipped at {commit} ({start}, its card beside it)" if commit else "shipped before"
+        loop = f"""examples/learn/pbe_ethanol.yaml with that config, round {round_} (docs/learn.md): from the
+#    file {shipped},
+#    training on its labels too, {" ".join(ROUND_MD)}"""
     replicas = 5 if round_ == 1 else ROUND_REPLICAS  # the first round: ethanol's loop config's 5
     if labels:
         kept = labels_dir(molecule, round_).relative_to(ROOT)
@@ -281,7 +330,7 @@ def final_config(
         stage_3 = "the rMD17 frames (the loop labelled none)."
     header = f"""# The shipped potential potentials/{molecule}.pt, in three stages (issue: potentials that hold):
 # 1. potentials/configs/{molecule}_base.yaml (its header: architecture, recipe, CPU cap).
-# 2. mlff learn {loop} and its best.pt (docs/learn.md): a
+# 2. mlff learn {loop}: a
 #    committee of two; {stage_2}
 #      python scripts/retrain_potentials.py learn --md17-dir DIR --only {molecule}{round_option}
 # 3. This config: member 0 of the loop's last committee fine-tuned for {epochs} epochs (lr 5e-4, cosine, compiled) on
@@ -366,7 +415,14 @@ def final(args: argparse.Namespace) -> None:
         # The loop's batch, not stage 1's: a stage 1 run on a GPU (aspirin: 256) overrides it for the CPU loop.
         batch = loop_training.train.batch_size
         stage_1 = yaml.safe_load(text)
-        stage_3 = final_config(molecule, stage_1, last, labels, seeds, energies, batch, args.epochs, args.round)
+        start = loop_config["training"].get("init_from")
+        if args.round > 1 and start == f"potentials/{molecule}.pt":
+            # A round run before starts were kept: the shipped file is still the one it started from.
+            copy = keep_start(molecule)
+            start = str(copy[0].relative_to(ROOT)) if copy else None
+        stage_3 = final_config(
+            molecule, stage_1, last, labels, seeds, energies, batch, args.epochs, args.round, start=start
+        )
         config.write_text(stage_3)
         written = ([] if base_existed else [base]) + [config] + ([kept] if labels else [])
         print(f"wrote {', '.join(str(path.relative_to(ROOT)) for path in written)}")
@@ -408,18 +464,11 @@ def extend(args: argparse.Namespace) -> None:
         if not (CONFIGS / f"{molecule}_base.yaml").is_file() or not shipped_from(molecule, config):
             print(f"{molecule}: its shipped file is not the result of a last stage after a learn loop; skipped")
             continue
-        shipped = f"potentials/{molecule}.pt"
-        log = ["git", "log", "-1", "--format=%h", "--", shipped]
-        commit = subprocess.run(log, cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        content = committed(shipped)
-        if not commit or content is None or (ROOT / shipped).read_bytes() != content:
-            print(f"{molecule}: {shipped} differs from the last commit's (commit or restore it first); skipped")
+        kept = keep_start(molecule)
+        if kept is None:
+            print(UNCOMMITTED.format(m=molecule))
             continue
-        # A shipped file a later stage starts from, kept once another is shipped in its place (not installed).
-        start = ROOT / "potentials" / "starts" / f"{molecule}_{commit}.pt"
-        start.parent.mkdir(parents=True, exist_ok=True)
-        start.write_bytes(content)
-        shutil.copyfile(ROOT / "potentials" / f"{molecule}.yaml", start.with_suffix(".yaml"))
+        start, commit = kept
         config.write_text(extended_config(molecule, config.read_text(), args.epochs, commit, start))
         print(f"wrote {config.relative_to(ROOT)}, {start.relative_to(ROOT)} (and its card)")
 

@@ -41,6 +41,15 @@ def test_a_report_keeps_the_finished_arms_of_the_earlier_report_whose_runs_are_g
     assert RUN_STUDY.with_earlier(fresh, tmp_path / "absent.json", STUDY, "compare") == fresh
 
 
+def commit_all(root: Path) -> str:
+    """Make `root` a git repository holding its files in one commit; returns the commit's short hash."""
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(root)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "shipped"], check=True)
+    return subprocess.run([*git, "log", "-1", "--format=%h"], capture_output=True, text=True).stdout.strip()
+
+
 @pytest.fixture
 def retrain_root(tmp_path, monkeypatch):
     """A repository of one molecule: its config, and a shipped card that records the config's training."""
@@ -129,6 +138,8 @@ def test_a_second_round_starts_from_the_shipped_file_and_keeps_its_labels(retrai
     first_labels = "examples/learn/results/pbe_toluene_labels/iter_000.extxyz"
     stage_3["data"] = {"extra_train_paths": [first_labels], "extra_energies": True}
     (configs / "toluene.yaml").write_text(yaml.safe_dump(stage_3))
+    (retrain_root / "potentials" / "toluene.pt").write_bytes(b"shipped")
+    commit = commit_all(retrain_root)
     commands = []
     monkeypatch.setattr(RETRAIN, "run", commands.append)
     RETRAIN.learn(RETRAIN.argparse.Namespace(only=["toluene"], md17_dir="/data", round=1))
@@ -136,7 +147,10 @@ def test_a_second_round_starts_from_the_shipped_file_and_keeps_its_labels(retrai
     RETRAIN.learn(RETRAIN.argparse.Namespace(only=["toluene"], md17_dir="/data", round=2))
     (command,) = commands
     assert "output_dir=runs/learn/pbe_toluene_r2" in command
-    assert "training.init_from=potentials/toluene.pt" in command
+    # The start is the shipped file kept under the commit that shipped it (it stays when another is shipped).
+    start = f"potentials/starts/toluene_{commit}.pt"
+    assert f"training.init_from={start}" in command
+    assert (retrain_root / start).read_bytes() == b"shipped"
     assert "training.config=potentials/configs/toluene_base.yaml" in command
     assert {"md.replicas=10", "md.time=100ps"} <= set(command)
     example = Path(__file__).resolve().parents[1] / "examples" / "learn" / "pbe_ethanol.yaml"
@@ -151,9 +165,14 @@ def test_a_second_round_starts_from_the_shipped_file_and_keeps_its_labels(retrai
     (loop / "summary.json").write_text(json.dumps({"iterations": iterations}))
     training = {
         "config": "potentials/configs/toluene_base.yaml",
+        "init_from": start,
         "overrides": ["train.keep=last", f"data.extra_train_paths=[{first_labels}]"],
     }
     (loop / "learn_state.json").write_text(json.dumps({"config": {"output_dir": str(loop), "training": training}}))
+    # Resumed after another file is shipped: the start the run recorded.
+    (retrain_root / "potentials" / "toluene.pt").write_bytes(b"shipped later")
+    RETRAIN.learn(RETRAIN.argparse.Namespace(only=["toluene"], md17_dir="/data", round=2))
+    assert f"training.init_from={start}" in commands[-1] and commands[-1][-1] == "--resume"
     base_text = (configs / "toluene_base.yaml").read_text()
     RETRAIN.final(RETRAIN.argparse.Namespace(only=["toluene"], epochs=200, again=False, round=2))
     assert (configs / "toluene_base.yaml").read_text() == base_text
@@ -165,6 +184,7 @@ def test_a_second_round_starts_from_the_shipped_file_and_keeps_its_labels(retrai
     assert written["output_dir"] == "runs/potentials/toluene_learned_200ep_r2"
     header = (configs / "toluene.yaml").read_text()
     assert "--round 2" in header and "examples/learn/results/pbe_toluene_r2_labels/" in header
+    assert f"from the\n#    file shipped at {commit} ({start}, its card beside it)" in header
     assert "iteration 1 held 10 of 10" in header, "a later round runs 10 replicas"
 
 
@@ -194,10 +214,7 @@ def test_ship_stages_a_less_stable_potential_and_restores_the_committed_one(retr
 
     shipped_state(17.5, 1, "shipped")
     committed_config = (root / "potentials" / "configs" / f"{molecule}.yaml").read_text()
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(root)]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "-A"], check=True)
-    subprocess.run([*git, "commit", "-qm", "shipped"], check=True)
+    commit_all(root)
     # The stage's config and finished run, then an export and benchmark (faked) that lose more seeds.
     run_dir = root / "runs" / "potentials" / molecule
     run_dir.mkdir(parents=True)
@@ -353,11 +370,7 @@ def test_extend_keeps_the_shipped_file_as_the_start_of_one_more_stage(retrain_ro
     config = configs / "toluene.yaml"
     config.write_text("\n".join(header) + "\n" + config.read_text())
     (root / "potentials" / "toluene.pt").write_bytes(b"weights")
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(root)]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "-A"], check=True)
-    subprocess.run([*git, "commit", "-qm", "shipped"], check=True)
-    commit = subprocess.run([*git, "log", "-1", "--format=%h"], capture_output=True, text=True).stdout.strip()
+    commit = commit_all(root)
     before = yaml.safe_load(config.read_text())
 
     RETRAIN.extend(RETRAIN.argparse.Namespace(only=["toluene"], epochs=120))
