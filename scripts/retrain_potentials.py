@@ -241,14 +241,17 @@ def learn(args: argparse.Namespace) -> None:
         own = own_learn_config(molecule)
         if args.round > 1:
             state = ROOT / out / "learn_state.json"
-            if state.is_file():  # resumed: the start it recorded, whatever is shipped now
-                start = json.loads(state.read_text())["config"]["training"]["init_from"]
+            if state.is_file():
+                # Resumed: the start and labels it recorded, whatever is shipped now (`final` may
+                # have written the round's labels into the last stage's config already).
+                recorded = json.loads(state.read_text())["config"]["training"]
+                command, _ = round_overrides(molecule, args.md17_dir, out, recorded["init_from"])
+                training = recorded["overrides"]
             elif (kept := keep_start(molecule)) is not None:
-                start = str(kept[0].relative_to(ROOT))
+                command, training = round_overrides(molecule, args.md17_dir, out, str(kept[0].relative_to(ROOT)))
             else:
                 print(UNCOMMITTED.format(m=molecule))
                 continue
-            command, training = round_overrides(molecule, args.md17_dir, out, start)
         elif own is not None:
             # The molecule's own learn config (start, seed labels and output folder its own).
             command = ["mlff", "--threads", "1", "learn", str(own.relative_to(ROOT))]

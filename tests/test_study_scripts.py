@@ -185,6 +185,10 @@ def test_a_second_round_starts_from_the_shipped_file_and_keeps_its_labels(retrai
     header = (configs / "toluene.yaml").read_text()
     assert "--round 2" in header and "examples/learn/results/pbe_toluene_r2_labels/" in header
     assert f"from the\n#    file shipped at {commit} ({start}, its card beside it)" in header
+    # Resumed after `final` put the round's labels into the last stage: the round's own command again.
+    RETRAIN.learn(RETRAIN.argparse.Namespace(only=["toluene"], md17_dir="/data", round=2))
+    passed = load_learn_config(example, [commands[-1][-2]]).training.overrides
+    assert passed == training["overrides"] and commands[-1][-1] == "--resume"
     assert "iteration 1 held 10 of 10" in header, "a later round runs 10 replicas"
 
 
