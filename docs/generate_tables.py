@@ -721,6 +721,7 @@ TABLES["learn-pbe-malonaldehyde"] = learn_table("pbe_malonaldehyde")
 TABLES["learn-pbe-uracil"] = learn_table("pbe_uracil")
 TABLES["learn-pbe-uracil-r2"] = learn_table("pbe_uracil_r2")
 TABLES["learn-pbe-salicylic"] = learn_table("pbe_salicylic")
+TABLES["learn-pbe-salicylic-r2"] = learn_table("pbe_salicylic_r2")
 TABLES["learn-pbe-benzene"] = learn_table("pbe_benzene")
 
 # docs/learn.md: does one fine-tune learn the labelled collapse frames? (examples/learn/absorb_labels.py)
