@@ -342,7 +342,9 @@ def target_met(record: dict[str, Any]) -> str:
     missing = []
     force = record["now"]["test_metrics"]["force_mae_mev_per_a"]
     if force > record["target"]:
-        missing.append(f"F +{force - record['target']:.1f}")
+        excess = force - record["target"]
+        # Two decimals for a miss that one would show as "+0.0" (toluene's 0.04).
+        missing.append(f"F +{excess:.1f}" if excess >= 0.05 else f"F +{excess:.2f}")
     collapsed_seeds = (record["now"].get("stability") or {}).get("collapsed_seeds")
     if collapsed_seeds != 0:  # None: never benchmarked, so the stability target is not shown
         missing.append(f"{'?' if collapsed_seeds is None else collapsed_seeds} collapsed")
