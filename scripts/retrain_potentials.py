@@ -292,7 +292,7 @@ def final_config(
     `energies`: whether it trained their energies (data.extra_energies); `batch_size`: the loop's;
     `epochs`: of the fine-tune (60, the first shipped ones, train into runs/potentials/<m>_learned;
     others into <m>_learned_<epochs>ep); `round_`: the learn round it follows (a later one: _r<N> added);
-    `start`: a later round's start, the shipped file kept by `keep_start` (None: not known).
+    `start`: a later round's start as its loop recorded it (a `keep_start` copy names its commit).
     """
     iteration = learn_dir(molecule, round_).relative_to(ROOT) / f"iter_{last_iteration:03d}"
     member = iteration / "train" / "member_0" / "best.pt"
@@ -418,11 +418,9 @@ def final(args: argparse.Namespace) -> None:
         # The loop's batch, not stage 1's: a stage 1 run on a GPU (aspirin: 256) overrides it for the CPU loop.
         batch = loop_training.train.batch_size
         stage_1 = yaml.safe_load(text)
+        # A later round's start as the loop recorded it: a kept copy names its commit; a round run
+        # before starts were kept (uracil's, from potentials/<m>.pt, since replaced) names none.
         start = loop_config["training"].get("init_from")
-        if args.round > 1 and start == f"potentials/{molecule}.pt":
-            # A round run before starts were kept: the shipped file is still the one it started from.
-            copy = keep_start(molecule)
-            start = str(copy[0].relative_to(ROOT)) if copy else None
         stage_3 = final_config(
             molecule, stage_1, last, labels, seeds, energies, batch, args.epochs, args.round, start=start
         )
@@ -606,8 +604,15 @@ def status(args: argparse.Namespace) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    steps = {"pretrain": pretrain, "train": train, "learn": learn, "final": final, "extend": extend, "ship": ship}
-    steps["status"] = status
+    steps = {
+        "pretrain": pretrain,
+        "train": train,
+        "learn": learn,
+        "final": final,
+        "extend": extend,
+        "ship": ship,
+        "status": status,
+    }
     parser.add_argument("step", choices=list(steps))
     parser.add_argument("--md17-dir", default="~/.cache/mlff/datasets", help="folder of the rmd17_<molecule>.npz files")
     parser.add_argument("--xtb-dir", default="~/.cache/mlff/datasets", help="folder of the xtb_<molecule>.npz files")
