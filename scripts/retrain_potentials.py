@@ -454,7 +454,8 @@ def extended_config(molecule: str, text: str, epochs: int, commit: str, start: P
     config["init_from"] = str(start.relative_to(ROOT))
     train = {**config["train"], "epochs": epochs, "lr": 5.0e-4, "warmup_epochs": 1, "compile": True, "keep": "last"}
     config["train"] = train
-    config["output_dir"] = f"runs/potentials/{molecule}_extended_{epochs}ep"
+    # The start's commit in the name: a second extension of the same length must not resume the first's run.
+    config["output_dir"] = f"runs/potentials/{molecule}_extended_{commit}_{epochs}ep"
     header = "\n".join([*description, *run_lines]) + "\n"
     return header + yaml.safe_dump(config, sort_keys=False, default_flow_style=None)
 

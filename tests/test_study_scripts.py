@@ -383,7 +383,7 @@ def test_extend_keeps_the_shipped_file_as_the_start_of_one_more_stage(retrain_ro
     assert start.with_suffix(".yaml").read_text() == (root / "potentials" / "toluene.yaml").read_text()
     after = yaml.safe_load(config.read_text())
     assert after["init_from"] == f"potentials/starts/toluene_{commit}.pt"
-    assert after["output_dir"] == "runs/potentials/toluene_extended_120ep"
+    assert after["output_dir"] == f"runs/potentials/toluene_extended_{commit}_120ep"
     assert after["train"] == {
         **before["train"],
         "epochs": 120,
@@ -406,7 +406,7 @@ def test_extend_keeps_the_shipped_file_as_the_start_of_one_more_stage(retrain_ro
 
     # A shipped file that differs from the last commit's (a new one not yet committed) is not a start.
     (root / "potentials" / "toluene.pt").write_bytes(b"uncommitted")
-    config.write_text(config.read_text().replace("toluene_extended_120ep", "x"))
+    config.write_text(config.read_text().replace(f"toluene_extended_{commit}_120ep", "x"))
     text = config.read_text()
     RETRAIN.extend(RETRAIN.argparse.Namespace(only=["toluene"], epochs=60))
     assert config.read_text() == text
