@@ -374,14 +374,24 @@ def _config_body(path: Path) -> dict[str, Any]:
     return body
 
 
+def one_stage_start(root: Path, molecule: str) -> Path | None:
+    """The card of stage 1 of a one-stage file extended: the start kept at the commit its config's
+    header names ("# 1. potentials/configs/<m>.yaml as shipped at <commit>"), else None."""
+    header = (root / "potentials" / "configs" / f"{molecule}.yaml").read_text()
+    match = re.search(rf"^# 1\. potentials/configs/{molecule}\.yaml as shipped at (\w+)", header, re.MULTILINE)
+    card = root / "potentials" / "starts" / f"{molecule}_{match.group(1)}.yaml" if match else None
+    return card if card is not None and card.is_file() else None
+
+
 def cost_rows(root: Path) -> list[dict[str, Any]]:
     """What each shipped file cost, as recorded. A file of three stages (`<m>_base.yaml`, `mlff
     learn`, `<m>.yaml`): stage 1's CPU-hours from the card of the staged candidate trained with the
     same config where there is one, else the config's CPU-time cap; the PBE labels and CPU-hours of its
     learn rounds, summed (summaries of loops run before `mlff learn` recorded it have none); the last
     stage's CPU-hours from the shipped card, plus those of the earlier last stages an extended file
-    started from (potentials/starts/<m>_<commit>.yaml). A card without CPU-hours (older mlff) gives
-    its wall-clock cap instead."""
+    started from (potentials/starts/<m>_<commit>.yaml). A one-stage file extended (aspirin's): stage
+    1 is the start its config's header names (`one_stage_start`), its card the stage's cost. A card
+    without CPU-hours (older mlff) gives its wall-clock cap instead."""
     rows = []
     for card in cards(root):
         molecule, training = card["molecule"], card["training"]
@@ -398,14 +408,22 @@ def cost_rows(root: Path) -> list[dict[str, Any]]:
             "labels": None,
             "learn_cpu_hours": None,
         }
+        # An extended file (scripts/retrain_potentials.py extend): each earlier stage's shipped file
+        # is kept with its card in potentials/starts/, the stage's CPU-hours in it.
+        starts = sorted((root / "potentials" / "starts").glob(f"{molecule}_*.yaml"))
+        row["stages"] += len(starts)
+        first = None if base.is_file() else one_stage_start(root, molecule)
+        if first is not None:
+            stage_1 = yaml.safe_load(first.read_text())["training"]
+            row["first_cpu_hours"] = stage_1.get("cpu_hours")
+            row["first_source"] = "its card"
+            if row["first_cpu_hours"] is None:
+                row["first_wall_cap_minutes"] = stage_1["config"].get("max_minutes")
+            starts.remove(first)
+        if row["last_cpu_hours"] is not None:
+            earlier = [yaml.safe_load(path.read_text())["training"].get("cpu_hours") for path in starts]
+            row["last_cpu_hours"] += sum(hours or 0 for hours in earlier)
         if base.is_file():
-            # An extended file (scripts/retrain_potentials.py extend): each earlier last stage's shipped
-            # file is kept with its card in potentials/starts/, the stage's CPU-hours in it.
-            starts = sorted((root / "potentials" / "starts").glob(f"{molecule}_*.yaml"))
-            row["stages"] += len(starts)
-            if row["last_cpu_hours"] is not None:
-                earlier = [yaml.safe_load(path.read_text())["training"].get("cpu_hours") for path in starts]
-                row["last_cpu_hours"] += sum(hours or 0 for hours in earlier)
             staged = root / "potentials" / "stages" / molecule
             if (staged / "config.yaml").is_file() and _config_body(staged / "config.yaml") == _config_body(base):
                 staged_card = yaml.safe_load((staged / f"{molecule}.yaml").read_text())

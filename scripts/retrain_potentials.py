@@ -37,7 +37,8 @@ has one (a longer fine-tune of the same member into its own run folder; stage 1 
 `learn --round N` (N > 1) runs another loop from the shipped file into runs/learn/pbe_<m>_r<N>,
 and `final --round N` makes its last stage. `extend` adds a stage where the loop's run folder is
 gone: the shipped file fine-tuned for `--epochs` more epochs on the shipped last stage's frames (lr
-5e-4 cosine from the top, compiled); then `train` and `ship` as after `final`. Both keep the shipped
+5e-4, or `--lr`, cosine from the top, compiled); then `train` and `ship` as after `final`. A
+one-stage file (aspirin's: trained from scratch until its time cap) becomes stage 1 of two. Both keep the shipped
 file they start from in potentials/starts/<m>_<commit>.pt with its card (git stores the same bytes
 once), so that the stage can be rerun once another file is shipped in its place.
 
@@ -432,46 +433,84 @@ def final(args: argparse.Namespace) -> None:
 NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine"}
 
 
-def extended_config(molecule: str, text: str, epochs: int, commit: str, start: Path) -> str:
+# The learning rate of an extension's fine-tune (cosine from the top): a last stage after a learn loop
+# has annealed already; a one-stage file cut short by its time cap (aspirin) wants more (`--lr`).
+EXTEND_LR = 5.0e-4
+
+
+def extended_config(molecule: str, text: str, epochs: int, commit: str, start: Path, lr: float = EXTEND_LR) -> str:
     """The shipped last stage `text` (potentials/configs/<m>.yaml at `commit`) followed by one more:
-    its shipped file, kept at `start`, fine-tuned for `epochs` more epochs on the same frames."""
+    its shipped file, kept at `start`, fine-tuned for `epochs` more epochs on the same frames.
+
+    A config of numbered stages gets one more; a one-stage config (no numbers: trained from scratch
+    under a time cap) becomes stage 1 of two, named by its commit, and the run lines become the
+    script's."""
     lines = text.splitlines()
     body = next(index for index, line in enumerate(lines) if not line.startswith("#"))
-    commands = next(index for index, line in enumerate(lines[:body]) if line.startswith(RUN_LINES))
+    commands = next((index for index, line in enumerate(lines[:body]) if line.startswith(RUN_LINES)), body)
     description, run_lines = lines[:commands], lines[commands:body]
-    last = max(int(match.group(1)) for line in description if (match := re.match(r"# (\d+)\. ", line)))
+    numbered = [int(match.group(1)) for line in description if (match := re.match(r"# (\d+)\. ", line))]
+    stage_1 = f"potentials/configs/{molecule}.yaml"
+    if numbered:
+        last = max(numbered)
+        description = [line.replace(f"# {last}. This config: ", f"# {last}. ") for line in description]
+        run_lines = [re.sub(r"^# Retrain stage \d+:", f"# Retrain stage {last + 1}:", line) for line in run_lines]
+    else:
+        last = 1
+        description = [
+            f"# The shipped potential potentials/{molecule}.pt, in two stages (issue: potentials that hold):",
+            f"# 1. {stage_1} as shipped at {commit} (its header: architecture, recipe, time cap;",
+            f"#    git show {commit}:{stage_1}).",
+        ]
+        run_lines = [
+            f"# Retrain stage 2: python scripts/retrain_potentials.py train --md17-dir DIR --only {molecule}",
+            f"#   (= mlff --threads 1 train {stage_1} data.path=DIR/rmd17_{molecule}.npz [--resume])",
+            "# Export and stability (card): python scripts/retrain_potentials.py ship --md17-dir DIR --only "
+            + molecule,
+            "# data.path: the rMD17 file of the published splits (9,633 frames, the SHA-256 below); "
+            "give it on the command line.",
+        ]
     new = last + 1
-    description = [line.replace(f"# {last}. This config: ", f"# {last}. ") for line in description]
     description[0] = re.sub(r"in \w+ stages", f"in {NUMBER_WORDS[new]} stages", description[0])
+    kept = start.relative_to(ROOT)
+    if numbered:
+        source = [
+            f"# {new}. This config: stage {last}'s file as shipped at {commit} (its config: git show",
+            f"#    {commit}:{stage_1}), kept in {kept} with its card,",
+        ]
+    else:  # stage 1's line names the commit and config already
+        source = [f"# {new}. This config: stage {last}'s file as shipped at {commit}, kept in {kept} with its card,"]
     description += [
-        f"# {new}. This config: stage {last}'s file as shipped at {commit} (its config: git show",
-        f"#    {commit}:potentials/configs/{molecule}.yaml), kept in {start.relative_to(ROOT)} with its card,",
-        f"#    fine-tuned for {epochs} more epochs (lr 5e-4, cosine from the top, compiled) on the same frames,",
+        *source,
+        f"#    fine-tuned for {epochs} more epochs (lr {lr:g}, cosine from the top, compiled) on the same frames,",
         "#    keeping the last epoch.",
     ]
-    run_lines = [re.sub(r"^# Retrain stage \d+:", f"# Retrain stage {new}:", line) for line in run_lines]
     config = yaml.safe_load(text)
     config["init_from"] = str(start.relative_to(ROOT))
-    train = {**config["train"], "epochs": epochs, "lr": 5.0e-4, "warmup_epochs": 1, "compile": True, "keep": "last"}
+    # The new stage runs its epochs: an earlier stage's time cap is not its own.
+    train = {key: value for key, value in config["train"].items() if key not in ("max_minutes", "max_cpu_minutes")}
+    train.update(epochs=epochs, lr=lr, warmup_epochs=1, compile=True, keep="last")
     config["train"] = train
     # The start's commit in the name: a second extension of the same length must not resume the first's run.
     config["output_dir"] = f"runs/potentials/{molecule}_extended_{commit}_{epochs}ep"
     header = "\n".join([*description, *run_lines]) + "\n"
+    # init_from first, as in the configs `final` writes.
+    config = {"init_from": config.pop("init_from"), **config}
     return header + yaml.safe_dump(config, sort_keys=False, default_flow_style=None)
 
 
 def extend(args: argparse.Namespace) -> None:
     for molecule in args.only or MOLECULES:
         config = CONFIGS / f"{molecule}.yaml"
-        if not (CONFIGS / f"{molecule}_base.yaml").is_file() or not shipped_from(molecule, config):
-            print(f"{molecule}: its shipped file is not the result of a last stage after a learn loop; skipped")
+        if not shipped_from(molecule, config):
+            print(f"{molecule}: its shipped file is not the result of {config.relative_to(ROOT)}; skipped")
             continue
         kept = keep_start(molecule)
         if kept is None:
             print(UNCOMMITTED.format(m=molecule))
             continue
         start, commit = kept
-        config.write_text(extended_config(molecule, config.read_text(), args.epochs, commit, start))
+        config.write_text(extended_config(molecule, config.read_text(), args.epochs, commit, start, args.lr))
         print(f"wrote {config.relative_to(ROOT)}, {start.relative_to(ROOT)} (and its card)")
 
 
@@ -622,6 +661,9 @@ def main() -> int:
     parser.add_argument("--only", nargs="+", choices=MOLECULES, help="these molecules only")
     parser.add_argument(
         "--epochs", type=int, default=FINAL_EPOCHS, help="final, extend: epochs of the new stage's fine-tune"
+    )
+    parser.add_argument(
+        "--lr", type=float, default=EXTEND_LR, help="extend: the new stage's learning rate (cosine from the top)"
     )
     parser.add_argument("--again", action="store_true", help="final: rewrite the last stage of a molecule that has one")
     parser.add_argument(

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,6 +68,29 @@ def test_the_retraining_table_says_which_target_is_missed():
     rows = tables.retraining_rows(ROOT)
     assert {row["molecule"] for row in rows} == set(tables.MACE_FORCE_MAE)
     assert next(row for row in rows if row["molecule"] == "aspirin")["target"] == 10.0
+
+
+def test_the_cost_of_a_one_stage_file_extended_counts_its_first_stage_from_the_kept_card(tmp_path):
+    """aspirin's case: a file trained from scratch under a wall-clock cap, then extended; stage 1 is
+    the start its config's header names, the last stage's CPU-hours are the shipped card's."""
+    tables = load_script(ROOT / "docs" / "generate_tables.py", "generate_tables_script")
+    (tmp_path / "potentials" / "configs").mkdir(parents=True)
+    (tmp_path / "potentials" / "starts").mkdir()
+    (tmp_path / "potentials" / "aspirin.pt").write_bytes(b"")
+    shipped = {"training": {"cpu_hours": 1.5, "config": {"epochs": 80}}}
+    (tmp_path / "potentials" / "aspirin.yaml").write_text(yaml.safe_dump(shipped))
+    first = {"training": {"config": {"max_minutes": 22.0}}}
+    (tmp_path / "potentials" / "starts" / "aspirin_abc1234.yaml").write_text(yaml.safe_dump(first))
+    config = tmp_path / "potentials" / "configs" / "aspirin.yaml"
+    config.write_text("# The shipped potential potentials/aspirin.pt, in two stages:\ntrain: {}\n")
+    # Without the header's stage 1 line the start is not known as stage 1: counted as an earlier last stage.
+    [row] = tables.cost_rows(tmp_path)
+    assert (row["stages"], row["first_wall_cap_minutes"], row["last_cpu_hours"]) == (2, None, 1.5)
+    config.write_text("# 1. potentials/configs/aspirin.yaml as shipped at abc1234 (its header: ...\ntrain: {}\n")
+    [row] = tables.cost_rows(tmp_path)
+    assert (row["stages"], row["first_wall_cap_minutes"], row["last_cpu_hours"]) == (2, 22.0, 1.5)
+    assert tables.first_stage_cost(row) == "<= 22 wall-min"
+    assert row["recorded_cpu_hours"] == 1.5
 
 
 def test_readme_fits_on_a_screen():

@@ -377,15 +377,16 @@ def test_extend_keeps_the_shipped_file_as_the_start_of_one_more_stage(retrain_ro
     commit = commit_all(root)
     before = yaml.safe_load(config.read_text())
 
-    RETRAIN.extend(RETRAIN.argparse.Namespace(only=["toluene"], epochs=120))
+    RETRAIN.extend(RETRAIN.argparse.Namespace(only=["toluene"], epochs=120, lr=RETRAIN.EXTEND_LR))
     start = root / "potentials" / "starts" / f"toluene_{commit}.pt"
     assert start.read_bytes() == b"weights"
     assert start.with_suffix(".yaml").read_text() == (root / "potentials" / "toluene.yaml").read_text()
     after = yaml.safe_load(config.read_text())
     assert after["init_from"] == f"potentials/starts/toluene_{commit}.pt"
     assert after["output_dir"] == f"runs/potentials/toluene_extended_{commit}_120ep"
+    # The earlier stage's time cap is dropped: the new stage runs its epochs.
     assert after["train"] == {
-        **before["train"],
+        **{key: value for key, value in before["train"].items() if key != "max_cpu_minutes"},
         "epochs": 120,
         "lr": 5.0e-4,
         "warmup_epochs": 1,
@@ -408,5 +409,36 @@ def test_extend_keeps_the_shipped_file_as_the_start_of_one_more_stage(retrain_ro
     (root / "potentials" / "toluene.pt").write_bytes(b"uncommitted")
     config.write_text(config.read_text().replace(f"toluene_extended_{commit}_120ep", "x"))
     text = config.read_text()
-    RETRAIN.extend(RETRAIN.argparse.Namespace(only=["toluene"], epochs=60))
+    RETRAIN.extend(RETRAIN.argparse.Namespace(only=["toluene"], epochs=60, lr=RETRAIN.EXTEND_LR))
     assert config.read_text() == text
+
+
+def test_extend_makes_a_one_stage_file_stage_1_of_two(retrain_root):
+    """A shipped one-stage config (trained from scratch under a time cap, as aspirin's) becomes
+    stage 1, named by its commit; the new stage has the script's run lines and its own rate."""
+    root, config = retrain_root, retrain_root / "potentials" / "configs" / "toluene.yaml"
+    header = [
+        "# The shipped potential potentials/toluene.pt: EGNN + learned spline encoding.",
+        "# Retrain: mlff train potentials/configs/toluene.yaml   (add --resume to continue a stopped run)",
+        "#   mlff export runs/potentials/toluene/best.pt -o potentials/toluene.pt",
+    ]
+    config.write_text("\n".join(header) + "\n" + config.read_text())
+    (root / "potentials" / "toluene.pt").write_bytes(b"weights")
+    commit = commit_all(root)
+    before = yaml.safe_load(config.read_text())
+
+    RETRAIN.extend(RETRAIN.argparse.Namespace(only=["toluene"], epochs=80, lr=1.0e-3))
+    after = yaml.safe_load(config.read_text())
+    assert next(iter(after)) == "init_from" and after["init_from"] == f"potentials/starts/toluene_{commit}.pt"
+    assert after["train"]["lr"] == 1.0e-3 and after["train"]["epochs"] == 80 and "max_cpu_minutes" not in after["train"]
+    assert after["data"] == before["data"] and after["model"] == before["model"]
+    lines = config.read_text().splitlines()
+    assert lines[0] == "# The shipped potential potentials/toluene.pt, in two stages (issue: potentials that hold):"
+    assert (
+        lines[1]
+        == f"# 1. potentials/configs/toluene.yaml as shipped at {commit} (its header: architecture, recipe, time cap;"
+    )
+    assert lines[3].startswith(f"# 2. This config: stage 1's file as shipped at {commit}")
+    assert any("(lr 0.001, cosine from the top, compiled)" in line for line in lines)
+    assert lines[6] == "# Retrain stage 2: python scripts/retrain_potentials.py train --md17-dir DIR --only toluene"
+    assert not any(line.startswith(("# Retrain:", "#   mlff export")) for line in lines), "stage 1's run lines are gone"
