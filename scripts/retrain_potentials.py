@@ -37,10 +37,11 @@ has one (a longer fine-tune of the same member into its own run folder; stage 1 
 `learn --round N` (N > 1) runs another loop from the shipped file into runs/learn/pbe_<m>_r<N>,
 and `final --round N` makes its last stage. `extend` adds a stage where the loop's run folder is
 gone: the shipped file fine-tuned for `--epochs` more epochs on the shipped last stage's frames (lr
-5e-4, or `--lr`, cosine from the top, compiled); then `train` and `ship` as after `final`. A
-one-stage file (aspirin's: trained from scratch until its time cap) becomes stage 1 of two. Both keep the shipped
-file they start from in potentials/starts/<m>_<commit>.pt with its card (git stores the same bytes
-once), so that the stage can be rerun once another file is shipped in its place.
+5e-4, or `--lr`, cosine from the top, compiled); then `train` and `ship` as after `final`; a
+one-stage file (aspirin's: trained from scratch until its time cap) becomes stage 1 of two. A later
+round and `extend` both keep the shipped file they start from in potentials/starts/<m>_<commit>.pt
+with its card (git stores the same bytes once), so that the stage can be rerun once another file is
+shipped in its place.
 
 A config is the run of the shipped file's card. Most start from the xTB pretraining (`pretrain`);
 one whose MD needed `mlff learn` starts from the loop's last committee and its header names the
@@ -450,11 +451,15 @@ def extended_config(molecule: str, text: str, epochs: int, commit: str, start: P
     commands = next((index for index, line in enumerate(lines[:body]) if line.startswith(RUN_LINES)), body)
     description, run_lines = lines[:commands], lines[commands:body]
     numbered = [int(match.group(1)) for line in description if (match := re.match(r"# (\d+)\. ", line))]
-    stage_1 = f"potentials/configs/{molecule}.yaml"
+    stage_1, kept = f"potentials/configs/{molecule}.yaml", start.relative_to(ROOT)
     if numbered:
         last = max(numbered)
         description = [line.replace(f"# {last}. This config: ", f"# {last}. ") for line in description]
         run_lines = [re.sub(r"^# Retrain stage \d+:", f"# Retrain stage {last + 1}:", line) for line in run_lines]
+        source = [
+            f"# {last + 1}. This config: stage {last}'s file as shipped at {commit} (its config: git show",
+            f"#    {commit}:{stage_1}), kept in {kept} with its card,",
+        ]
     else:
         last = 1
         description = [
@@ -470,23 +475,16 @@ def extended_config(molecule: str, text: str, epochs: int, commit: str, start: P
             "# data.path: the rMD17 file of the published splits (9,633 frames, the SHA-256 below); "
             "give it on the command line.",
         ]
-    new = last + 1
-    description[0] = re.sub(r"in \w+ stages", f"in {NUMBER_WORDS[new]} stages", description[0])
-    kept = start.relative_to(ROOT)
-    if numbered:
-        source = [
-            f"# {new}. This config: stage {last}'s file as shipped at {commit} (its config: git show",
-            f"#    {commit}:{stage_1}), kept in {kept} with its card,",
-        ]
-    else:  # stage 1's line names the commit and config already
-        source = [f"# {new}. This config: stage {last}'s file as shipped at {commit}, kept in {kept} with its card,"]
+        # Stage 1's line names the commit and its config already.
+        source = [f"# 2. This config: stage 1's file as shipped at {commit}, kept in {kept} with its card,"]
+    description[0] = re.sub(r"in \w+ stages", f"in {NUMBER_WORDS[last + 1]} stages", description[0])
     description += [
         *source,
         f"#    fine-tuned for {epochs} more epochs (lr {lr:g}, cosine from the top, compiled) on the same frames,",
         "#    keeping the last epoch.",
     ]
     config = yaml.safe_load(text)
-    config["init_from"] = str(start.relative_to(ROOT))
+    config["init_from"] = str(kept)
     # The new stage runs its epochs: an earlier stage's time cap is not its own.
     train = {key: value for key, value in config["train"].items() if key not in ("max_minutes", "max_cpu_minutes")}
     train.update(epochs=epochs, lr=lr, warmup_epochs=1, compile=True, keep="last")
