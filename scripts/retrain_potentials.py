@@ -439,6 +439,12 @@ NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven"
 EXTEND_LR = 5.0e-4
 
 
+def rate(lr: float) -> str:
+    """A learning rate as the config headers write it: 5e-4, 1.5e-3."""
+    mantissa, exponent = f"{lr:e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
 def extended_config(molecule: str, text: str, epochs: int, commit: str, start: Path, lr: float = EXTEND_LR) -> str:
     """The shipped last stage `text` (potentials/configs/<m>.yaml at `commit`) followed by one more:
     its shipped file, kept at `start`, fine-tuned for `epochs` more epochs on the same frames.
@@ -480,7 +486,7 @@ def extended_config(molecule: str, text: str, epochs: int, commit: str, start: P
     description[0] = re.sub(r"in \w+ stages", f"in {NUMBER_WORDS[last + 1]} stages", description[0])
     description += [
         *source,
-        f"#    fine-tuned for {epochs} more epochs (lr {lr:g}, cosine from the top, compiled) on the same frames,",
+        f"#    fine-tuned for {epochs} more epochs (lr {rate(lr)}, cosine from the top, compiled) on the same frames,",
         "#    keeping the last epoch.",
     ]
     config = yaml.safe_load(text)

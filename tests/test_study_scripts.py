@@ -439,6 +439,6 @@ def test_extend_makes_a_one_stage_file_stage_1_of_two(retrain_root):
         == f"# 1. potentials/configs/toluene.yaml as shipped at {commit} (its header: architecture, recipe, time cap;"
     )
     assert lines[3].startswith(f"# 2. This config: stage 1's file as shipped at {commit}")
-    assert any("(lr 0.001, cosine from the top, compiled)" in line for line in lines)
+    assert any("(lr 1e-3, cosine from the top, compiled)" in line for line in lines)
     assert lines[6] == "# Retrain stage 2: python scripts/retrain_potentials.py train --md17-dir DIR --only toluene"
     assert not any(line.startswith(("# Retrain:", "#   mlff export")) for line in lines), "stage 1's run lines are gone"
