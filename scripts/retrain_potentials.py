@@ -340,12 +340,21 @@ def final_config(
 #      python scripts/retrain_potentials.py learn --md17-dir DIR --only {molecule}{round_option}
 # 3. This config: member 0 of the loop's last committee fine-tuned for {epochs} epochs (lr 5e-4, cosine, compiled) on
 #    {stage_3}
-# Retrain stage 3: python scripts/retrain_potentials.py train --md17-dir DIR --only {molecule}
-#   (= mlff --threads 1 train potentials/configs/{molecule}.yaml data.path=DIR/rmd17_{molecule}.npz [--resume])
-# Export and stability (card): python scripts/retrain_potentials.py ship --md17-dir DIR --only {molecule}
-# data.path: the rMD17 file of the published splits (9,633 frames, the SHA-256 below); give it on the command line.
 """
+    header += "\n".join(stage_run_lines(molecule, 3)) + "\n"
     return header + yaml.safe_dump(config, sort_keys=False, default_flow_style=None)
+
+
+def stage_run_lines(molecule: str, stage: int) -> list[str]:
+    """The how-to-run lines of a last stage's config header: retrain it, export and benchmark it."""
+    return [
+        f"# Retrain stage {stage}: python scripts/retrain_potentials.py train --md17-dir DIR --only {molecule}",
+        f"#   (= mlff --threads 1 train potentials/configs/{molecule}.yaml data.path=DIR/rmd17_{molecule}.npz"
+        " [--resume])",
+        f"# Export and stability (card): python scripts/retrain_potentials.py ship --md17-dir DIR --only {molecule}",
+        "# data.path: the rMD17 file of the published splits (9,633 frames, the SHA-256 below); give it on the"
+        " command line.",
+    ]
 
 
 # The first line of a config header's how-to-run block: a shipped config's (retrain, or the old
@@ -473,14 +482,7 @@ def extended_config(molecule: str, text: str, epochs: int, commit: str, start: P
             f"# 1. {stage_1} as shipped at {commit} (its header: architecture, recipe, time cap;",
             f"#    git show {commit}:{stage_1}).",
         ]
-        run_lines = [
-            f"# Retrain stage 2: python scripts/retrain_potentials.py train --md17-dir DIR --only {molecule}",
-            f"#   (= mlff --threads 1 train {stage_1} data.path=DIR/rmd17_{molecule}.npz [--resume])",
-            "# Export and stability (card): python scripts/retrain_potentials.py ship --md17-dir DIR --only "
-            + molecule,
-            "# data.path: the rMD17 file of the published splits (9,633 frames, the SHA-256 below); "
-            "give it on the command line.",
-        ]
+        run_lines = stage_run_lines(molecule, 2)
         # Stage 1's line names the commit and its config already.
         source = [f"# 2. This config: stage 1's file as shipped at {commit}, kept in {kept} with its card,"]
     description[0] = re.sub(r"in \w+ stages", f"in {NUMBER_WORDS[last + 1]} stages", description[0])
@@ -490,7 +492,7 @@ def extended_config(molecule: str, text: str, epochs: int, commit: str, start: P
         "#    keeping the last epoch.",
     ]
     config = yaml.safe_load(text)
-    config["init_from"] = str(kept)
+    config.pop("init_from", None)
     # The new stage runs its epochs: an earlier stage's time cap is not its own.
     train = {key: value for key, value in config["train"].items() if key not in ("max_minutes", "max_cpu_minutes")}
     train.update(epochs=epochs, lr=lr, warmup_epochs=1, compile=True, keep="last")
@@ -498,8 +500,7 @@ def extended_config(molecule: str, text: str, epochs: int, commit: str, start: P
     # The start's commit in the name: a second extension of the same length must not resume the first's run.
     config["output_dir"] = f"runs/potentials/{molecule}_extended_{commit}_{epochs}ep"
     header = "\n".join([*description, *run_lines]) + "\n"
-    # init_from first, as in the configs `final` writes.
-    config = {"init_from": config.pop("init_from"), **config}
+    config = {"init_from": str(kept), **config}  # first, as in the configs `final` writes
     return header + yaml.safe_dump(config, sort_keys=False, default_flow_style=None)
 
 
