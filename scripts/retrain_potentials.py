@@ -454,13 +454,21 @@ def rate(lr: float) -> str:
     return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
-def extended_config(molecule: str, text: str, epochs: int, commit: str, start: Path, lr: float = EXTEND_LR) -> str:
+def extended_config(
+    molecule: str,
+    text: str,
+    epochs: int,
+    commit: str,
+    start: Path,
+    lr: float = EXTEND_LR,
+    batch_size: int | None = None,
+) -> str:
     """The shipped last stage `text` (potentials/configs/<m>.yaml at `commit`) followed by one more:
     its shipped file, kept at `start`, fine-tuned for `epochs` more epochs on the same frames.
 
     A config of numbered stages gets one more; a one-stage config (no numbers: trained from scratch
     under a time cap) becomes stage 1 of two, named by its commit, and the run lines become the
-    script's."""
+    script's. `batch_size`: the new stage's batch (None: the last stage's)."""
     lines = text.splitlines()
     body = next(index for index, line in enumerate(lines) if not line.startswith("#"))
     commands = next((index for index, line in enumerate(lines[:body]) if line.startswith(RUN_LINES)), body)
@@ -486,16 +494,20 @@ def extended_config(molecule: str, text: str, epochs: int, commit: str, start: P
         # Stage 1's line names the commit and its config already.
         source = [f"# 2. This config: stage 1's file as shipped at {commit}, kept in {kept} with its card,"]
     description[0] = re.sub(r"in \w+ stages", f"in {NUMBER_WORDS[last + 1]} stages", description[0])
+    config = yaml.safe_load(text)
+    batch = "" if batch_size in (None, config["train"].get("batch_size")) else f", batch {batch_size}"
     description += [
         *source,
-        f"#    fine-tuned for {epochs} more epochs (lr {rate(lr)}, cosine from the top, compiled) on the same frames,",
+        f"#    fine-tuned for {epochs} more epochs (lr {rate(lr)}{batch}, cosine from the top, compiled)"
+        " on the same frames,",
         "#    keeping the last epoch.",
     ]
-    config = yaml.safe_load(text)
     config.pop("init_from", None)
     # The new stage runs its epochs: an earlier stage's time cap is not its own.
     train = {key: value for key, value in config["train"].items() if key not in ("max_minutes", "max_cpu_minutes")}
     train.update(epochs=epochs, lr=lr, warmup_epochs=1, compile=True, keep="last")
+    if batch_size is not None:
+        train["batch_size"] = batch_size
     config["train"] = train
     # The start's commit in the name: a second extension of the same length must not resume the first's run.
     config["output_dir"] = f"runs/potentials/{molecule}_extended_{commit}_{epochs}ep"
@@ -515,7 +527,9 @@ def extend(args: argparse.Namespace) -> None:
             print(UNCOMMITTED.format(m=molecule))
             continue
         start, commit = kept
-        config.write_text(extended_config(molecule, config.read_text(), args.epochs, commit, start, args.lr))
+        config.write_text(
+            extended_config(molecule, config.read_text(), args.epochs, commit, start, args.lr, args.batch_size)
+        )
         print(f"wrote {config.relative_to(ROOT)}, {start.relative_to(ROOT)} (and its card)")
 
 
@@ -670,6 +684,7 @@ def main() -> int:
     parser.add_argument(
         "--lr", type=float, default=EXTEND_LR, help="extend: the new stage's learning rate (cosine from the top)"
     )
+    parser.add_argument("--batch-size", type=int, help="extend: the new stage's batch (default: the last stage's)")
     parser.add_argument("--again", action="store_true", help="final: rewrite the last stage of a molecule that has one")
     parser.add_argument(
         "--round",

@@ -377,7 +377,7 @@ def test_extend_keeps_the_shipped_file_as_the_start_of_one_more_stage(retrain_ro
     commit = commit_all(root)
     before = yaml.safe_load(config.read_text())
 
-    RETRAIN.extend(RETRAIN.argparse.Namespace(only=["toluene"], epochs=120, lr=RETRAIN.EXTEND_LR))
+    RETRAIN.extend(RETRAIN.argparse.Namespace(only=["toluene"], epochs=120, lr=RETRAIN.EXTEND_LR, batch_size=None))
     start = root / "potentials" / "starts" / f"toluene_{commit}.pt"
     assert start.read_bytes() == b"weights"
     assert start.with_suffix(".yaml").read_text() == (root / "potentials" / "toluene.yaml").read_text()
@@ -409,7 +409,7 @@ def test_extend_keeps_the_shipped_file_as_the_start_of_one_more_stage(retrain_ro
     (root / "potentials" / "toluene.pt").write_bytes(b"uncommitted")
     config.write_text(config.read_text().replace(f"toluene_extended_{commit}_120ep", "x"))
     text = config.read_text()
-    RETRAIN.extend(RETRAIN.argparse.Namespace(only=["toluene"], epochs=60, lr=RETRAIN.EXTEND_LR))
+    RETRAIN.extend(RETRAIN.argparse.Namespace(only=["toluene"], epochs=60, lr=RETRAIN.EXTEND_LR, batch_size=None))
     assert config.read_text() == text
 
 
@@ -427,10 +427,11 @@ def test_extend_makes_a_one_stage_file_stage_1_of_two(retrain_root):
     commit = commit_all(root)
     before = yaml.safe_load(config.read_text())
 
-    RETRAIN.extend(RETRAIN.argparse.Namespace(only=["toluene"], epochs=80, lr=1.0e-3))
+    RETRAIN.extend(RETRAIN.argparse.Namespace(only=["toluene"], epochs=80, lr=1.0e-3, batch_size=8))
     after = yaml.safe_load(config.read_text())
     assert next(iter(after)) == "init_from" and after["init_from"] == f"potentials/starts/toluene_{commit}.pt"
     assert after["train"]["lr"] == 1.0e-3 and after["train"]["epochs"] == 80 and "max_cpu_minutes" not in after["train"]
+    assert after["train"]["batch_size"] == 8 != before["train"]["batch_size"]
     assert after["data"] == before["data"] and after["model"] == before["model"]
     lines = config.read_text().splitlines()
     assert lines[0] == "# The shipped potential potentials/toluene.pt, in two stages (issue: potentials that hold):"
@@ -439,6 +440,6 @@ def test_extend_makes_a_one_stage_file_stage_1_of_two(retrain_root):
         == f"# 1. potentials/configs/toluene.yaml as shipped at {commit} (its header: architecture, recipe, time cap;"
     )
     assert lines[3].startswith(f"# 2. This config: stage 1's file as shipped at {commit}")
-    assert any("(lr 1e-3, cosine from the top, compiled)" in line for line in lines)
+    assert any("(lr 1e-3, batch 8, cosine from the top, compiled)" in line for line in lines)
     assert lines[6] == "# Retrain stage 2: python scripts/retrain_potentials.py train --md17-dir DIR --only toluene"
     assert not any(line.startswith(("# Retrain:", "#   mlff export")) for line in lines), "stage 1's run lines are gone"
