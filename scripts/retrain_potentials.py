@@ -37,8 +37,9 @@ has one (a longer fine-tune of the same member into its own run folder; stage 1 
 `learn --round N` (N > 1) runs another loop from the shipped file into runs/learn/pbe_<m>_r<N>,
 and `final --round N` makes its last stage. `extend` adds a stage where the loop's run folder is
 gone: the shipped file fine-tuned for `--epochs` more epochs on the shipped last stage's frames (lr
-5e-4, or `--lr`, cosine from the top, compiled); then `train` and `ship` as after `final`; a
-one-stage file (aspirin's: trained from scratch until its time cap) becomes stage 1 of two. A later
+5e-4, or `--lr`, cosine from the top, compiled; `--batch-size`; `--extra-labels FILE...`: labelled
+frames it also trains on, e.g. frames from before the collapses of a long MD run labelled with
+`mlff data label`); then `train` and `ship` as after `final`; a one-stage file (aspirin's: trained from scratch until its time cap) becomes stage 1 of two. A later
 round and `extend` both keep the shipped file they start from in potentials/starts/<m>_<commit>.pt
 with its card (git stores the same bytes once), so that the stage can be rerun once another file is
 shipped in its place.
@@ -56,6 +57,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -462,13 +464,15 @@ def extended_config(
     start: Path,
     lr: float = EXTEND_LR,
     batch_size: int | None = None,
+    extra_labels: Sequence[str] = (),
 ) -> str:
     """The shipped last stage `text` (potentials/configs/<m>.yaml at `commit`) followed by one more:
     its shipped file, kept at `start`, fine-tuned for `epochs` more epochs on the same frames.
 
     A config of numbered stages gets one more; a one-stage config (no numbers: trained from scratch
     under a time cap) becomes stage 1 of two, named by its commit, and the run lines become the
-    script's. `batch_size`: the new stage's batch (None: the last stage's)."""
+    script's. `batch_size`: the new stage's batch (None: the last stage's); `extra_labels`: labelled
+    frame files (paths relative to the checkout) the new stage trains on beside the last stage's frames."""
     lines = text.splitlines()
     body = next(index for index, line in enumerate(lines) if not line.startswith("#"))
     commands = next((index for index, line in enumerate(lines[:body]) if line.startswith(RUN_LINES)), body)
@@ -499,7 +503,8 @@ def extended_config(
     description += [
         *source,
         f"#    fine-tuned for {epochs} more epochs (lr {rate(lr)}{batch}, cosine from the top, compiled)"
-        " on the same frames,",
+        + (" on the same frames," if not extra_labels else ""),
+        *([f"#    on the same frames plus {', '.join(extra_labels)},"] if extra_labels else []),
         "#    keeping the last epoch.",
     ]
     config.pop("init_from", None)
@@ -509,6 +514,9 @@ def extended_config(
     if batch_size is not None:
         train["batch_size"] = batch_size
     config["train"] = train
+    if extra_labels:
+        paths = list(config["data"].get("extra_train_paths") or [])
+        config["data"]["extra_train_paths"] = paths + [path for path in extra_labels if path not in paths]
     # The start's commit in the name: a second extension of the same length must not resume the first's run.
     config["output_dir"] = f"runs/potentials/{molecule}_extended_{commit}_{epochs}ep"
     header = "\n".join([*description, *run_lines]) + "\n"
@@ -517,6 +525,11 @@ def extended_config(
 
 
 def extend(args: argparse.Namespace) -> None:
+    missing = [path for path in args.extra_labels if not (ROOT / path).is_file()]
+    if missing:
+        raise SystemExit(
+            f"extend --extra-labels: no such file (paths are relative to the checkout): {', '.join(missing)}"
+        )
     for molecule in args.only or MOLECULES:
         config = CONFIGS / f"{molecule}.yaml"
         if not shipped_from(molecule, config):
@@ -528,7 +541,9 @@ def extend(args: argparse.Namespace) -> None:
             continue
         start, commit = kept
         config.write_text(
-            extended_config(molecule, config.read_text(), args.epochs, commit, start, args.lr, args.batch_size)
+            extended_config(
+                molecule, config.read_text(), args.epochs, commit, start, args.lr, args.batch_size, args.extra_labels
+            )
         )
         print(f"wrote {config.relative_to(ROOT)}, {start.relative_to(ROOT)} (and its card)")
 
@@ -685,6 +700,13 @@ def main() -> int:
         "--lr", type=float, default=EXTEND_LR, help="extend: the new stage's learning rate (cosine from the top)"
     )
     parser.add_argument("--batch-size", type=int, help="extend: the new stage's batch (default: the last stage's)")
+    parser.add_argument(
+        "--extra-labels",
+        nargs="+",
+        default=[],
+        metavar="PATH",
+        help="extend: labelled frame files (committed, relative to the checkout) the new stage also trains on",
+    )
     parser.add_argument("--again", action="store_true", help="final: rewrite the last stage of a molecule that has one")
     parser.add_argument(
         "--round",

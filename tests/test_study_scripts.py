@@ -377,7 +377,9 @@ def test_extend_keeps_the_shipped_file_as_the_start_of_one_more_stage(retrain_ro
     commit = commit_all(root)
     before = yaml.safe_load(config.read_text())
 
-    RETRAIN.extend(RETRAIN.argparse.Namespace(only=["toluene"], epochs=120, lr=RETRAIN.EXTEND_LR, batch_size=None))
+    RETRAIN.extend(
+        RETRAIN.argparse.Namespace(only=["toluene"], epochs=120, lr=RETRAIN.EXTEND_LR, batch_size=None, extra_labels=[])
+    )
     start = root / "potentials" / "starts" / f"toluene_{commit}.pt"
     assert start.read_bytes() == b"weights"
     assert start.with_suffix(".yaml").read_text() == (root / "potentials" / "toluene.yaml").read_text()
@@ -409,8 +411,38 @@ def test_extend_keeps_the_shipped_file_as_the_start_of_one_more_stage(retrain_ro
     (root / "potentials" / "toluene.pt").write_bytes(b"uncommitted")
     config.write_text(config.read_text().replace(f"toluene_extended_{commit}_120ep", "x"))
     text = config.read_text()
-    RETRAIN.extend(RETRAIN.argparse.Namespace(only=["toluene"], epochs=60, lr=RETRAIN.EXTEND_LR, batch_size=None))
+    RETRAIN.extend(
+        RETRAIN.argparse.Namespace(only=["toluene"], epochs=60, lr=RETRAIN.EXTEND_LR, batch_size=None, extra_labels=[])
+    )
     assert config.read_text() == text
+
+
+def test_extend_with_extra_labels_trains_on_them_beside_the_last_stage_frames(retrain_root):
+    """`extend --extra-labels`: the files join the config's extra training frames (kept, not
+    repeated) and the header names them; a missing file is refused before anything is written."""
+    root, config = retrain_root, retrain_root / "potentials" / "configs" / "toluene.yaml"
+    labels = root / "examples" / "labels"
+    labels.mkdir(parents=True)
+    (labels / "old.extxyz").write_text("x")
+    (labels / "new.extxyz").write_text("x")
+    before = yaml.safe_load(config.read_text())
+    before["data"]["extra_train_paths"] = ["examples/labels/old.extxyz"]
+    config.write_text("# The shipped potential potentials/toluene.pt.\n" + yaml.safe_dump(before, sort_keys=False))
+    (root / "potentials" / "toluene.pt").write_bytes(b"weights")
+    commit = commit_all(root)
+    text = config.read_text()
+
+    arguments = {"only": ["toluene"], "epochs": 40, "lr": 2.0e-4, "batch_size": None}
+    with pytest.raises(SystemExit, match="examples/labels/gone.extxyz"):
+        RETRAIN.extend(RETRAIN.argparse.Namespace(**arguments, extra_labels=["examples/labels/gone.extxyz"]))
+    assert config.read_text() == text
+    new = ["examples/labels/old.extxyz", "examples/labels/new.extxyz"]
+    RETRAIN.extend(RETRAIN.argparse.Namespace(**arguments, extra_labels=new))
+    after = yaml.safe_load(config.read_text())
+    assert after["data"]["extra_train_paths"] == new
+    assert {**after["data"], "extra_train_paths": None} == {**before["data"], "extra_train_paths": None}
+    assert after["init_from"] == f"potentials/starts/toluene_{commit}.pt"
+    assert f"#    on the same frames plus {', '.join(new)}," in config.read_text().splitlines()
 
 
 def test_extend_makes_a_one_stage_file_stage_1_of_two(retrain_root):
@@ -427,7 +459,7 @@ def test_extend_makes_a_one_stage_file_stage_1_of_two(retrain_root):
     commit = commit_all(root)
     before = yaml.safe_load(config.read_text())
 
-    RETRAIN.extend(RETRAIN.argparse.Namespace(only=["toluene"], epochs=80, lr=1.0e-3, batch_size=8))
+    RETRAIN.extend(RETRAIN.argparse.Namespace(only=["toluene"], epochs=80, lr=1.0e-3, batch_size=8, extra_labels=[]))
     after = yaml.safe_load(config.read_text())
     assert next(iter(after)) == "init_from" and after["init_from"] == f"potentials/starts/toluene_{commit}.pt"
     assert after["train"]["lr"] == 1.0e-3 and after["train"]["epochs"] == 80 and "max_cpu_minutes" not in after["train"]
