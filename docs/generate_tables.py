@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ase.io
 import yaml
 
 from mlff.utils import atomic_write_text, format_table
@@ -391,7 +392,8 @@ def cost_rows(root: Path) -> list[dict[str, Any]]:
     stage's CPU-hours from the shipped card, plus those of the earlier last stages an extended file
     started from (potentials/starts/<m>_<commit>.yaml). A one-stage file extended (aspirin's): stage
     1 is the start its config's header names (`one_stage_start`), its card the stage's cost. A card
-    without CPU-hours (older mlff) gives its wall-clock cap instead."""
+    without CPU-hours (older mlff) gives its wall-clock cap instead. Labels: the learn rounds' and
+    those the config trains on from outside them (`hand_labels`)."""
     rows = []
     for card in cards(root):
         molecule, training = card["molecule"], card["training"]
@@ -444,11 +446,29 @@ def cost_rows(root: Path) -> list[dict[str, Any]]:
                 row["labels"] = sum(summary.get("frames_labelled") or 0 for summary in summaries)
                 # Loops run before mlff recorded it have 0.
                 row["learn_cpu_hours"] = sum(summary.get("cpu_hours") or 0 for summary in summaries) or None
+        hand = hand_labels(root, molecule)
+        if hand:
+            row["labels"] = (row["labels"] or 0) + hand
         hours = (row["first_cpu_hours"], row.get("learn_cpu_hours"), row["last_cpu_hours"])
         known = [value for value in hours if value is not None]
         row["recorded_cpu_hours"] = sum(known) if row["last_cpu_hours"] is not None else None
         rows.append(row)
     return rows
+
+
+def hand_labels(root: Path, molecule: str) -> int:
+    """Labelled frames the shipped config trains on that the rounds' summaries do not count: files of
+    its data.extra_train_paths outside the rounds' folders (examples/learn/results/pbe_<m>[_r<N>]_labels/):
+    an earlier loop's labels it was seeded with (toluene's v1 run), or frames labelled by hand (the
+    frames before a long run's collapses, `retrain_potentials.py extend --extra-labels`)."""
+    config = root / "potentials" / "configs" / f"{molecule}.yaml"
+    if not config.is_file():
+        return 0
+    paths = (yaml.safe_load(config.read_text()).get("data") or {}).get("extra_train_paths") or []
+    rounds = re.compile(rf"pbe_{re.escape(molecule)}(_r\d+)?_labels")
+    return sum(
+        sum(1 for _ in ase.io.iread(root / path)) for path in paths if not rounds.fullmatch(Path(path).parent.name)
+    )
 
 
 def wall_cap(minutes: float) -> str:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import ase
+import ase.io
 import pytest
 import yaml
 from conftest import load_script
@@ -91,6 +93,25 @@ def test_the_cost_of_a_one_stage_file_extended_counts_its_first_stage_from_the_k
     assert (row["stages"], row["first_wall_cap_minutes"], row["last_cpu_hours"]) == (2, 22.0, 1.5)
     assert tables.first_stage_cost(row) == "<= 22 wall-min"
     assert row["recorded_cpu_hours"] == 1.5
+
+
+def test_the_cost_counts_the_labelled_frames_a_config_trains_on_from_outside_its_learn_rounds(tmp_path):
+    """Labels in a learn round's folder are the round summaries' to count; any other labelled file
+    the config trains on (an earlier loop's seeds, frames labelled by hand) adds its frames."""
+    tables = load_script(ROOT / "docs" / "generate_tables.py", "generate_tables_script")
+    results = tmp_path / "examples" / "learn" / "results"
+    frame = ase.Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]])
+    paths = {"pbe_toluene_r2_labels/iter_000.extxyz": 4, "pbe_toluene_300ps_labels/labels.extxyz": 3}
+    for name, count in paths.items():
+        (results / name).parent.mkdir(parents=True, exist_ok=True)
+        ase.io.write(results / name, [frame] * count, format="extxyz")
+    configs = tmp_path / "potentials" / "configs"
+    configs.mkdir(parents=True)
+    assert tables.hand_labels(tmp_path, "toluene") == 0  # no config
+    extra = [f"examples/learn/results/{name}" for name in paths]
+    (configs / "toluene.yaml").write_text(yaml.safe_dump({"data": {"extra_train_paths": extra}}))
+    assert tables.hand_labels(tmp_path, "toluene") == 3
+    assert tables.hand_labels(tmp_path, "uracil") == 0
 
 
 def test_readme_fits_on_a_screen():
