@@ -440,7 +440,14 @@ def cost_rows(root: Path) -> list[dict[str, Any]]:
                     row["first_wall_cap_minutes"] = stage_1.get("max_minutes")
             # Every learn round the shipped file descends from: pbe_<m>.json, then pbe_<m>_r2.json, ...
             results = root / "examples" / "learn" / "results"
-            rounds = [results / f"pbe_{molecule}.json", *sorted(results.glob(f"pbe_{molecule}_r[0-9]*.json"))]
+            # A later round counts when the shipped config names it (its run folder or labels, `_r<N>`):
+            # a round whose committee held at once, with nothing to fine-tune on, is not an ancestor.
+            shipped_config = (root / "potentials" / "configs" / f"{molecule}.yaml").read_text()
+            later = sorted(results.glob(f"pbe_{molecule}_r[0-9]*.json"))
+            rounds = [
+                results / f"pbe_{molecule}.json",
+                *(path for path in later if f"_{path.stem.split('_')[-1]}" in shipped_config),
+            ]
             summaries = [json.loads(path.read_text()) for path in rounds if path.is_file()]
             if summaries:
                 row["labels"] = sum(summary.get("frames_labelled") or 0 for summary in summaries)
@@ -757,6 +764,7 @@ TABLES["learn-pbe-ethanol-v1"] = learn_table("pbe_ethanol_v1")
 TABLES["learn-pbe-toluene-v1"] = learn_table("pbe_toluene_v1")
 TABLES["learn-pbe-toluene"] = learn_table("pbe_toluene")
 TABLES["learn-pbe-naphthalene"] = learn_table("pbe_naphthalene")
+TABLES["learn-pbe-naphthalene-r2"] = learn_table("pbe_naphthalene_r2")
 TABLES["learn-pbe-malonaldehyde"] = learn_table("pbe_malonaldehyde")
 TABLES["learn-pbe-uracil"] = learn_table("pbe_uracil")
 TABLES["learn-pbe-uracil-r2"] = learn_table("pbe_uracil_r2")

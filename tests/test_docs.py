@@ -3,6 +3,7 @@
 Fast and torch-free: the table generator reads YAML and JSON only.
 """
 
+import json
 import re
 import subprocess
 import sys
@@ -112,6 +113,27 @@ def test_the_cost_counts_the_labelled_frames_a_config_trains_on_from_outside_its
     (configs / "toluene.yaml").write_text(yaml.safe_dump({"data": {"extra_train_paths": extra}}))
     assert tables.hand_labels(tmp_path, "toluene") == 3
     assert tables.hand_labels(tmp_path, "uracil") == 0
+
+
+def test_the_cost_counts_a_later_learn_round_only_when_the_shipped_config_descends_from_it(tmp_path):
+    """A second round whose committee held at once labels nothing and ships nothing: its CPU-hours
+    are not the shipped file's; once the config names the round (`_r2`), they are."""
+    tables = load_script(ROOT / "docs" / "generate_tables.py", "generate_tables_script")
+    potentials, results = tmp_path / "potentials", tmp_path / "examples" / "learn" / "results"
+    (potentials / "configs").mkdir(parents=True)
+    results.mkdir(parents=True)
+    (potentials / "uracil.pt").write_bytes(b"")
+    (potentials / "uracil.yaml").write_text(yaml.safe_dump({"training": {"cpu_hours": 0.5, "config": {}}}))
+    (potentials / "configs" / "uracil_base.yaml").write_text(yaml.safe_dump({"train": {"max_cpu_minutes": 120}}))
+    (results / "pbe_uracil.json").write_text(json.dumps({"frames_labelled": 40, "cpu_hours": 1.0}))
+    (results / "pbe_uracil_r2.json").write_text(json.dumps({"frames_labelled": 0, "cpu_hours": 1.5}))
+    config = potentials / "configs" / "uracil.yaml"
+    config.write_text("output_dir: runs/potentials/uracil_learned_200ep\n")
+    [row] = tables.cost_rows(tmp_path)
+    assert (row["labels"], row["learn_cpu_hours"], row["recorded_cpu_hours"]) == (40, 1.0, 3.5)
+    config.write_text("output_dir: runs/potentials/uracil_learned_200ep_r2\n")
+    [row] = tables.cost_rows(tmp_path)
+    assert (row["labels"], row["learn_cpu_hours"], row["recorded_cpu_hours"]) == (40, 2.5, 5.0)
 
 
 def test_readme_fits_on_a_screen():
