@@ -440,14 +440,13 @@ def cost_rows(root: Path) -> list[dict[str, Any]]:
                     row["first_wall_cap_minutes"] = stage_1.get("max_minutes")
             # Every learn round the shipped file descends from: pbe_<m>.json, then pbe_<m>_r2.json, ...
             results = root / "examples" / "learn" / "results"
-            # A later round counts when the shipped config names it (its run folder or labels, `_r<N>`):
-            # a round whose committee held at once, with nothing to fine-tune on, is not an ancestor.
+            # A later round counts when the shipped config names it (`final --round N` writes `_r<N>` into
+            # its run folder and labels): a round whose committee held at once, with nothing to
+            # fine-tune on, is not an ancestor.
             shipped_config = (root / "potentials" / "configs" / f"{molecule}.yaml").read_text()
             later = sorted(results.glob(f"pbe_{molecule}_r[0-9]*.json"))
-            rounds = [
-                results / f"pbe_{molecule}.json",
-                *(path for path in later if f"_{path.stem.split('_')[-1]}" in shipped_config),
-            ]
+            named = [path for path in later if re.search(rf"_{path.stem.rsplit('_', 1)[1]}\b", shipped_config)]
+            rounds = [results / f"pbe_{molecule}.json", *named]
             summaries = [json.loads(path.read_text()) for path in rounds if path.is_file()]
             if summaries:
                 row["labels"] = sum(summary.get("frames_labelled") or 0 for summary in summaries)

@@ -503,10 +503,8 @@ def extended_config(
     batch = "" if batch_size in (None, config["train"].get("batch_size")) else f", batch {batch_size}"
     description += [
         *source,
-        f"#    fine-tuned for {epochs} more epochs (lr {rate(lr)}{batch}, cosine from the top, compiled)"
-        + (" on the same frames," if not extra_labels else ""),
-        *([f"#    on the same frames plus {', '.join(extra_labels)},"] if extra_labels else []),
-        "#    keeping the last epoch.",
+        f"#    fine-tuned for {epochs} more epochs (lr {rate(lr)}{batch}, cosine from the top, compiled)",
+        f"#    on the same frames{''.join(f' plus {path}' for path in extra_labels)}, keeping the last epoch.",
     ]
     config.pop("init_from", None)
     # The new stage runs its epochs: an earlier stage's time cap is not its own.

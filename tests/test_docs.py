@@ -1,6 +1,6 @@
 """The README and docs/: generated tables up to date, the README short, every relative link alive.
 
-Fast and torch-free: the table generator reads YAML and JSON only.
+Fast and torch-free: the table generator reads YAML, JSON and extxyz (ase) only.
 """
 
 import json

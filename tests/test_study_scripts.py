@@ -442,7 +442,7 @@ def test_extend_with_extra_labels_trains_on_them_beside_the_last_stage_frames(re
     assert after["data"]["extra_train_paths"] == new
     assert {**after["data"], "extra_train_paths": None} == {**before["data"], "extra_train_paths": None}
     assert after["init_from"] == f"potentials/starts/toluene_{commit}.pt"
-    assert f"#    on the same frames plus {', '.join(new)}," in config.read_text().splitlines()
+    assert f"#    on the same frames plus {new[0]} plus {new[1]}, keeping the last epoch." in config.read_text()
 
 
 def test_extend_makes_a_one_stage_file_stage_1_of_two(retrain_root):
