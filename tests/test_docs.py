@@ -128,9 +128,10 @@ def test_the_cost_counts_a_later_learn_round_only_when_the_shipped_config_descen
     (results / "pbe_uracil.json").write_text(json.dumps({"frames_labelled": 40, "cpu_hours": 1.0}))
     (results / "pbe_uracil_r2.json").write_text(json.dumps({"frames_labelled": 0, "cpu_hours": 1.5}))
     config = potentials / "configs" / "uracil.yaml"
-    config.write_text("output_dir: runs/potentials/uracil_learned_200ep\n")
-    [row] = tables.cost_rows(tmp_path)
-    assert (row["labels"], row["learn_cpu_hours"], row["recorded_cpu_hours"]) == (40, 1.0, 3.5)
+    for text in ("output_dir: runs/potentials/uracil_learned_200ep\n", "output_dir: runs/potentials/x_r20\n"):
+        config.write_text(text)
+        [row] = tables.cost_rows(tmp_path)
+        assert (row["labels"], row["learn_cpu_hours"], row["recorded_cpu_hours"]) == (40, 1.0, 3.5), text
     config.write_text("output_dir: runs/potentials/uracil_learned_200ep_r2\n")
     [row] = tables.cost_rows(tmp_path)
     assert (row["labels"], row["learn_cpu_hours"], row["recorded_cpu_hours"]) == (40, 2.5, 5.0)
