@@ -17,7 +17,8 @@ statistics and check frames from the rMD17 file) and runs the 50 ps stability pr
 potentials/stability-cpu with --update-cards. The new file stays only if it is better than the
 committed one (`replaces`: no more collapsed seeds, and fewer of them or a lower test force MAE);
 otherwise it is staged in potentials/stages/<m>/ (file, card, config, stability row and plots; its
-MD trajectories in runs/stages/<m>/, for `mlff bench collapse --recorded ... --replay`) and the
+MD trajectories in runs/stages/<m>/, for `mlff bench collapse --recorded ... --replay`), or in
+stages/<run folder name>/ where a stage of <m> is committed already (never overwritten), and the
 shipped file, card, config and stability rows are put back as the last commit holds them. Kill and rerun at any time.
 
 `learn` runs `mlff learn examples/learn/pbe_ethanol.yaml` for another molecule (its settings are
@@ -53,6 +54,7 @@ examples/learn/pbe_ethanol.yaml, then itself).
 
 import argparse
 import contextlib
+import itertools
 import json
 import re
 import shutil
@@ -576,9 +578,9 @@ def replaces(new_card: dict, old_card: dict | None) -> bool:
     return new_collapsed <= old_collapsed and (new_collapsed < old_collapsed or new_force < old_force)
 
 
-def stage_header(molecule: str, config: Path) -> str:
+def stage_header(molecule: str, config: Path, folder: str) -> str:
     """The comment that heads a staged config: what it is and how to rerun it from its new place."""
-    staged = f"potentials/stages/{molecule}/config.yaml"
+    staged = f"potentials/stages/{folder}/config.yaml"
     return (
         f"# A stage of the {molecule} retraining, not shipped (potentials/stages/README.md): trained as\n"
         f"# {config.relative_to(ROOT)}, whose shipped file it did not beat in the stability benchmark.\n"
@@ -593,16 +595,27 @@ def committed(relative: str) -> bytes | None:
     return result.stdout if result.returncode == 0 else None
 
 
-def stage(molecule: str) -> Path:
-    """Move the just-benchmarked potential to potentials/stages/<m>/ and put the shipped one back
-    (its file, card, config and stability rows as the last commit holds them). Returns the folder."""
-    staged = ROOT / "potentials" / "stages" / molecule
+def stage_folder(molecule: str, run_dir: Path) -> str:
+    """The folder under potentials/stages/ a candidate is staged in: the molecule's name, or the run
+    folder's name where the last commit already holds a stage of that molecule (learn configs and
+    docs point at a committed stage; a later candidate must not overwrite it)."""
+    folder, candidates = molecule, (f"{run_dir.name}_{n}" if n else run_dir.name for n in itertools.count())
+    while committed(f"potentials/stages/{folder}/{molecule}.pt") is not None:
+        folder = next(candidates)
+    return folder
+
+
+def stage(molecule: str, folder: str) -> Path:
+    """Move the just-benchmarked potential to potentials/stages/<folder>/ and put the shipped one back
+    (its file, card, config and stability rows as the last commit holds them); its MD goes to
+    runs/stages/<folder>/stability/<m>/. Returns the folder."""
+    staged = ROOT / "potentials" / "stages" / folder
     if staged.exists():
         shutil.rmtree(staged)
     (staged / "stability").mkdir(parents=True)
     config = CONFIGS / f"{molecule}.yaml"
     body = "".join(line for line in config.read_text().splitlines(keepends=True) if not line.startswith("#"))
-    (staged / "config.yaml").write_text(stage_header(molecule, config) + body)
+    (staged / "config.yaml").write_text(stage_header(molecule, config, folder) + body)
     shutil.move(ROOT / "potentials" / f"{molecule}.pt", staged / f"{molecule}.pt")
     shutil.move(ROOT / "potentials" / f"{molecule}.yaml", staged / f"{molecule}.yaml")
     stability = ROOT / "potentials" / "stability-cpu"
@@ -612,7 +625,7 @@ def stage(molecule: str) -> Path:
     row = next(row for row in rows if row["molecule"] == molecule)
     (staged / "stability" / "row.json").write_text(json.dumps(row, indent=2) + "\n")
     # The MD (trajectories, checkpoint) beside its summary, where `--recorded` reads them.
-    recorded = ROOT / "runs" / "stages" / molecule / "stability" / molecule
+    recorded = ROOT / "runs" / "stages" / folder / "stability" / molecule
     if recorded.exists():
         shutil.rmtree(recorded)
     recorded.mkdir(parents=True)
@@ -651,12 +664,13 @@ def ship(args: argparse.Namespace) -> None:
         if replaces(new_card, yaml.safe_load(shipped_card) if shipped_card is not None else None):
             print(f"{molecule}: shipped (better than the committed file); commit it")
             continue
-        staged = stage(molecule).relative_to(ROOT)
+        folder = stage_folder(molecule, run_dir)
+        staged = stage(molecule, folder).relative_to(ROOT)
         print(
             f"{molecule}: not better than the committed file; staged in {staged}, the shipped file restored."
             f" Its collapses: mlff --threads 1 bench collapse {staged}/{molecule}.pt --recorded"
-            f" runs/stages/{molecule}/stability --replay --dft-frames 1 --dft-collapse-frame"
-            f" --out runs/stages/{molecule}/collapse"
+            f" runs/stages/{folder}/stability --replay --dft-frames 1 --dft-collapse-frame"
+            f" --out runs/stages/{folder}/collapse"
         )
 
 
