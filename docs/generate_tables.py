@@ -411,8 +411,14 @@ def cost_rows(root: Path) -> list[dict[str, Any]]:
             "learn_cpu_hours": None,
         }
         # An extended file (scripts/retrain_potentials.py extend): each earlier stage's shipped file
-        # is kept with its card in potentials/starts/, the stage's CPU-hours in it.
-        starts = sorted((root / "potentials" / "starts").glob(f"{molecule}_*.yaml"))
+        # is kept with its card in potentials/starts/, the stage's CPU-hours in it. A start that is
+        # the shipped file itself (the start of a later stage, staged or still training) is no
+        # earlier stage of it.
+        starts = [
+            path
+            for path in sorted((root / "potentials" / "starts").glob(f"{molecule}_*.yaml"))
+            if card.get("sha256") is None or yaml.safe_load(path.read_text()).get("sha256") != card["sha256"]
+        ]
         row["stages"] += len(starts)
         first = None if base.is_file() else one_stage_start(root, molecule)
         if first is not None:

@@ -94,6 +94,13 @@ def test_the_cost_of_a_one_stage_file_extended_counts_its_first_stage_from_the_k
     assert (row["stages"], row["first_wall_cap_minutes"], row["last_cpu_hours"]) == (2, 22.0, 1.5)
     assert tables.first_stage_cost(row) == "<= 22 wall-min"
     assert row["recorded_cpu_hours"] == 1.5
+    # The shipped file kept as the start of a later stage (staged, or still training) is no earlier
+    # stage of itself: not counted.
+    (tmp_path / "potentials" / "aspirin.yaml").write_text(yaml.safe_dump({**shipped, "sha256": "f00d"}))
+    later = {"sha256": "f00d", "training": {"cpu_hours": 1.5, "config": {"epochs": 80}}}
+    (tmp_path / "potentials" / "starts" / "aspirin_def5678.yaml").write_text(yaml.safe_dump(later))
+    [row] = tables.cost_rows(tmp_path)
+    assert (row["stages"], row["last_cpu_hours"]) == (2, 1.5)
 
 
 def test_the_cost_counts_the_labelled_frames_a_config_trains_on_from_outside_its_learn_rounds(tmp_path):
