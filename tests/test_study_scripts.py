@@ -253,18 +253,19 @@ def test_ship_stages_a_less_stable_potential_and_restores_the_committed_one(retr
     # staged under its run folder's name (here the molecule's own, taken: with a number); the
     # committed stage stays as it is.
     commit_all(root)
-    (root / "potentials" / "configs" / f"{molecule}.yaml").write_text("train: {}\noutput_dir: runs/potentials/toluene\n")
+    stage_config = "train: {}\noutput_dir: runs/potentials/toluene\n"
+    (root / "potentials" / "configs" / f"{molecule}.yaml").write_text(stage_config)
     shipped_state(7.0, 2, "next")
     RETRAIN.ship(args)
     assert (staged / f"{molecule}.pt").read_bytes() == b"new"
     next_stage = root / "potentials" / "stages" / f"{run_dir.name}_1"
     assert (next_stage / f"{molecule}.pt").read_bytes() == b"next"
     assert f"potentials/stages/{run_dir.name}_1/config.yaml" in (next_stage / "config.yaml").read_text()
-    assert (root / "runs" / "stages" / f"{run_dir.name}_1" / "stability" / molecule / "summary.json").read_text() == "next"
+    recorded = root / "runs" / "stages" / f"{run_dir.name}_1" / "stability" / molecule
+    assert (recorded / "summary.json").read_text() == "next"
     assert (root / "potentials" / f"{molecule}.pt").read_bytes() == b"shipped"
 
     # A better one (as stable, more accurate) stays where the export put it.
-    stage_config = "train: {}\noutput_dir: runs/potentials/toluene\n"
     (root / "potentials" / "configs" / f"{molecule}.yaml").write_text(stage_config)
     shipped_state(9.0, 1, "better")
     RETRAIN.ship(args)
