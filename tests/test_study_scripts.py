@@ -490,3 +490,31 @@ def test_extend_makes_a_one_stage_file_stage_1_of_two(retrain_root):
     assert any("(lr 1e-3, batch 8, cosine from the top, compiled)" in line for line in lines)
     assert lines[6] == "# Retrain stage 2: python scripts/retrain_potentials.py train --md17-dir DIR --only toluene"
     assert not any(line.startswith(("# Retrain:", "#   mlff export")) for line in lines), "stage 1's run lines are gone"
+
+
+def test_collected_stability_rows_come_from_files_and_from_git_history(tmp_path):
+    """scripts/collect_stability_rows.py: a molecule's row of each run, from a file or from `REV:PATH`
+    (a row a later run replaced), labelled; a source with no such row, or none at all, is refused."""
+    collect = load_script(ROOT / "scripts" / "collect_stability_rows.py", "collect_stability_rows_script")
+    run = tmp_path / "stability-300" / "stability.json"
+    run.parent.mkdir()
+
+    def rows(force: float) -> str:
+        return json.dumps({"rows": [{"molecule": "toluene"}, {"molecule": "naphthalene", "force": force}]})
+
+    run.write_text(rows(12.7))
+    old = commit_all(tmp_path)
+    run.write_text(rows(11.9))
+    out = tmp_path / "collected.json"
+    argv = ["--molecule", "naphthalene", "-o", str(out)]
+    sources = ["--row", f"old={old}:stability-300/stability.json", "--row", "new=stability-300/stability.json"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        assert collect.main([*argv, *sources]) == 0
+        collected = json.loads(out.read_text())["rows"]
+        assert [(row["candidate"], row["force"]) for row in collected] == [("old", 12.7), ("new", 11.9)]
+        assert collected[0]["source"] == f"{old}:stability-300/stability.json"
+        with pytest.raises(SystemExit, match="0 rows of uracil"):
+            collect.main(["--molecule", "uracil", "-o", str(out), "--row", "x=stability-300/stability.json"])
+        with pytest.raises(SystemExit, match="neither a file"):
+            collect.main([*argv, "--row", "x=missing.json"])
