@@ -159,14 +159,14 @@ def stability_rows(path: str) -> Callable[[Path], list[dict[str, Any]]]:
     return lambda root: json.loads((root / path).read_text())["rows"]
 
 
-def stability_table(path: str, first: Column = Column("molecule", field("molecule"))) -> Table:
+def stability_table(path: str, first: Column | None = None) -> Table:
     """A `mlff bench stability` run's rows: errors, stable time per seed, collapses, h(r), speed.
     `first`: the column that names a row (the molecule; a candidate file of one molecule's rows)."""
     return Table(
         path,
         stability_rows(path),
         [
-            first,
+            first or Column("molecule", field("molecule")),
             Column("force MAE (meV/A)", field("force_mae_mev_per_a"), ".1f"),
             Column("stable ps, mean (min)", stable_ps("")),
             Column("stable ps per seed", seed_times),
