@@ -54,6 +54,7 @@ examples/learn/pbe_ethanol.yaml, then itself).
 
 import argparse
 import contextlib
+import hashlib
 import itertools
 import json
 import re
@@ -518,8 +519,11 @@ def extended_config(
     if extra_labels:
         paths = list(config["data"].get("extra_train_paths") or [])
         config["data"]["extra_train_paths"] = paths + [path for path in extra_labels if path not in paths]
-    # The start's commit in the name: a second extension of the same length must not resume the first's run.
+    # The start's commit in the name: a second extension of the same length must not resume the first's
+    # run; so the labels it adds (another set, another run), by a short hash of their paths.
     config["output_dir"] = f"runs/potentials/{molecule}_extended_{commit}_{epochs}ep"
+    if extra_labels:
+        config["output_dir"] += "_x" + hashlib.sha256(" ".join(sorted(extra_labels)).encode()).hexdigest()[:6]
     header = "\n".join([*description, *run_lines]) + "\n"
     config = {"init_from": str(kept), **config}  # first, as in the configs `final` writes
     return header + yaml.safe_dump(config, sort_keys=False, default_flow_style=None)

@@ -458,6 +458,14 @@ def test_extend_with_extra_labels_trains_on_them_beside_the_last_stage_frames(re
     assert {**after["data"], "extra_train_paths": None} == {**before["data"], "extra_train_paths": None}
     assert after["init_from"] == f"potentials/starts/toluene_{commit}.pt"
     assert f"#    on the same frames plus {new[0]} plus {new[1]}, keeping the last epoch." in config.read_text()
+    # Its run folder names the labels it adds: the same set again resumes it (a rerun of the chain
+    # writes the same config), another set runs apart from it.
+    run_dir = after["output_dir"]
+    assert run_dir.startswith(f"runs/potentials/toluene_extended_{commit}_40ep_x")
+    for labels_added, same in ((new[::-1], True), (new[1:], False)):
+        config.write_text(text)
+        RETRAIN.extend(RETRAIN.argparse.Namespace(**arguments, extra_labels=labels_added))
+        assert (yaml.safe_load(config.read_text())["output_dir"] == run_dir) == same
 
 
 def test_extend_makes_a_one_stage_file_stage_1_of_two(retrain_root):
