@@ -40,7 +40,8 @@ and `final --round N` makes its last stage. `extend` adds a stage where the loop
 gone: the shipped file fine-tuned for `--epochs` more epochs on the shipped last stage's frames (lr
 5e-4, or `--lr`, cosine from the top, compiled; `--batch-size`; `--extra-labels FILE...`: labelled
 frames it also trains on, e.g. frames from before the collapses of a long MD run labelled with
-`mlff data label`); then `train` and `ship` as after `final`; a one-stage file (aspirin's:
+`mlff data label`; the run folder names the start's commit, the epochs and a hash of these files);
+then `train` and `ship` as after `final`; a one-stage file (aspirin's:
 trained from scratch until its time cap) becomes stage 1 of two. A later round and `extend` both
 keep the shipped file they start from in potentials/starts/<m>_<commit>.pt with its card (git
 stores the same bytes once), so that the stage can be rerun once another file is shipped in its
