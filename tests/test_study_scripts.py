@@ -265,6 +265,16 @@ def test_ship_stages_a_less_stable_potential_and_restores_the_committed_one(retr
     assert (recorded / "summary.json").read_text() == "next"
     assert (root / "potentials" / f"{molecule}.pt").read_bytes() == b"shipped"
 
+    # --accept ships a file the gate would stage (a judgement it cannot make: longer runs held).
+    (root / "potentials" / "configs" / f"{molecule}.yaml").write_text(stage_config)
+    shipped_state(8.0, 2, "accepted")
+    RETRAIN.ship(type("Args", (), {"only": [molecule], "md17_dir": "DIR", "accept": True})())
+    assert (root / "potentials" / f"{molecule}.pt").read_bytes() == b"accepted"
+    assert not (root / "potentials" / "stages" / f"{run_dir.name}_2").exists()
+    commit_all(root)
+    shipped_state(17.5, 1, "shipped")
+    commit_all(root)
+
     # A better one (as stable, more accurate) stays where the export put it.
     (root / "potentials" / "configs" / f"{molecule}.yaml").write_text(stage_config)
     shipped_state(9.0, 1, "better")
