@@ -57,7 +57,6 @@ examples/learn/pbe_ethanol.yaml, then itself).
 import argparse
 import contextlib
 import hashlib
-import itertools
 import json
 import re
 import shutil
@@ -605,9 +604,10 @@ def stage_folder(molecule: str, run_dir: Path) -> str:
     """The folder under potentials/stages/ a candidate is staged in: the molecule's name, or the run
     folder's name where the last commit already holds a stage of that molecule (learn configs and
     docs point at a committed stage; a later candidate must not overwrite it)."""
-    folder, candidates = molecule, (f"{run_dir.name}_{n}" if n else run_dir.name for n in itertools.count())
+    folder, number = molecule, 0
     while committed(f"potentials/stages/{folder}/{molecule}.pt") is not None:
-        folder = next(candidates)
+        folder = f"{run_dir.name}_{number}" if number else run_dir.name
+        number += 1
     return folder
 
 
@@ -670,7 +670,7 @@ def ship(args: argparse.Namespace) -> None:
         if replaces(new_card, yaml.safe_load(shipped_card) if shipped_card is not None else None):
             print(f"{molecule}: shipped (better than the committed file); commit it")
             continue
-        if getattr(args, "accept", False):
+        if args.accept:
             # A judgement the gate cannot make (naphthalene: 300 ps held at a higher force error).
             print(f"{molecule}: shipped although the gate prefers the committed file (--accept); commit it")
             continue

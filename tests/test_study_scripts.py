@@ -229,7 +229,7 @@ def test_ship_stages_a_less_stable_potential_and_restores_the_committed_one(retr
     monkeypatch.setattr(RETRAIN, "run", lambda command: None)
     shipped_state(6.0, 3, "new")
     (stability / molecule / "replica_0.h5").write_text("md")
-    args = type("Args", (), {"only": [molecule], "md17_dir": "DIR"})()
+    args = type("Args", (), {"only": [molecule], "md17_dir": "DIR", "accept": False})()
     RETRAIN.ship(args)
 
     staged = root / "potentials" / "stages" / molecule
