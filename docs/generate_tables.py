@@ -373,6 +373,58 @@ TABLES["retraining"] = Table(
 )
 
 
+BOND_SPREAD_BENZENE = "docs/data/bond_spread_benzene.json"
+
+
+def bond_spread_rows(root: Path) -> list[dict[str, Any]]:
+    """scripts/bond_spread.py's runs, each with its pair's (C-H) rows of the first and last time
+    window, and the dataset's frames as the first record."""
+    result = json.loads((root / BOND_SPREAD_BENZENE).read_text())
+    pair = [row for row in result["rows"] if row["pair"] == result["pair"]]
+    records = [{"run": "rMD17 frames (the h(r) reference)", "first": pair[0], "last": pair[0]}]
+    for run in result["runs"]:
+        windows = [row for row in pair if row["run"] == run["run"]]
+        records.append({**run, "first": windows[0], "last": windows[-1]})
+    return records
+
+
+def window_spread(key: str) -> Callable[[dict[str, Any]], str]:
+    """ "0.0339 (0-10 ps)": a window's C-H spread, Angstrom, and its span; the dataset's alone."""
+
+    def cell(record: dict[str, Any]) -> str:
+        row = record[key]
+        span = row["window_ps"]
+        return f"{row['std_a']:.4f}" + ("" if span is None else f" ({span[0]:.0f}-{span[1]:.0f} ps)")
+
+    return cell
+
+
+# docs/results.md: benzene's C-H stretches under each thermostat, and h(r) (scripts/bond_spread.py).
+TABLES["bond-spread-benzene"] = Table(
+    BOND_SPREAD_BENZENE,
+    bond_spread_rows,
+    [
+        Column("run", field("run")),
+        Column("h(r) MAE", field("hr_mae"), ".3f"),
+        Column("mean T (K)", field("mean_temperature_k"), ".0f"),
+        Column("C-H mean (A), first window", field("first.mean_a"), ".4f"),
+        Column("C-H spread (A), first window", window_spread("first")),
+        Column("C-H spread (A), last window", window_spread("last")),
+    ],
+)
+
+TABLES["bond-stiffness-benzene"] = Table(
+    BOND_SPREAD_BENZENE,
+    lambda root: json.loads((root / BOND_SPREAD_BENZENE).read_text())["stiffness"],
+    [
+        Column("energy from", field("source")),
+        Column("C-H at the minimum (A)", field("length_at_minimum_a"), ".4f"),
+        Column("stretch constant (eV/A^2)", field("k_ev_per_a2"), ".1f"),
+        Column("spread at 500 K (A)", field("equipartition_std_a"), ".4f"),
+    ],
+)
+
+
 def _config_body(path: Path) -> dict[str, Any]:
     """A training config's settings, without the output folder (a staged copy writes elsewhere)."""
     body = yaml.safe_load(path.read_text())

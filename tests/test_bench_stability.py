@@ -113,7 +113,8 @@ def test_defaults_are_the_shipped_potentials_and_protocol(tmp_path):
     other = tmp_path / "mine.yaml"
     other.write_text("steps: 10\n")
     assert protocol_label(protocol_path(other)) == str(other)
-    with pytest.raises(FileNotFoundError, match="shipped: md17-stability, md17-stability-cpu, quick-500k"):
+    shipped = "shipped: md17-stability, md17-stability-cpu, md17-stability-langevin, quick-500k"
+    with pytest.raises(FileNotFoundError, match=shipped):
         protocol_path("quick-500")
 
 

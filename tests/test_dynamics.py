@@ -397,6 +397,10 @@ def test_protocol_files(tmp_path):
     cpu = load_protocol(ROOT / "md" / "md17-stability-cpu.yaml")
     assert cpu.steps == 100_000 and {**cpu.to_dict(), "steps": 0} == {**stability.to_dict(), "steps": 0}
     assert load_protocol(ROOT / "md" / "md17-stability.yaml", time="1ps").steps == 2000
+    # The Langevin comparison protocol is the CPU one with only its thermostat changed.
+    langevin = load_protocol(ROOT / "md" / "md17-stability-langevin.yaml")
+    assert (langevin.thermostat, langevin.friction_per_fs) == ("langevin", 0.01)
+    assert {**langevin.to_dict(), "thermostat": "nose-hoover"} == cpu.to_dict()
     assert load_protocol(ROOT / "md" / "quick-500k.yaml", steps=10).steps == 10
     (tmp_path / "bad.yaml").write_text("steps: 10\ntemperature: 300\n")
     with pytest.raises(ValueError, match="temperature"):

@@ -536,3 +536,55 @@ def test_collected_stability_rows_come_from_files_and_from_git_history(tmp_path)
             collect.main(["--molecule", "uracil", "-o", str(out), "--row", "x=stability-300/stability.json"])
         with pytest.raises(SystemExit, match="neither a file"):
             collect.main([*argv, "--row", "x=missing.json"])
+
+
+def test_bond_spread_reads_each_window_of_the_recordings_and_measures_a_stretch_constant(tmp_path):
+    """scripts/bond_spread.py: the spread of each element pair's bond lengths per time window of
+    every replica recording (and over the dataset's frames); a parabola's curvature for k."""
+    import ase.io
+    import mdtraj
+    import numpy as np
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    spread = load_script(ROOT / "scripts" / "bond_spread.py", "bond_spread_script")
+    # O-H at 0.96 A and H-H far apart: one O-H bond; the dataset's two frames stretch it by 0.02 A.
+    frames = []
+    for length in (0.95, 0.97):
+        atoms = Atoms("OH", positions=[[0, 0, 0], [0, 0, length]])
+        atoms.calc = SinglePointCalculator(atoms, energy=0.0, forces=np.zeros((2, 3)))
+        frames.append(atoms)
+    data = tmp_path / "oh.extxyz"
+    ase.io.write(data, frames, format="extxyz")
+    topology = mdtraj.Topology()
+    residue = topology.add_residue("OH", topology.add_chain())
+    for symbol in ("O", "H"):
+        topology.add_atom(symbol, mdtraj.element.get_by_symbol(symbol), residue)
+    lengths = {0: [0.9, 1.1, 0.96, 0.96], 1: [1.0, 1.0, 0.95, 0.97]}  # Angstrom, per replica and frame
+    for replica, values in lengths.items():
+        xyz = np.zeros((4, 2, 3), dtype=np.float32)
+        xyz[:, 1, 2] = np.array(values) / 10.0  # nm
+        mdtraj.Trajectory(xyz, topology, time=[0.05, 0.1, 0.15, 0.2]).save_hdf5(str(tmp_path / f"replica_{replica}.h5"))
+    (tmp_path / "summary.json").write_text(json.dumps({"stability": {"hr_mae": 0.3, "mean_temperature_k": 499.0}}))
+    out = tmp_path / "spread.json"
+    assert spread.main(["--data", str(data), "--run", f"run={tmp_path}", "--windows", "2", "-o", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [(run["run"], run["hr_mae"], run["length_ps"]) for run in result["runs"]] == [("run", 0.3, None)]
+    rows = result["rows"]
+    assert [(row["run"], row["window"], row["pair"]) for row in rows] == [
+        ("dataset frames", None, "O-H"),
+        ("run", 0, "O-H"),
+        ("run", 1, "O-H"),
+    ]
+    assert rows[0]["std_a"] == pytest.approx(0.01)
+    first, second = np.array([0.9, 1.1, 1.0, 1.0]), np.array([0.96, 0.96, 0.95, 0.97])
+    assert rows[1]["mean_a"] == pytest.approx(first.mean(), abs=1e-6)
+    assert rows[1]["std_a"] == pytest.approx(first.std(), abs=1e-6)
+    assert rows[2]["std_a"] == pytest.approx(second.std(), abs=1e-6)
+    assert (rows[1]["window_ps"], rows[2]["window_ps"]) == (pytest.approx([0.0, 0.1]), pytest.approx([0.1, 0.2]))
+    # A harmonic bond of 30 eV/A^2 about 0.96 A: k back, whatever the starting length.
+    positions = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 0.96]])
+    harmonic = lambda p: 15.0 * (np.linalg.norm(p[1] - p[0]) - 0.96) ** 2 + 2.0  # noqa: E731
+    assert spread.stretch_constant(harmonic, positions, (0, 1)) == pytest.approx(30.0)
+    with pytest.raises(SystemExit, match="no replica_"):
+        spread.main(["--data", str(data), "--run", f"x={tmp_path / 'none'}", "-o", str(out)])
