@@ -448,7 +448,8 @@ def cost_rows(root: Path) -> list[dict[str, Any]]:
     learn rounds, summed (summaries of loops run before `mlff learn` recorded it have none); the last
     stage's CPU-hours from the shipped card, plus those of the earlier last stages an extended file
     started from (potentials/starts/<m>_<commit>.yaml). A one-stage file extended (aspirin's): stage
-    1 is the start its config's header names (`one_stage_start`), its card the stage's cost. A card
+    1 is the start its config's header names (`one_stage_start`), its card the stage's cost. A file
+    trained from random weights counts none of the starts kept beside it. A card
     without CPU-hours (older mlff) gives its wall-clock cap instead. Labels: the learn rounds' and
     those the config trains on from outside them (`hand_labels`)."""
     rows = []
@@ -471,13 +472,18 @@ def cost_rows(root: Path) -> list[dict[str, Any]]:
         # is kept with its card in potentials/starts/, the stage's CPU-hours in it. A start that is
         # the shipped file itself (the start of a later stage, staged or still training) is no
         # earlier stage of it.
+        # A file trained from random weights (its card's data summary records init_from: null)
+        # descends from none of them, whatever a config header says.
+        summary = (card.get("data") or {}).get("summary") or {}
+        from_scratch = "init_from" in summary and summary["init_from"] is None
         starts = [
             path
             for path in sorted((root / "potentials" / "starts").glob(f"{molecule}_*.yaml"))
-            if card.get("sha256") is None or yaml.safe_load(path.read_text()).get("sha256") != card["sha256"]
+            if not from_scratch
+            and (card.get("sha256") is None or yaml.safe_load(path.read_text()).get("sha256") != card["sha256"])
         ]
         row["stages"] += len(starts)
-        first = None if base.is_file() else one_stage_start(root, molecule)
+        first = None if base.is_file() or from_scratch else one_stage_start(root, molecule)
         if first is not None:
             stage_1 = yaml.safe_load(first.read_text())["training"]
             row["first_cpu_hours"] = stage_1.get("cpu_hours")

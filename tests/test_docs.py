@@ -101,6 +101,12 @@ def test_the_cost_of_a_one_stage_file_extended_counts_its_first_stage_from_the_k
     (tmp_path / "potentials" / "starts" / "aspirin_def5678.yaml").write_text(yaml.safe_dump(later))
     [row] = tables.cost_rows(tmp_path)
     assert (row["stages"], row["last_cpu_hours"]) == (2, 1.5)
+    # A new model trained from random weights (init_from: null) in place of the extended file: the
+    # starts kept beside it are no stages of it, whatever the header still says.
+    scratch = {**shipped, "sha256": "beef", "data": {"summary": {"init_from": None}}}
+    (tmp_path / "potentials" / "aspirin.yaml").write_text(yaml.safe_dump(scratch))
+    [row] = tables.cost_rows(tmp_path)
+    assert (row["stages"], row["first_wall_cap_minutes"], row["recorded_cpu_hours"]) == (1, None, 1.5)
 
 
 def test_the_cost_counts_the_labelled_frames_a_config_trains_on_from_outside_its_learn_rounds(tmp_path):
