@@ -93,12 +93,15 @@ def stretch_constant(energy: Callable[[np.ndarray], float], positions: np.ndarra
 
 
 def minimum(atomic_numbers: np.ndarray, positions: np.ndarray, calculator) -> np.ndarray:
-    """The positions [n, 3] (Angstrom) BFGS relaxes to under calculator (fmax 1e-4 eV/A)."""
+    """The positions [n, 3] (Angstrom) that `mlff data minimize`'s optimiser relaxes to under
+    calculator (fmax 1e-4 eV/A)."""
     from ase import Atoms
-    from ase.optimize import BFGS
+
+    from mlff.data.generate import optimise
 
     atoms = Atoms(numbers=atomic_numbers, positions=positions, calculator=calculator)
-    BFGS(atoms, logfile=None).run(fmax=1e-4, steps=1000)
+    if not optimise(atoms, fmax_ev_per_a=1e-4, max_steps=1000):
+        raise SystemExit("the minimum was not reached (fmax 1e-4 eV/A in 1000 steps)")
     return atoms.get_positions()
 
 
