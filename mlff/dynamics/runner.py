@@ -139,6 +139,9 @@ class RunCounters:
     wall_seconds: float = 0.0
     atom_steps: int = 0
     replica_steps: int = 0
+    # Time inside the potential during the timed loop only: the engine's own count also holds the
+    # force call that builds its first state, which falls outside `wall_seconds`.
+    potential_seconds: float | None = 0.0
 
 
 def run_md(
@@ -222,6 +225,7 @@ def run_md(
     started = time.perf_counter()
     saved_at: float | None = None
     wall_before = counters.wall_seconds
+    potential_before, potential_started = counters.potential_seconds, md.potential_seconds
     bar = _progress_bar(progress, settings.steps, md.step)
     try:
         while md.step < settings.steps and md.replicas:
@@ -240,6 +244,7 @@ def run_md(
                 writer.write(frame)
             md.drop(collapsed)
             counters.wall_seconds = wall_before + time.perf_counter() - started
+            counters.potential_seconds = _potential_seconds(potential_before, potential_started, md.potential_seconds)
             finished = md.step >= settings.steps or not md.replicas
             due = saved_at is None or time.perf_counter() - saved_at >= checkpoint_seconds
             if directory is not None and (finished or due):
@@ -412,6 +417,13 @@ def _update_bar(bar: Any, chunk: int, frame: Frame, counters: RunCounters, step:
     bar.set_postfix_str(f"{rate:.0f} steps/s, T {temperature:.0f} K, {len(frame.replicas)} live")
 
 
+def _potential_seconds(before: float | None, started: float | None, now: float | None) -> float | None:
+    """Seconds in the potential over resumed processes, counted from the loop's start (None: not measured)."""
+    if before is None or started is None or now is None:
+        return None
+    return before + now - started
+
+
 def _summary(
     potential_path: str | Path,
     specs: list[str],
@@ -434,7 +446,7 @@ def _summary(
     throughput["atom_steps_per_second"] = counters.atom_steps / wall if wall > 0 else 0.0
     throughput["ns_per_day_per_replica"] = throughput["ns_per_day"]
     throughput["ns_per_day"] = ns_per_day(counters.replica_steps / wall, settings.timestep_fs) if wall > 0 else 0.0
-    seconds = md.potential_seconds
+    seconds = counters.potential_seconds
     throughput["potential_time_fraction"] = seconds / wall if seconds is not None and wall > 0 else None
     throughput["replicas"] = len(systems)
     return {
