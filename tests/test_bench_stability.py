@@ -9,10 +9,11 @@ import pytest
 import yaml
 from synthetic import write_md17_npz
 
-from mlff.bench.stability import shipped_targets
-from mlff.cli.bench_stability import protocol_label
+from mlff.bench.stability import seed_ranges, shipped_targets
+from mlff.cli.bench_stability import parse_part, protocol_label
 from mlff.cli.main import main
 from mlff.data.fetch import MOLECULES
+from mlff.dynamics import load_protocol
 from mlff.export.card import write_model_card
 from mlff.resources import potentials_dir, protocol_path
 
@@ -66,6 +67,52 @@ def test_the_compiled_engine_runs_the_protocol(potential_file, tmp_path, monkeyp
     assert rows["torch-compiled"]["engine"] == "torch-compiled" and rows["torch"]["engine"] == "torch"
     assert rows["torch-compiled"]["hr_mae"] == pytest.approx(rows["torch"]["hr_mae"], rel=1e-9)
     assert rows["torch-compiled"]["stable_time_ps"] == rows["torch"]["stable_time_ps"]
+
+
+def test_seeds_run_as_parts_give_the_one_batch_row(potential_file, tmp_path):
+    """`--part 1/2` and `--part 2/2` (two processes' worth of seeds) merge into the row one batch
+    gives: each seed starts from its own frame with its own seed whatever process runs it."""
+    import h5py
+
+    from mlff.dynamics.runner import can_resume, merge_runs
+
+    data = write_md17_npz(tmp_path / "mol.npz", num_frames=120)
+    protocol = tmp_path / "warm.yaml"
+    protocol.write_text("time: 20fs\ntimestep_fs: 0.5\ntemperature_k: 300.0\nthermostat: nose-hoover\nsave_every: 5\n")
+    args = ["bench", "stability", "--potential", str(potential_file), "--data", str(data), "--seeds", "3"]
+    args += ["--protocol", str(protocol)]
+    assert main([*args, "-o", str(tmp_path / "batch")]) == 0
+    parts = tmp_path / "parts"
+    assert main([*args, "--part", "1/2", "-o", str(parts)]) == 0
+    assert not (parts / "stability.json").exists(), "no row until every part has run"
+    with pytest.raises(ValueError, match="do not follow on"):
+        merge_runs([parts / "tiny" / "part1of2", tmp_path / "batch" / "tiny"], tmp_path / "bad")
+    assert main([*args, "--part", "2/2", "-o", str(parts)]) == 0
+    (batch,) = json.loads((tmp_path / "batch" / "stability.json").read_text())["rows"]
+    (merged,) = json.loads((parts / "stability.json").read_text())["rows"]
+    assert merged["seeds"] == 3 and merged["processes"] == 2
+    assert merged["stable_time_ps"] == batch["stable_time_ps"]
+    assert merged["hr_mae"] == pytest.approx(batch["hr_mae"], rel=1e-6)
+    one, two = (json.loads((d / "tiny" / "summary.json").read_text()) for d in (tmp_path / "batch", parts))
+    deviations = [[e["largest_bond_deviation_a"] for e in s["stability"]["per_replica"]] for s in (one, two)]
+    assert deviations[1] == pytest.approx(deviations[0], rel=1e-6) and len(set(deviations[0])) == 3
+    with (
+        h5py.File(parts / "tiny" / "part2of2" / "replica_0.h5") as a,
+        h5py.File(tmp_path / "batch" / "tiny" / "replica_2.h5") as b,
+    ):
+        assert a["coordinates"][:] == pytest.approx(b["coordinates"][:], abs=1e-5)
+    assert (parts / "tiny" / "bond_deviation.png").is_file() and (parts / "tiny" / "hr.png").is_file()
+    settings = load_protocol(protocol, replicas=1)
+    assert can_resume(parts / "tiny" / "part2of2", "torch", settings, potential_file, 2)
+    assert not can_resume(parts / "tiny" / "part2of2", "torch", settings, potential_file, 0)
+
+
+def test_seed_ranges_split_contiguously():
+    assert seed_ranges(5, 2) == [(0, 3), (3, 2)] and seed_ranges(4, 4) == [(0, 1), (1, 1), (2, 1), (3, 1)]
+    with pytest.raises(ValueError, match="cannot split 2 seeds into 3"):
+        seed_ranges(2, 3)
+    with pytest.raises(ValueError, match="expected I/N"):
+        parse_part("2of3")
 
 
 def table_rows(path) -> list[list[str]]:

@@ -5,16 +5,18 @@ torch-compiled, the same MD with the potential call compiled), and
 the table gives the force MAE of the potential's card, the stable time of each seed (mean and
 min), the h(r) MAE against the dataset and the throughput. Each molecule's run keeps its own
 directory with trajectories, plots and a checkpoint, so an interrupted benchmark continues
-where it stopped when run again.
+where it stopped when run again. A molecule's seeds can also run as N processes (`part=(i, N)`,
+one contiguous range of seeds each, e.g. one per CPU core: a replica's trajectory does not depend
+on its batch); the part that finishes last merges them into the molecule's row.
 """
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from mlff import utils
-from mlff.dynamics.runner import can_resume, potential_sha256, run_md
+from mlff.dynamics.runner import can_resume, merge_runs, potential_sha256, run_md
 from mlff.dynamics.settings import MDSettings
 from mlff.units import FS_PER_PS
 
@@ -51,24 +53,20 @@ def run_target(
     device: str = "cpu",
     dtype: str | None = None,
     engine: str = "torch",
-) -> dict[str, Any]:
+    part: tuple[int, int] | None = None,
+) -> dict[str, Any] | None:
     """The protocol on one potential (resuming its run if an earlier one stopped part-way); its table row.
 
     `engine`: "torch" or "torch-compiled" (the same integrator and observers, the potential call
-    compiled); a run resumes only under the engine that started it.
+    compiled); a run resumes only under the engine that started it. `part` (i, N): run only the
+    i-th (1-based) of N contiguous ranges of the seeds, in `<molecule>/part<i>of<N>`; the row when
+    every part has finished (the parts merged into `<molecule>/`), else None.
     """
     run_dir = output_dir / target.name
-    summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     # A run is reused only for the same file: a retrained potential under the same name runs afresh.
     digest = potential_sha256(target.potential)
-    finished = (
-        bool(summary)
-        and not summary.get("interrupted", True)
-        and summary["settings"] == settings.to_dict()
-        and summary.get("potential_sha256") == digest
-    )
-    if not finished:
+    summary = _finished_summary(run_dir, settings, digest)
+    if summary is None and part is None:
         summary = run_md(
             target.potential,
             None,
@@ -80,7 +78,61 @@ def run_target(
             reference_data=target.data,
             resume=can_resume(run_dir, engine, settings, target.potential),
         )
+    elif summary is None:
+        index, count = part
+        ranges = seed_ranges(settings.replicas, count)
+        if not 1 <= index <= count:
+            raise ValueError(f"part {index} of {count}: the part must be between 1 and {count}")
+        part_dirs = [run_dir / f"part{i}of{count}" for i in range(1, count + 1)]
+        first, replicas = ranges[index - 1]
+        part_settings = replace(settings, replicas=replicas)
+        part_dir = part_dirs[index - 1]
+        if _finished_summary(part_dir, part_settings, digest, first) is None:
+            run_md(
+                target.potential,
+                None,
+                part_settings,
+                part_dir,
+                device,
+                dtype,
+                engine=engine,
+                reference_data=target.data,
+                resume=can_resume(part_dir, engine, part_settings, target.potential, first),
+                first_replica=first,
+            )
+        finished = [
+            _finished_summary(directory, replace(settings, replicas=n), digest, start)
+            for directory, (start, n) in zip(part_dirs, ranges)
+        ]
+        if any(done is None for done in finished):
+            return None
+        summary = merge_runs(part_dirs, run_dir, target.data)
     return stability_row(target, summary)
+
+
+def seed_ranges(replicas: int, parts: int) -> list[tuple[int, int]]:
+    """(first seed, seeds) of each of `parts` contiguous ranges of `replicas` seeds, the first ones
+    one larger where they do not divide evenly: seed_ranges(5, 2) == [(0, 3), (3, 2)]."""
+    if not 1 <= parts <= replicas:
+        raise ValueError(f"cannot split {replicas} seeds into {parts} parts: give 1 to {replicas} parts")
+    sizes = [replicas // parts + (1 if i < replicas % parts else 0) for i in range(parts)]
+    return [(sum(sizes[:i]), size) for i, size in enumerate(sizes)]
+
+
+def _finished_summary(
+    run_dir: Path, settings: MDSettings, digest: str, first_replica: int = 0
+) -> dict[str, Any] | None:
+    """The summary of a finished run in `run_dir` of these settings, potential file and replicas, else None."""
+    path = run_dir / "summary.json"
+    summary = json.loads(path.read_text()) if path.is_file() else {}
+    finished = (
+        bool(summary)
+        and not summary.get("interrupted", True)
+        and summary["settings"] == settings.to_dict()
+        and summary.get("potential_sha256") == digest
+        and summary.get("first_replica", 0) == first_replica
+    )
+    return summary if finished else None
 
 
 def stability_row(target: StabilityTarget, summary: dict[str, Any]) -> dict[str, Any]:
@@ -106,7 +158,7 @@ def stability_row(target: StabilityTarget, summary: dict[str, Any]) -> dict[str,
         "steps_per_second": speed["steps_per_second"],
         "ns_per_day": speed["ns_per_day"],
         "interrupted": summary.get("interrupted", False),
-    }
+    } | ({"processes": len(summary["parts"])} if summary.get("parts") else {})
 
 
 def record_in_card(target: StabilityTarget, row: dict[str, Any], protocol: str) -> Path:
@@ -181,12 +233,14 @@ def write_report(output_dir: Path, rows: list[dict[str, Any]], settings: MDSetti
     )
     length_ps = settings.steps * settings.timestep_fs / FS_PER_PS
     engines = " or ".join(sorted({row.get("engine", "torch") for row in rows}))
+    split = [f"{row['molecule']}'s in {row['processes']}" for row in rows if row.get("processes", 1) > 1]
+    batches = f" ({', '.join(split)} processes side by side)" if split else ""
     lines = [
         "# MD17 stability benchmark",
         "",
         f"Protocol `{protocol}`: {length_ps:g} ps of {settings.thermostat} MD at "
         f"{settings.temperature_k:g} K, {settings.timestep_fs} fs steps, {settings.replicas} seeds per molecule in one "
-        f"batch of the {engines} engine; a seed has collapsed when a bond deviates more than "
+        f"batch of the {engines} engine{batches}; a seed has collapsed when a bond deviates more than "
         f"{settings.max_bond_deviation_a} A from its reference length (MDsim). "
         "h(r) MAE: mean |h - h_dataset| x 10 A over 500 bins on (0, 10] A.",
         "",

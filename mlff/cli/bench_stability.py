@@ -5,6 +5,7 @@ command runs from any directory.
 """
 
 import argparse
+import re
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,14 @@ def add_parser(benches: Any) -> None:
         default="torch",
         help="the batched engine: torch, or torch-compiled (the same MD through one compiled graph: 1.8x the "
         "steps/s for naphthalene's 5 seeds on one CPU thread; half a minute to compile, again when a seed leaves)",
+    )
+    parser.add_argument(
+        "--part",
+        default=None,
+        metavar="I/N",
+        help="run only the I-th of N contiguous ranges of each molecule's seeds (e.g. 1/2 and 2/2 as two "
+        "processes, one per core: a seed's trajectory does not depend on its batch); the part that "
+        "finishes last merges them into the molecule's row",
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=DTYPE_NAMES, default=None, help="default: the file's")
@@ -78,16 +87,32 @@ def run(args: argparse.Namespace) -> int:
     else:
         targets = shipped_targets(args.potentials_dir or potentials_dir(), args.molecules)
     output_dir = Path(args.output_dir)
+    part = parse_part(args.part) if args.part else None
     rows = []
     for target in targets:
-        print(f"{target.name}: {settings.replicas} seeds x {settings.steps} steps ...", flush=True)
-        rows.append(run_target(target, settings, output_dir, args.device, args.dtype, args.engine))
+        seeds = f"part {args.part} of {settings.replicas} seeds" if part else f"{settings.replicas} seeds"
+        print(f"{target.name}: {seeds} x {settings.steps} steps ...", flush=True)
+        row = run_target(target, settings, output_dir, args.device, args.dtype, args.engine, part)
+        if row is None:
+            print(f"{target.name}: part {args.part} finished; the row waits for the other parts", flush=True)
+            continue
+        rows.append(row)
         if args.update_cards:
             print(f"updated {record_in_card(target, rows[-1], protocol)}")
+    if not rows:
+        return 0
     report = write_report(output_dir, rows, settings, protocol)
     print(format_table(rows))
     print(f"wrote {output_dir / 'stability.json'} and {report}")
     return 0
+
+
+def parse_part(text: str) -> tuple[int, int]:
+    """ "I/N" as (I, N)."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match:
+        raise ValueError(f"--part {text!r}: expected I/N, e.g. 1/2")
+    return int(match.group(1)), int(match.group(2))
 
 
 def protocol_label(protocol: Path) -> str:

@@ -4,22 +4,26 @@
                      engine="torch", output_dir="runs/md")
 
 Replica k starts from start structure k (cycling through them) with velocities and noise seeded
-settings.seed + k. At every saved frame each live replica's observers (bond-length stability,
-then h(r) while stable) see it and the trajectory and thermo lines are written; at the first frame,
-then every `checkpoint_seconds` of wall time and at the end, the files are flushed and a checkpoint
-is replaced atomically (not at every frame: the observers' state grows with the run, and saving it
-every frame took a third of a 50 ps run's time); a replica that collapses stops while the others
-go on. Further observers (`run_md(observers=[...])`, `mlff.dynamics.observers.Observer`) see every
-saved state with its positions, forces and energies. Ctrl-C (or SIGTERM through the CLI) writes
-every frame so far; a process killed outright keeps what its last checkpoint holds. `resume=True`
-continues from the last checkpoint, recomputing what came after it.
+settings.seed + k. A replica's trajectory does not depend on the others in its batch, so a
+protocol's replicas can run as several processes (`run_md(first_replica=...)`, one range each) and
+`merge_runs` makes them one run's summary and plots. At every saved frame each live replica's
+observers (bond-length stability, then h(r) while stable) see it and the trajectory and thermo
+lines are written; at the first frame, then every `checkpoint_seconds` of wall time and at the end,
+the files are flushed and a checkpoint is replaced atomically (not at every frame: the observers'
+state grows with the run, and saving it every frame took a third of a 50 ps run's time); a replica
+that collapses stops while the others go on. Further observers (`run_md(observers=[...])`,
+`mlff.dynamics.observers.Observer`) see every saved state with its positions, forces and energies.
+Ctrl-C (or SIGTERM through the CLI) writes every frame so far; a process killed outright keeps what
+its last checkpoint holds. `resume=True` continues from the last checkpoint, recomputing what came
+after it.
 
 The potential runs in its file's dtype unless `dtype` names another (mlff's one dtype policy).
 """
 
+import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,18 +67,19 @@ def load_structure(spec: str | None, metadata: dict[str, Any]) -> Atoms:
     return load_structures([spec] if spec else [], metadata, 1)[0]
 
 
-def load_structures(specs: Sequence[str], metadata: dict[str, Any], replicas: int) -> list[Atoms]:
+def load_structures(specs: Sequence[str], metadata: dict[str, Any], replicas: int, first: int = 0) -> list[Atoms]:
     """One start structure per replica: replica k takes specs[k % len(specs)] (FILE or DATASET:INDEX),
-    or with no specs the potential's start frame k (cycling), drawn from its test split at export."""
+    or with no specs the potential's start frame k (cycling), drawn from its test split at export;
+    replicas first .. first + replicas - 1 of that sequence."""
     if not specs:
         reference = metadata.get("reference") or {}
         starts = reference.get("start_positions") or []
         if not starts:
             raise ValueError("this potential carries no start structure: pass --structure FILE or DATASET:INDEX")
         numbers = reference["atomic_numbers"]
-        return [Atoms(numbers=numbers, positions=starts[k % len(starts)]) for k in range(replicas)]
+        return [Atoms(numbers=numbers, positions=starts[k % len(starts)]) for k in range(first, first + replicas)]
     structures = [_read_structure(spec) for spec in specs]
-    return [structures[k % len(structures)].copy() for k in range(replicas)]
+    return [structures[k % len(structures)].copy() for k in range(first, first + replicas)]
 
 
 def _read_structure(spec: str) -> Atoms:
@@ -157,6 +162,7 @@ def run_md(
     progress: bool = False,
     observers: Sequence[Observer] = (),
     checkpoint_seconds: float = 30.0,
+    first_replica: int = 0,
 ) -> dict[str, Any]:
     """MD of `settings.replicas` replicas with a potential file; returns a JSON-able summary.
 
@@ -179,6 +185,9 @@ def run_md(
             go under summary["observers"][name] and their state into the run's checkpoint.
         checkpoint_seconds: wall seconds between checkpoints (and flushes of the output files);
             a run killed outright resumes from its last checkpoint and recomputes what came after.
+        first_replica: this run holds replicas first_replica .. first_replica + settings.replicas - 1
+            of the protocol (start structure and seed settings.seed + k of replica k), so that its
+            replicas can run as several processes and be merged (`merge_runs`).
 
     Torch's CPU thread count follows `mlff.threads.apply_thread_policy` for the atoms of one
     potential call (`atoms_per_call`) unless the user chose one (`mlff.threads.set_user_threads`,
@@ -190,6 +199,8 @@ def run_md(
         raise ValueError(f"engine must be one of {sorted(ENGINES)}, got {engine!r}")
     if resume and output_dir is None:
         raise ValueError("resume needs the output directory of the run to continue")
+    if first_replica < 0:
+        raise ValueError(f"first_replica must be >= 0, got {first_replica}")
     names = [observer.name for observer in observers]
     if len(set(names)) != len(names):
         raise ValueError(f"observers need distinct names, got {names}")
@@ -202,14 +213,16 @@ def run_md(
     digest = potential_sha256(potential_path)
     reference = dataset_reference(reference_data) if reference_data else (potential.metadata.get("reference") or {})
     specs = [structure] if isinstance(structure, str) else list(structure or [])
-    systems = load_structures(specs, {"reference": reference}, settings.replicas)
+    systems = load_structures(specs, {"reference": reference}, settings.replicas, first_replica)
     replica_watch = [replica_observers(atoms, reference, settings.max_bond_deviation_a) for atoms in systems]
     apply_thread_policy(atoms_per_call(systems, engine))
-    md = build_engine(engine, potential, systems, settings)
+    # The engines seed replica k with seed + k: shifting the seed makes this run's replica k the
+    # protocol's replica first_replica + k.
+    md = build_engine(engine, potential, systems, replace(settings, seed=settings.seed + first_replica))
     records = [ReplicaRecord() for _ in systems]
     counters = RunCounters()
     if checkpoint is not None:
-        _check_resumable(checkpoint, engine, settings, digest)
+        _check_resumable(checkpoint, engine, settings, digest, first_replica)
         md.load_state_dict(checkpoint["engine"])
         for (stability, rdf), saved in zip(replica_watch, checkpoint["observers"]):
             stability.load_state_dict(saved["stability"])
@@ -252,7 +265,7 @@ def run_md(
                     writer.flush()
                 run_state = _checkpoint(
                     md, engine, settings, potential, potential_path, digest, replica_watch, observers, records, counters
-                )
+                ) | {"first_replica": first_replica}
                 save_checkpoint(directory / "checkpoint.pt", run_state | _writer_state(writers))
                 saved_at = time.perf_counter()
             _update_bar(bar, chunk, frame, counters, md.step)
@@ -266,6 +279,7 @@ def run_md(
     summary = _summary(potential_path, specs, systems, settings, engine, md, replica_watch, records, counters)
     summary["dtype"] = dtype_name(potential.dtype)
     summary["potential_sha256"] = digest
+    summary["first_replica"] = first_replica
     summary["observers"] = {observer.name: observer.summary() for observer in observers}
     summary["interrupted"] = interrupted
     if directory is not None:
@@ -366,33 +380,46 @@ def potential_sha256(potential_path: str | Path) -> str:
 
 
 def can_resume(
-    output_dir: str | Path, engine: str, settings: MDSettings, potential_path: str | Path | None = None
+    output_dir: str | Path,
+    engine: str,
+    settings: MDSettings,
+    potential_path: str | Path | None = None,
+    first_replica: int = 0,
 ) -> bool:
     """Whether `output_dir` holds a checkpoint that `run_md(..., resume=True)` can continue with
-    this engine, these settings and (when given) this potential file."""
+    this engine, these settings, replicas from `first_replica` and (when given) this potential file."""
     path = Path(output_dir) / "checkpoint.pt"
     if not path.is_file():
         return False
     digest = potential_sha256(potential_path) if potential_path is not None else None
     try:
-        _check_resumable(load_checkpoint(path), engine, settings, digest)
+        _check_resumable(load_checkpoint(path), engine, settings, digest, first_replica)
     except ValueError:
         return False
     return True
 
 
 def _check_resumable(
-    checkpoint: dict[str, Any], engine: str, settings: MDSettings, potential_sha256: str | None = None
+    checkpoint: dict[str, Any],
+    engine: str,
+    settings: MDSettings,
+    potential_sha256: str | None = None,
+    first_replica: int = 0,
 ) -> None:
-    """Refuse to continue a run with other physics: the checkpoint must be of this engine and settings
-    (only `steps`, the run's length, may grow) and, when `potential_sha256` is given, of the same
-    potential file (a checkpoint that does not record its file's hash counts as another file)."""
+    """Refuse to continue a run with other physics: the checkpoint must be of this engine, settings
+    (only `steps`, the run's length, may grow) and replicas and, when `potential_sha256` is given,
+    of the same potential file (a checkpoint that does not record its file's hash counts as another file)."""
     if potential_sha256 is not None and checkpoint.get("potential_sha256") != potential_sha256:
         raise ValueError("the checkpoint is of another potential file (or records none): start a new run for this one")
     if checkpoint.get("version") != CHECKPOINT_VERSION:
         raise ValueError(f"MD checkpoint version {checkpoint.get('version')}; this mlff reads {CHECKPOINT_VERSION}")
     if checkpoint["engine_name"] != engine:
         raise ValueError(f"the checkpoint is of the {checkpoint['engine_name']!r} engine, not {engine!r}")
+    if checkpoint.get("first_replica", 0) != first_replica:
+        raise ValueError(
+            f"the checkpoint's replicas start at {checkpoint.get('first_replica', 0)}, not {first_replica}: "
+            "start a new run for these replicas"
+        )
     saved = {key: value for key, value in checkpoint["settings"].items() if key != "steps"}
     current = {key: value for key, value in settings.to_dict().items() if key != "steps"}
     changed = sorted(key for key in current if saved.get(key) != current[key])
@@ -493,3 +520,100 @@ def _plots(directory: Path, observers: list[tuple[StabilityObserver, RDFObserver
     if rdf.reference_density is not None:
         densities["reference"] = rdf.reference_density
     plot_hr(directory / "hr.png", rdf.bin_centres_a, densities)
+
+
+def merge_runs(
+    part_dirs: Sequence[str | Path], output_dir: str | Path, reference_data: str | Path | None = None
+) -> dict[str, Any]:
+    """One run's summary.json, plots and summary from finished runs of consecutive replica ranges of
+    the same protocol and potential (`run_md(first_replica=...)`, e.g. one process per CPU core).
+
+    The replicas keep their order (part by part); stability is summarised over all of them as
+    `run_md` does. Throughput: steps/s of the slowest part and ns/day summed over the parts (they
+    ran side by side); each part's own under throughput["parts"].
+
+    Raises:
+        ValueError: a part is missing, unfinished or interrupted, or the parts differ in potential,
+            engine or settings, or their replicas are not 0 .. R-1 without gaps or overlaps.
+    """
+    parts = []
+    for directory in map(Path, part_dirs):
+        path = directory / "summary.json"
+        if not path.is_file():
+            raise ValueError(f"{directory} holds no finished run (no summary.json)")
+        summary = json.loads(path.read_text())
+        if summary.get("interrupted", True):
+            raise ValueError(f"the run in {directory} was interrupted: resume it before merging")
+        parts.append((summary.get("first_replica", 0), directory, summary))
+    if not parts:
+        raise ValueError("no runs to merge")
+    parts.sort(key=lambda part: part[0])
+    first = parts[0][2]
+
+    def shared(summary: dict[str, Any]) -> dict[str, Any]:
+        settings = {key: value for key, value in summary["settings"].items() if key != "replicas"}
+        return {
+            "settings": settings,
+            "engine": summary["engine"],
+            "potential_sha256": summary["potential_sha256"],
+            "structure": summary["structure"],
+        }
+
+    expected = 0
+    for start, directory, summary in parts:
+        if shared(summary) != shared(first):
+            raise ValueError(f"the run in {directory} differs from {parts[0][1]} in potential, engine or settings")
+        if start != expected:
+            raise ValueError(f"the runs' replicas do not follow on: {directory} starts at {start}, expected {expected}")
+        expected += summary["settings"]["replicas"]
+    settings = MDSettings(**(first["settings"] | {"replicas": expected}))
+    per_replica = [entry for _, _, summary in parts for entry in summary["stability"]["per_replica"]]
+    throughputs = [summary["throughput"] for _, _, summary in parts]
+    merged = {
+        "potential": first["potential"],
+        "structure": first["structure"],
+        "atoms": [n for _, _, summary in parts for n in summary["atoms"]],
+        "engine": first["engine"],
+        "settings": settings.to_dict(),
+        "stability": _stability_summary(per_replica, settings),
+        "throughput": {
+            "steps": min(t["steps"] for t in throughputs),
+            "wall_seconds": max(t["wall_seconds"] for t in throughputs),
+            "steps_per_second": min(t["steps_per_second"] for t in throughputs),
+            "ns_per_day": sum(t["ns_per_day"] for t in throughputs),
+            "replicas": expected,
+            "parts": throughputs,
+        },
+        "dtype": first["dtype"],
+        "potential_sha256": first["potential_sha256"],
+        "first_replica": 0,
+        "parts": [str(directory) for _, directory, _ in parts],
+        "observers": {},
+        "interrupted": False,
+    }
+    directory = Path(output_dir)
+    write_json(directory / "summary.json", merged)
+    _plots(directory, _merged_observers(parts, first["potential"], reference_data, settings), settings)
+    return merged
+
+
+def _merged_observers(
+    parts: list[tuple[int, Path, dict[str, Any]]],
+    potential_path: str,
+    reference_data: str | Path | None,
+    settings: MDSettings,
+) -> list[tuple[StabilityObserver, RDFObserver]]:
+    """Every replica's observers, rebuilt from the parts' checkpoints (for the merged plots)."""
+    from mlff.export import read_metadata
+
+    reference = (
+        dataset_reference(reference_data) if reference_data else (read_metadata(potential_path).get("reference") or {})
+    )
+    specs = parts[0][2]["structure"]
+    systems = load_structures(specs if isinstance(specs, list) else [], {"reference": reference}, settings.replicas)
+    saved = [state for _, directory, _ in parts for state in load_checkpoint(directory / "checkpoint.pt")["observers"]]
+    observers = [replica_observers(atoms, reference, settings.max_bond_deviation_a) for atoms in systems]
+    for (stability, rdf), state in zip(observers, saved, strict=True):
+        stability.load_state_dict(state["stability"])
+        rdf.load_state_dict(state["rdf"])
+    return observers
