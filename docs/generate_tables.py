@@ -448,8 +448,11 @@ def cost_rows(root: Path) -> list[dict[str, Any]]:
     learn rounds, summed (summaries of loops run before `mlff learn` recorded it have none); the last
     stage's CPU-hours from the shipped card, plus those of the earlier last stages an extended file
     started from (potentials/starts/<m>_<commit>.yaml). A one-stage file extended (aspirin's): stage
-    1 is the start its config's header names (`one_stage_start`), its card the stage's cost. A file
-    trained from random weights counts none of the starts kept beside it. A card
+    1 is the start its config's header names (`one_stage_start`), its card the stage's cost. Starts of
+    another backbone are no stages of a fine-tuned file; staged files it was fine-tuned from
+    (`init_chain`, outside potentials/starts/) are, the first of them stage 1. A file
+    trained from random weights counts none of the starts kept beside it, unless it trains on frames
+    labelled by hand (they came from those files' collapses). A card
     without CPU-hours (older mlff) gives its wall-clock cap instead. Labels: the learn rounds' and
     those the config trains on from outside them (`hand_labels`)."""
     rows = []
@@ -473,16 +476,29 @@ def cost_rows(root: Path) -> list[dict[str, Any]]:
         # the shipped file itself (the start of a later stage, staged or still training) is no
         # earlier stage of it.
         # A file trained from random weights (its card's data summary records init_from: null)
-        # descends from none of them, whatever a config header says.
+        # descends from none of them, whatever a config header says, unless it trains on frames
+        # labelled by hand: those came from the collapses of the kept files (naphthalene's ET).
         summary = (card.get("data") or {}).get("summary") or {}
         from_scratch = "init_from" in summary and summary["init_from"] is None
+        hand = hand_labels(root, molecule)
+        backbone = (card.get("architecture") or {}).get("backbone")
         starts = [
             path
             for path in sorted((root / "potentials" / "starts").glob(f"{molecule}_*.yaml"))
-            if not from_scratch
-            and (card.get("sha256") is None or yaml.safe_load(path.read_text()).get("sha256") != card["sha256"])
+            if (card.get("sha256") is None or yaml.safe_load(path.read_text()).get("sha256") != card["sha256"])
+            and (
+                (from_scratch and hand)
+                # A fine-tune keeps its model: a start of another backbone is no earlier stage.
+                or (
+                    not from_scratch
+                    and (yaml.safe_load(path.read_text()).get("architecture") or {}).get("backbone") == backbone
+                )
+            )
         ]
-        row["stages"] += len(starts)
+        # Staged files it was fine-tuned from (init_from naming a file with a card beside it, outside
+        # potentials/starts/: aspirin's ET stages), the first of them stage 1.
+        staged_cards = [path for path in init_chain(root, card) if path.parent.name != "starts"]
+        row["stages"] += len(starts) + len(staged_cards)
         first = None if base.is_file() or from_scratch else one_stage_start(root, molecule)
         if first is not None:
             stage_1 = yaml.safe_load(first.read_text())["training"]
@@ -491,8 +507,14 @@ def cost_rows(root: Path) -> list[dict[str, Any]]:
             if row["first_cpu_hours"] is None:
                 row["first_wall_cap_minutes"] = stage_1["config"].get("max_minutes")
             starts.remove(first)
+        if staged_cards and first is None and not base.is_file():
+            row["first_cpu_hours"] = yaml.safe_load(staged_cards[-1].read_text())["training"].get("cpu_hours")
+            row["first_source"] = "its card"
+            staged_cards = staged_cards[:-1]
         if row["last_cpu_hours"] is not None:
-            earlier = [yaml.safe_load(path.read_text())["training"].get("cpu_hours") for path in starts]
+            earlier = [
+                yaml.safe_load(path.read_text())["training"].get("cpu_hours") for path in [*starts, *staged_cards]
+            ]
             row["last_cpu_hours"] += sum(hours or 0 for hours in earlier)
         if base.is_file():
             staged = root / "potentials" / "stages" / molecule
@@ -521,7 +543,6 @@ def cost_rows(root: Path) -> list[dict[str, Any]]:
                 row["labels"] = sum(summary.get("frames_labelled") or 0 for summary in summaries)
                 # Loops run before mlff recorded it have 0.
                 row["learn_cpu_hours"] = sum(summary.get("cpu_hours") or 0 for summary in summaries) or None
-        hand = hand_labels(root, molecule)
         if hand:
             row["labels"] = (row["labels"] or 0) + hand
         hours = (row["first_cpu_hours"], row.get("learn_cpu_hours"), row["last_cpu_hours"])
@@ -529,6 +550,17 @@ def cost_rows(root: Path) -> list[dict[str, Any]]:
         row["recorded_cpu_hours"] = sum(known) if row["last_cpu_hours"] is not None else None
         rows.append(row)
     return rows
+
+
+def init_chain(root: Path, card: dict[str, Any]) -> list[Path]:
+    """The cards of the files `card`'s file was fine-tuned from, nearest first: its data summary's
+    init_from, then that file's, while the file named has a card beside it in the repository."""
+    chain: list[Path] = []
+    start = ((card.get("data") or {}).get("summary") or {}).get("init_from")
+    while start and (path := (root / start).with_suffix(".yaml")).is_file() and path not in chain:
+        chain.append(path)
+        start = ((yaml.safe_load(path.read_text()).get("data") or {}).get("summary") or {}).get("init_from")
+    return chain
 
 
 def hand_labels(root: Path, molecule: str) -> int:

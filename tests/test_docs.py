@@ -109,6 +109,47 @@ def test_the_cost_of_a_one_stage_file_extended_counts_its_first_stage_from_the_k
     assert (row["stages"], row["first_wall_cap_minutes"], row["recorded_cpu_hours"]) == (1, None, 1.5)
 
 
+def test_the_cost_of_a_new_model_counts_its_staged_starts_and_the_files_its_hand_labels_came_from(tmp_path):
+    """aspirin's ET: fine-tuned from a staged ET file (its card beside it), whose own stage 1 it is;
+    the EGNN starts kept beside it are no stages of it. naphthalene's ET: trained from random weights
+    on frames labelled at the collapses of the EGNNs kept in potentials/starts/, which count."""
+    tables = load_script(ROOT / "docs" / "generate_tables.py", "generate_tables_script")
+    potentials = tmp_path / "potentials"
+    for folder in ("configs", "starts", "stages/aspirin_et"):
+        (potentials / folder).mkdir(parents=True)
+    egnn, et = {"backbone": "egnn"}, {"backbone": "et"}
+    (potentials / "aspirin.pt").write_bytes(b"")
+    stage_2 = {"init_from": "potentials/stages/aspirin_et/aspirin.pt"}
+    card = {"architecture": et, "data": {"summary": stage_2}, "training": {"cpu_hours": 1.5, "config": {}}}
+    (potentials / "aspirin.yaml").write_text(yaml.safe_dump(card))
+    stage_1 = {"architecture": et, "data": {"summary": {"init_from": None}}, "training": {"cpu_hours": 2.0}}
+    (potentials / "stages" / "aspirin_et" / "aspirin.yaml").write_text(yaml.safe_dump(stage_1))
+    start = {"architecture": egnn, "training": {"cpu_hours": 4.0}}
+    (potentials / "starts" / "aspirin_abc1234.yaml").write_text(yaml.safe_dump(start))
+    (potentials / "configs" / "aspirin.yaml").write_text("train: {}\n")
+    [row] = tables.cost_rows(tmp_path)
+    assert (row["stages"], row["first_cpu_hours"], row["last_cpu_hours"], row["recorded_cpu_hours"]) == (
+        2,
+        2.0,
+        1.5,
+        3.5,
+    )
+    # From random weights on labels of the starts' collapses: the starts count, whatever their model.
+    results = tmp_path / "examples" / "learn" / "results" / "pbe_aspirin_300ps_labels"
+    results.mkdir(parents=True)
+    ase.io.write(results / "labels.extxyz", [ase.Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]])] * 2)
+    scratch = {**card, "data": {"summary": {"init_from": None}}}
+    (potentials / "aspirin.yaml").write_text(yaml.safe_dump(scratch))
+    labels = {"data": {"extra_train_paths": ["examples/learn/results/pbe_aspirin_300ps_labels/labels.extxyz"]}}
+    (potentials / "configs" / "aspirin.yaml").write_text(yaml.safe_dump(labels))
+    [row] = tables.cost_rows(tmp_path)
+    assert (row["stages"], row["labels"], row["last_cpu_hours"]) == (2, 2, 5.5)
+    # Without the labels, a file from random weights owes nothing to the starts.
+    (potentials / "configs" / "aspirin.yaml").write_text("train: {}\n")
+    [row] = tables.cost_rows(tmp_path)
+    assert (row["stages"], row["labels"], row["last_cpu_hours"]) == (1, None, 1.5)
+
+
 def test_the_cost_counts_the_labelled_frames_a_config_trains_on_from_outside_its_learn_rounds(tmp_path):
     """Labels in a learn round's folder are the round summaries' to count; any other labelled file
     the config trains on (an earlier loop's seeds, frames labelled by hand) adds its frames."""
