@@ -478,22 +478,19 @@ def cost_rows(root: Path) -> list[dict[str, Any]]:
         # A file trained from random weights (its card's data summary records init_from: null)
         # descends from none of them, whatever a config header says, unless it trains on frames
         # labelled by hand: those came from the collapses of the kept files (naphthalene's ET).
-        summary = (card.get("data") or {}).get("summary") or {}
+        summary = data_summary(card)
         from_scratch = "init_from" in summary and summary["init_from"] is None
         hand = hand_labels(root, molecule)
-        backbone = (card.get("architecture") or {}).get("backbone")
+        kept = {
+            path: yaml.safe_load(path.read_text())
+            for path in sorted((root / "potentials" / "starts").glob(f"{molecule}_*.yaml"))
+        }
+        # A fine-tune keeps its model: a start of another backbone is no earlier stage of it.
         starts = [
             path
-            for path in sorted((root / "potentials" / "starts").glob(f"{molecule}_*.yaml"))
-            if (card.get("sha256") is None or yaml.safe_load(path.read_text()).get("sha256") != card["sha256"])
-            and (
-                (from_scratch and hand)
-                # A fine-tune keeps its model: a start of another backbone is no earlier stage.
-                or (
-                    not from_scratch
-                    and (yaml.safe_load(path.read_text()).get("architecture") or {}).get("backbone") == backbone
-                )
-            )
+            for path, start in kept.items()
+            if (card.get("sha256") is None or start.get("sha256") != card["sha256"])
+            and ((from_scratch and hand) or (not from_scratch and backbone(start) == backbone(card)))
         ]
         # Staged files it was fine-tuned from (init_from naming a file with a card beside it, outside
         # potentials/starts/: aspirin's ET stages), the first of them stage 1.
@@ -552,14 +549,24 @@ def cost_rows(root: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def data_summary(card: dict[str, Any]) -> dict[str, Any]:
+    """A model card's data summary (init_from among it), empty where the card has none."""
+    return (card.get("data") or {}).get("summary") or {}
+
+
+def backbone(card: dict[str, Any]) -> str | None:
+    """The backbone a model card names, None where it names none."""
+    return (card.get("architecture") or {}).get("backbone")
+
+
 def init_chain(root: Path, card: dict[str, Any]) -> list[Path]:
     """The cards of the files `card`'s file was fine-tuned from, nearest first: its data summary's
     init_from, then that file's, while the file named has a card beside it in the repository."""
     chain: list[Path] = []
-    start = ((card.get("data") or {}).get("summary") or {}).get("init_from")
+    start = data_summary(card).get("init_from")
     while start and (path := (root / start).with_suffix(".yaml")).is_file() and path not in chain:
         chain.append(path)
-        start = ((yaml.safe_load(path.read_text()).get("data") or {}).get("summary") or {}).get("init_from")
+        start = data_summary(yaml.safe_load(path.read_text())).get("init_from")
     return chain
 
 
