@@ -494,24 +494,21 @@ def cost_rows(root: Path) -> list[dict[str, Any]]:
         ]
         # Staged files it was fine-tuned from (init_from naming a file with a card beside it, outside
         # potentials/starts/: aspirin's ET stages), the first of them stage 1.
-        staged_cards = [path for path in init_chain(root, card) if path.parent.name != "starts"]
-        row["stages"] += len(starts) + len(staged_cards)
+        stage_cards = [chained for path, chained in init_chain(root, card).items() if path.parent.name != "starts"]
+        row["stages"] += len(starts) + len(stage_cards)
         first = None if base.is_file() or from_scratch else one_stage_start(root, molecule)
         if first is not None:
-            stage_1 = yaml.safe_load(first.read_text())["training"]
+            stage_1 = kept[first]["training"]
             row["first_cpu_hours"] = stage_1.get("cpu_hours")
             row["first_source"] = "its card"
             if row["first_cpu_hours"] is None:
                 row["first_wall_cap_minutes"] = stage_1["config"].get("max_minutes")
             starts.remove(first)
-        if staged_cards and first is None and not base.is_file():
-            row["first_cpu_hours"] = yaml.safe_load(staged_cards[-1].read_text())["training"].get("cpu_hours")
+        if stage_cards and first is None and not base.is_file():
+            row["first_cpu_hours"] = stage_cards.pop()["training"].get("cpu_hours")
             row["first_source"] = "its card"
-            staged_cards = staged_cards[:-1]
         if row["last_cpu_hours"] is not None:
-            earlier = [
-                yaml.safe_load(path.read_text())["training"].get("cpu_hours") for path in [*starts, *staged_cards]
-            ]
+            earlier = [start["training"].get("cpu_hours") for start in [*(kept[path] for path in starts), *stage_cards]]
             row["last_cpu_hours"] += sum(hours or 0 for hours in earlier)
         if base.is_file():
             staged = root / "potentials" / "stages" / molecule
@@ -559,14 +556,15 @@ def backbone(card: dict[str, Any]) -> str | None:
     return (card.get("architecture") or {}).get("backbone")
 
 
-def init_chain(root: Path, card: dict[str, Any]) -> list[Path]:
-    """The cards of the files `card`'s file was fine-tuned from, nearest first: its data summary's
-    init_from, then that file's, while the file named has a card beside it in the repository."""
-    chain: list[Path] = []
+def init_chain(root: Path, card: dict[str, Any]) -> dict[Path, dict[str, Any]]:
+    """The cards (path -> card) of the files `card`'s file was fine-tuned from, nearest first: its
+    data summary's init_from, then that file's, while the file named has a card beside it in the
+    repository."""
+    chain: dict[Path, dict[str, Any]] = {}
     start = data_summary(card).get("init_from")
     while start and (path := (root / start).with_suffix(".yaml")).is_file() and path not in chain:
-        chain.append(path)
-        start = data_summary(yaml.safe_load(path.read_text())).get("init_from")
+        chain[path] = yaml.safe_load(path.read_text())
+        start = data_summary(chain[path]).get("init_from")
     return chain
 
 
