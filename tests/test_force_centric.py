@@ -34,6 +34,7 @@ from mlff.training.losses import (
     LossSettings,
     denoising,
     energy_mse,
+    force_mae,
     force_mse,
     harmonic_restoring_force,
     project_out_rigid_motions,
@@ -129,6 +130,19 @@ def test_force_loss_ignores_equilibrium_frames():
     assert float(force_mse(LossInputs(None, batch, batch.energies, wild))) == pytest.approx(0.01)
     batch.equilibrium[:] = True
     assert float(force_mse(LossInputs(None, batch, batch.energies, predicted))) == 0.0
+
+
+def test_force_mae_term_is_the_mean_absolute_error_on_off_equilibrium_frames():
+    batch = make_batch([3, 4, 2], [False, True, False])
+    predicted = batch.forces.clone()
+    predicted[:3] += 0.3
+    predicted[7:] -= 0.1
+    predicted[3:7] = 1e3
+    expected = (9 * 0.3 + 6 * 0.1) / 15
+    assert float(force_mae(LossInputs(None, batch, batch.energies, predicted))) == pytest.approx(expected)
+    assert LOSSES["forces_mae"] is force_mae
+    batch.equilibrium[:] = True
+    assert float(force_mae(LossInputs(None, batch, batch.energies, predicted))) == 0.0
 
 
 def test_zero_force_term_is_the_mean_square_force_on_equilibrium_frames():

@@ -83,16 +83,32 @@ def energy_mse(inputs: LossInputs) -> torch.Tensor:
     return (inputs.energy - batch.energies)[batch.has_energy].pow(2).mean()
 
 
-def force_mse(inputs: LossInputs) -> torch.Tensor:
-    """Mean squared error of force components on off-equilibrium frames, (eV/A)^2 (0 if none).
+def _force_errors(inputs: LossInputs) -> torch.Tensor | None:
+    """[M, 3] eV/A, predicted minus reference forces on the atoms of off-equilibrium frames (None if none).
 
     Equilibrium frames are left to `zero_force`: their stored forces are not labels.
     """
     batch = inputs.batch
     atoms = ~batch.equilibrium[batch.batch]
     if not bool(atoms.any()):
-        return _zero(inputs)
-    return (inputs.forces - batch.forces)[atoms].pow(2).mean()
+        return None
+    return (inputs.forces - batch.forces)[atoms]
+
+
+def force_mse(inputs: LossInputs) -> torch.Tensor:
+    """Mean squared error of force components on off-equilibrium frames, (eV/A)^2 (0 if none)."""
+    errors = _force_errors(inputs)
+    return _zero(inputs) if errors is None else errors.pow(2).mean()
+
+
+def force_mae(inputs: LossInputs) -> torch.Tensor:
+    """Mean absolute error of force components on off-equilibrium frames, eV/A (0 if none).
+
+    The benchmark's own metric: late in training it weighs every error alike, where the squared
+    error spends the gradient on the largest ones.
+    """
+    errors = _force_errors(inputs)
+    return _zero(inputs) if errors is None else errors.abs().mean()
 
 
 def zero_force(inputs: LossInputs) -> torch.Tensor:
@@ -261,6 +277,7 @@ def empp(inputs: LossInputs) -> torch.Tensor:
 LOSSES: dict[str, LossTerm] = {
     "energy": energy_mse,
     "forces": force_mse,
+    "forces_mae": force_mae,
     "zero_force": zero_force,
     "denoising": denoising,
     "smoothness": smoothness,
