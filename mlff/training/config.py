@@ -169,10 +169,11 @@ class TrainConfig:
     `mlff.training.losses.LOSSES` (energy: MSE of total energy over frames with an
     energy label, eV^2; forces: MSE of force components of off-equilibrium frames,
     (eV/A)^2; forces_mae: their mean absolute error, eV/A; zero_force: mean squared
-    predicted force component on equilibrium frames, (eV/A)^2; denoising: MSE between the predicted force at a perturbed
-    equilibrium geometry and the harmonic restoring force, (eV/A)^2; smoothness:
-    the encoding's regulariser, its weight is the paper's lambda; empp: the masked-position
-    prediction loss of `train.empp`, nats, which needs no labels).
+    predicted force component on equilibrium frames, (eV/A)^2; denoising: MSE between
+    the predicted force at a perturbed equilibrium geometry and the harmonic restoring
+    force, (eV/A)^2; smoothness: the encoding's regulariser, its weight is the paper's
+    lambda; empp: the masked-position prediction loss of `train.empp`, nats, which needs
+    no labels).
 
     Attributes:
         epochs: passes over the training frames.
