@@ -173,7 +173,8 @@ class TrainConfig:
     the predicted force at a perturbed equilibrium geometry and the harmonic restoring
     force, (eV/A)^2; smoothness: the encoding's regulariser, its weight is the paper's
     lambda; empp: the masked-position prediction loss of `train.empp`, nats, which needs
-    no labels).
+    no labels). A `loss_weights` mapping in a config is merged into the default, so a default
+    term is dropped by weight 0, not by leaving it out.
 
     Attributes:
         epochs: passes over the training frames.
