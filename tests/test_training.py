@@ -54,6 +54,24 @@ def test_dotted_overrides_merge_into_sections():
     assert config.train.epochs == 7
 
 
+def test_a_loss_weights_mapping_in_a_file_is_the_whole_loss(tmp_path):
+    """A file's loss_weights trains exactly the terms it names (stage 6's arm B trained forces 100 beside
+    forces_mae when a file's mapping was merged into the default); an option mapping still merges."""
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "model:\n  backbone_options: {hidden: 32}\ntrain:\n  loss_weights: {energy: 1.0, forces_mae: 2.0}\n"
+    )
+    config = load_config(path)
+    assert config.train.loss_weights == {"energy": 1.0, "forces_mae": 2.0}
+    assert config.model.backbone_options == {"hidden": 32, "layers": 4}
+    edited = load_config(path, ["train.loss_weights.zero_force=3", "train.loss_weights.energy=0"])
+    assert edited.train.loss_weights == {"energy": 0.0, "forces_mae": 2.0, "zero_force": 3.0}
+    path.write_text("train:\n  lr: 0.001\n")
+    added = load_config(path, ["train.loss_weights.zero_force=3"])
+    assert added.train.loss_weights == {"energy": 1.0, "forces": 100.0, "smoothness": 0.01, "zero_force": 3.0}
+    assert load_config(path).train.loss_weights == {"energy": 1.0, "forces": 100.0, "smoothness": 0.01}
+
+
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("rmd17_*.yaml")), ids=lambda p: p.stem)
 def test_example_configs_are_valid(path):
     config = load_config(path)

@@ -233,7 +233,7 @@ class LearnConfig:
 
 def load_learn_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> LearnConfig:
     """Read a learn YAML (or start from defaults), apply dotted key=value overrides, validate."""
-    return learn_config_from_dict(read_raw_config(path, overrides))
+    return learn_config_from_dict(read_raw_config(path, overrides, LearnConfig))
 
 
 def learn_config_from_dict(raw: dict[str, Any]) -> LearnConfig:

@@ -22,6 +22,12 @@ class ConfigError(ValueError):
     """A config key is unknown or its value is invalid (the message names the key)."""
 
 
+# Field metadata key: a mapping given for the field replaces its default rather than being merged into
+# it. For a mapping of terms (loss weights) leaving one out means "not this one"; a mapping of options
+# (backbone_options) is merged, so that one left out keeps its default.
+REPLACES_DEFAULT = "replaces_default"
+
+
 @dataclass
 class DataConfig:
     """Which frames to train, validate and test on.
@@ -173,8 +179,9 @@ class TrainConfig:
     the predicted force at a perturbed equilibrium geometry and the harmonic restoring
     force, (eV/A)^2; smoothness: the encoding's regulariser, its weight is the paper's
     lambda; empp: the masked-position prediction loss of `train.empp`, nats, which needs
-    no labels). A `loss_weights` mapping in a config is merged into the default, so a default
-    term is dropped by weight 0, not by leaving it out.
+    no labels). A `loss_weights` mapping written in a config is the whole loss: a term it leaves
+    out is not trained. A dotted override (`train.loss_weights.zero_force=100`) edits that mapping, or
+    the default when the config gives none.
 
     Attributes:
         epochs: passes over the training frames.
@@ -241,7 +248,9 @@ class TrainConfig:
     divergence_factor: float = 3.0
     max_rollbacks: int = 5
     keep: str = "best"
-    loss_weights: dict[str, float] = field(default_factory=lambda: {"energy": 1.0, "forces": 100.0, "smoothness": 0.01})
+    loss_weights: dict[str, float] = field(
+        default_factory=lambda: {"energy": 1.0, "forces": 100.0, "smoothness": 0.01}, metadata={REPLACES_DEFAULT: True}
+    )
     early_stopping_patience: int = 0
     max_minutes: float = 0.0
     max_cpu_minutes: float = 0.0
@@ -317,8 +326,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return config_from_dict(read_raw_config(path, overrides))
 
 
-def read_raw_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
-    """The plain mapping of a YAML config file (empty for None) with dotted key=value overrides applied."""
+def read_raw_config(
+    path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), root: type | None = None
+) -> dict[str, Any]:
+    """The plain mapping of a YAML config file (empty for None) with dotted key=value overrides applied
+    (see `apply_override`; `root` is the config class the mapping is for, None: `Config`)."""
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -329,23 +341,47 @@ def read_raw_config(path: str | Path | None, overrides: list[str] | tuple[str, .
             raise ConfigError(f"{path}: a config must be a YAML mapping")
         raw = loaded or {}
     for override in overrides:
-        apply_override(raw, override)
+        apply_override(raw, override, root)
     return raw
 
 
-def apply_override(raw: dict[str, Any], override: str) -> None:
-    """Set raw[a][b][c] = value for an override 'a.b.c=value' (value parsed as YAML)."""
+def apply_override(raw: dict[str, Any], override: str, root: type | None = None) -> None:
+    """Set raw[a][b][c] = value for an override 'a.b.c=value' (value parsed as YAML).
+
+    `root` is the config class `raw` is for (None: `Config`). A mapping field that replaces its
+    default (`REPLACES_DEFAULT`, e.g. train.loss_weights) and is absent from `raw` starts from its
+    default, so that `train.loss_weights.zero_force=100` adds a term to the default loss; where `raw`
+    gives the mapping, the override edits that one.
+    """
     key, sep, text = override.partition("=")
     if not sep or not key:
         raise ConfigError(f"override {override!r} must look like key.sub=value")
     parts = key.strip().split(".")
     node = raw
+    kind: type | None = Config if root is None else root
     for part in parts[:-1]:
+        spec, kind = _field_of(kind, part)
+        if part not in node and spec is not None and spec.metadata.get(REPLACES_DEFAULT):
+            node[part] = spec.default_factory()
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
             raise ConfigError(f"override {override!r}: {part!r} is not a section")
         node = child
     node[parts[-1]] = yaml.safe_load(text) if text.strip() else ""
+
+
+def _field_of(kind: type | None, name: str) -> tuple[dataclasses.Field | None, type | None]:
+    """The field `name` of the dataclass `kind` (None if `kind` is not a dataclass or has no such
+    field) and the dataclass that field holds (None if it holds none), through an optional hint."""
+    if kind is None or not dataclasses.is_dataclass(kind):
+        return None, None
+    spec = next((f for f in dataclasses.fields(kind) if f.name == name), None)
+    if spec is None:
+        return None, None
+    hint = typing.get_type_hints(kind)[name]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        hint = next((option for option in typing.get_args(hint) if dataclasses.is_dataclass(option)), None)
+    return spec, hint if dataclasses.is_dataclass(hint) else None
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
@@ -356,7 +392,9 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
 def dataclass_from_dict(cls: type, raw: Any, prefix: str = "") -> Any:
     """An instance of the dataclass `cls` from a plain dict: unknown keys and values of the wrong type
     are a ConfigError naming the dotted key (under `prefix`); nested dataclasses, unions, lists and
-    dicts are converted by their type hints. Every config of mlff (training, learn) is built with it."""
+    dicts are converted by their type hints; a mapping given for a field whose default is a mapping is
+    merged into that default, unless the field is marked `REPLACES_DEFAULT`. Every config of mlff
+    (training, learn) is built with it."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{prefix or 'config'} must be a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
@@ -365,7 +403,9 @@ def dataclass_from_dict(cls: type, raw: Any, prefix: str = "") -> Any:
     if unknown:
         raise ConfigError(f"unknown config key(s) {[prefix + k for k in unknown]}; known: {sorted(names)}")
     defaults = {
-        f.name: f.default_factory() for f in dataclasses.fields(cls) if f.default_factory is not dataclasses.MISSING
+        f.name: f.default_factory()
+        for f in dataclasses.fields(cls)
+        if f.default_factory is not dataclasses.MISSING and not f.metadata.get(REPLACES_DEFAULT)
     }
     values = {}
     for name, value in raw.items():
